@@ -1,0 +1,59 @@
+"""App configuration: wires checks, signals and the write detector in ready()."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from django.apps import AppConfig
+from django.core import checks
+from django.core.exceptions import ImproperlyConfigured
+from django.core.signals import setting_changed
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.backends.signals import connection_created
+
+_fork_hook_registered = False
+
+
+def _install_write_detector(
+    sender: object, connection: BaseDatabaseWrapper, **kwargs: Any
+) -> None:
+    from django_rwsplit import conf, writes
+
+    try:
+        primary = conf.get_config().primary
+    except ImproperlyConfigured:
+        return
+    if connection.alias == primary:
+        writes.install(connection)
+
+
+def _settings_changed(setting: str, **kwargs: Any) -> None:
+    from django_rwsplit import conf
+    from django_rwsplit.health import registry
+
+    if setting in ("RWSPLIT", "DATABASES", "CACHES"):
+        conf.clear_cache(setting=setting)
+        registry.reset()
+
+
+class RwsplitConfig(AppConfig):
+    name = "django_rwsplit"
+    verbose_name = "Read/write split"
+
+    def ready(self) -> None:
+        global _fork_hook_registered
+        from django_rwsplit import checks as rwsplit_checks
+        from django_rwsplit.health import registry
+
+        checks.register(rwsplit_checks.check_settings)
+        checks.register(rwsplit_checks.check_wiring)
+        checks.register(rwsplit_checks.check_databases, checks.Tags.database)
+        setting_changed.connect(_settings_changed, dispatch_uid="django_rwsplit")
+        connection_created.connect(
+            _install_write_detector, dispatch_uid="django_rwsplit"
+        )
+        registry.remember_database_names()
+        if not _fork_hook_registered:
+            os.register_at_fork(after_in_child=registry.reset_after_fork)
+            _fork_hook_registered = True

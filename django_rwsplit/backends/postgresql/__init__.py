@@ -1,0 +1,1 @@
+"""A PostgreSQL backend whose replica connections fail over when they cannot connect."""

@@ -1,0 +1,147 @@
+"""System checks for the RWSPLIT setting and how the app is wired in."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from django.conf import settings
+from django.core import checks
+from django.utils.module_loading import import_string
+
+from django_rwsplit import conf
+
+ROUTER_PATH = "django_rwsplit.routers.ReadWriteRouter"
+MIDDLEWARE_PATH = "django_rwsplit.middleware.PinPrimaryMiddleware"
+BACKEND = "django_rwsplit.backends.postgresql"
+
+
+def check_settings(**kwargs: Any) -> list[checks.CheckMessage]:
+    """Report every problem in ``RWSPLIT`` (ids rwsplit.E001 to rwsplit.E013)."""
+    _, problems = conf.parse(conf.raw_setting())
+    return [
+        checks.Error(p.msg, hint=p.hint, id=p.id, obj="RWSPLIT") for p in problems
+    ]
+
+
+def _uses(entries: Sequence[Any], path: str) -> bool:
+    wanted = import_string(path)
+    for entry in entries:
+        if entry == path:
+            return True
+        try:
+            candidate = import_string(entry) if isinstance(entry, str) else entry
+        except ImportError:
+            continue
+        cls = candidate if isinstance(candidate, type) else type(candidate)
+        if issubclass(cls, wanted):
+            return True
+    return False
+
+
+def check_wiring(**kwargs: Any) -> list[checks.CheckMessage]:
+    """Warn about a router, middleware, test mirror or backend that is missing."""
+    messages: list[checks.CheckMessage] = []
+    if not _uses(settings.DATABASE_ROUTERS, ROUTER_PATH):
+        messages.append(
+            checks.Warning(
+                "django_rwsplit is installed but its router is not in "
+                "DATABASE_ROUTERS, so no read goes to a replica.",
+                hint=f'Add "{ROUTER_PATH}" to DATABASE_ROUTERS.',
+                id="rwsplit.W001",
+            )
+        )
+    if not _uses(settings.MIDDLEWARE, MIDDLEWARE_PATH):
+        messages.append(
+            checks.Warning(
+                "PinPrimaryMiddleware is not in MIDDLEWARE, so a request that "
+                "wrote may read stale data from a replica.",
+                hint=f'Add "{MIDDLEWARE_PATH}" near the top of MIDDLEWARE.',
+                id="rwsplit.W002",
+            )
+        )
+    config, problems = conf.parse(conf.raw_setting())
+    if any(p.id in ("rwsplit.E001", "rwsplit.E003") for p in problems):
+        return messages
+    for alias in config.replicas:
+        options = settings.DATABASES[alias]
+        if (options.get("TEST") or {}).get("MIRROR") != config.primary:
+            messages.append(
+                checks.Warning(
+                    f"Replica {alias!r} is not a test mirror of the primary, so "
+                    "the test runner would create a separate, empty test "
+                    "database for it.",
+                    hint=f'Set DATABASES["{alias}"]["TEST"] = '
+                    f'{{"MIRROR": "{config.primary}"}}.',
+                    id="rwsplit.W003",
+                )
+            )
+        if options.get("ENGINE") != BACKEND:
+            messages.append(
+                checks.Warning(
+                    f"Replica {alias!r} does not use the {BACKEND} engine, so a "
+                    "read that cannot connect to it fails instead of moving to "
+                    "another replica or the primary.",
+                    hint=f'Set DATABASES["{alias}"]["ENGINE"] = "{BACKEND}".',
+                    id="rwsplit.W004",
+                )
+            )
+    primary_engine = settings.DATABASES[config.primary].get("ENGINE", "")
+    if config.consistency == "lsn" and "postgresql" not in primary_engine:
+        messages.append(
+            checks.Warning(
+                'RWSPLIT["CONSISTENCY"] is "lsn" but the primary is not PostgreSQL.',
+                hint='Use "time" consistency for other databases.',
+                id="rwsplit.W005",
+            )
+        )
+    return messages
+
+
+def check_databases(
+    databases: Sequence[str] | None = None, **kwargs: Any
+) -> list[checks.CheckMessage]:
+    """With ``check --database``, probe the named primary and replicas."""
+    if not databases:
+        return []
+    from django_rwsplit.health.probes import probe_for
+
+    config, problems = conf.parse(conf.raw_setting())
+    if problems:
+        return []
+    messages: list[checks.CheckMessage] = []
+    for alias in databases:
+        options = settings.DATABASES[alias]
+        if alias == config.primary:
+            primary = probe_for(options).check_primary(
+                alias, options, config.check_timeout
+            )
+            if not primary.reachable or primary.in_recovery:
+                messages.append(
+                    checks.Error(
+                        f"Primary {alias!r} is "
+                        + ("unreachable" if not primary.reachable else "in recovery")
+                        + f": {primary.error or 'read-only'}.",
+                        id="rwsplit.E020",
+                    )
+                )
+        elif alias in config.replicas:
+            reading = probe_for(options).check_replica(
+                alias, options, config.check_timeout
+            )
+            if not reading.reachable:
+                messages.append(
+                    checks.Error(
+                        f"Replica {alias!r} is unreachable: {reading.error}.",
+                        id="rwsplit.E021",
+                    )
+                )
+            elif reading.in_recovery is False:
+                messages.append(
+                    checks.Error(
+                        f"Replica {alias!r} is not in recovery: it is a primary.",
+                        hint="A promoted node must not be listed in REPLICAS.",
+                        id="rwsplit.E022",
+                    )
+                )
+    return messages

@@ -1,0 +1,172 @@
+"""
+Read-your-writes tokens: the primary's WAL position after a context's writes.
+
+A token is a signed, timestamped string. It travels in the pin cookie, or by
+hand (a task argument) to :func:`read_after`, which lets reads go to a
+replica only once that replica has replayed the position.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from django.core import signing
+from django.db import connections
+
+from django_rwsplit import pinning
+from django_rwsplit.conf import Config, get_config
+
+if TYPE_CHECKING:
+    from django_rwsplit.health.registry import ProcessHealth
+
+SALT = "django_rwsplit.pin"
+MAX_TOKEN_LENGTH = 200
+# Tokens stamped further in the future than this are forged or from a broken
+# clock; either way they are ignored.
+MAX_CLOCK_SKEW = 5.0
+TIME_PAYLOAD = "t"
+
+
+@dataclass(frozen=True)
+class Token:
+    """A decoded pin: ``lsn`` is None for a plain time window."""
+
+    lsn: int | None
+    issued_at: float
+
+
+def _signer() -> signing.TimestampSigner:
+    return signing.TimestampSigner(salt=SALT)
+
+
+def format_lsn(value: int) -> str:
+    """Return ``value`` as PostgreSQL prints an LSN (``16/B374D848``)."""
+    return f"{value >> 32:X}/{value & 0xFFFFFFFF:X}"
+
+
+def parse_lsn(text: str) -> int:
+    """Return the integer of an LSN ``text``; raise ValueError when malformed."""
+    high, low = text.split("/")
+    if not (0 < len(high) <= 8 and 0 < len(low) <= 8):
+        raise ValueError(text)
+    return (int(high, 16) << 32) + int(low, 16)
+
+
+def encode(lsn: int | None) -> str:
+    """Return a signed token for ``lsn`` (or a time-only pin for None)."""
+    return _signer().sign(TIME_PAYLOAD if lsn is None else format_lsn(lsn))
+
+
+def decode(value: object, config: Config) -> Token | None:
+    """Return the token in ``value``, or None if it is forged, stale or malformed."""
+    if not isinstance(value, str) or not 0 < len(value) <= MAX_TOKEN_LENGTH:
+        return None
+    signer = _signer()
+    try:
+        payload = signer.unsign(value, max_age=config.sticky_seconds)
+        issued_at = float(signing.b62_decode(value.rsplit(signer.sep, 2)[1]))
+    except (signing.BadSignature, ValueError, IndexError):
+        return None
+    if issued_at > time.time() + MAX_CLOCK_SKEW:
+        return None
+    if payload == TIME_PAYLOAD:
+        return Token(None, issued_at)
+    try:
+        return Token(parse_lsn(payload), issued_at)
+    except ValueError:
+        return None
+
+
+def primary_position(using: str) -> int | None:
+    """Return the primary's current WAL position (None if it cannot be read)."""
+    try:
+        with connections[using].cursor() as cursor:
+            cursor.execute("SELECT pg_current_wal_lsn()::text")
+            row = cursor.fetchone()
+    except Exception:  # noqa: BLE001 - the caller falls back to a time pin
+        return None
+    return parse_lsn(row[0]) if row and row[0] else None
+
+
+def current_token() -> str | None:
+    """
+    Return a token for the position after this context's writes, or None.
+
+    Pass it to a task (for example a Celery task enqueued right after a write)
+    and read inside ``with read_after(token):`` there.
+    """
+    scope = pinning.current_scope()
+    wrote = scope.wrote if scope is not None else pinning._wrote_unscoped.get()
+    if not wrote:
+        return None
+    config = get_config()
+    if config.consistency != "lsn":
+        return encode(None)
+    return encode(primary_position(config.primary))
+
+
+@contextmanager
+def read_after(token: str | None) -> Iterator[None]:
+    """
+    Send reads inside the block to replicas that have replayed ``token``.
+
+    Replicas that have not reached it are skipped; if none has, reads go to
+    the primary. A forged, expired or malformed token (or None) changes
+    nothing. The previous routing scope is restored on exit.
+    """
+    config = get_config()
+    decoded = decode(token, config) if token is not None else None
+    if decoded is None:
+        yield
+        return
+    scope = pinning.Scope(
+        pinned="token" if decoded.lsn is None else None,
+        min_lsn=decoded.lsn,
+        token_at=decoded.issued_at,
+    )
+    reset = pinning._scope.set(scope)
+    try:
+        yield
+    finally:
+        pinning._scope.reset(reset)
+
+
+def replica_position(alias: str) -> int | None:
+    """Return the WAL position replica ``alias`` has replayed, asking it directly."""
+    try:
+        with connections[alias].cursor() as cursor:
+            cursor.execute("SELECT pg_last_wal_replay_lsn()::text")
+            row = cursor.fetchone()
+    except Exception:  # noqa: BLE001 - an unreadable replica has not reached it
+        return None
+    return parse_lsn(row[0]) if row and row[0] else None
+
+
+def replica_reached(state: ProcessHealth, alias: str, scope: pinning.Scope) -> bool:
+    """
+    Return whether replica ``alias`` has replayed the scope's token position.
+
+    The health snapshot answers when it already shows the position. When the
+    snapshot was taken before the token was issued, the replica is asked once
+    (and again for up to ``CAUSAL_WAIT`` milliseconds, if set).
+    """
+    assert scope.min_lsn is not None
+    status = state.tracker.status(alias)
+    if status is not None and status.replay_lsn is not None:
+        if status.replay_lsn >= scope.min_lsn:
+            return True
+        checked_at = status.checked_at or 0.0
+        if checked_at > (scope.token_at or 0.0) and not state.config.causal_wait:
+            return False
+    deadline = time.monotonic() + state.config.causal_wait / 1000
+    while True:
+        position = replica_position(alias)
+        if position is not None and position >= scope.min_lsn:
+            return True
+        if position is None or time.monotonic() >= deadline:
+            return False
+        time.sleep(0.005)

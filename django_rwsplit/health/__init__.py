@@ -1,0 +1,1 @@
+"""Replica health: probes, the per-process monitor and the rotation it keeps."""

@@ -1,0 +1,103 @@
+"""Turn raw probe readings into lag figures and in/out-of-rotation decisions."""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+from django_rwsplit.conf import Config
+from django_rwsplit.health.probes import PrimaryStatus, ReplicaReading
+
+
+@dataclass(frozen=True)
+class Assessment:
+    """Lag of one replica and, if it must not serve reads, why."""
+
+    lag_bytes: int | None
+    lag_seconds: float | None
+    problem: str | None
+
+
+class PrimaryHistory:
+    """
+    Recent ``(time, WAL position)`` samples of the primary.
+
+    Lag in seconds is derived from them rather than from
+    ``now() - pg_last_xact_replay_timestamp()``, which grows for ever behind an
+    idle primary: a replica that has replayed position R lags by at most the
+    time since the primary was last seen at or before R.
+    """
+
+    def __init__(self, size: int = 600) -> None:
+        self.samples: deque[tuple[float, int]] = deque(maxlen=size)
+
+    def add(self, at: float, lsn: int) -> None:
+        """Record that the primary was at ``lsn`` at time ``at``."""
+        self.samples.append((at, lsn))
+
+    @property
+    def last_lsn(self) -> int | None:
+        """Return the newest primary position seen, if any."""
+        return self.samples[-1][1] if self.samples else None
+
+    def last_seen_at_or_before(self, lsn: int) -> float | None:
+        """Return when the primary was last seen at or before ``lsn``."""
+        for at, position in reversed(self.samples):
+            if position <= lsn:
+                return at
+        return None
+
+
+def assess(
+    reading: ReplicaReading,
+    primary: PrimaryStatus | None,
+    history: PrimaryHistory,
+    config: Config,
+    *,
+    bound_factor: float = 1.0,
+) -> Assessment:
+    """Measure ``reading``'s lag and judge it against the configured bounds."""
+    if not reading.reachable:
+        return Assessment(None, None, f"unreachable: {reading.error}")
+    if reading.in_recovery is not True:
+        return Assessment(None, None, "not in recovery (promoted?)")
+    if reading.replay_lsn is None:
+        return Assessment(None, None, "lag unknown: no replayed position")
+    if primary is not None and primary.reachable and primary.current_lsn is not None:
+        primary_lsn = primary.current_lsn
+    else:
+        last_known = history.last_lsn
+        if last_known is None or reading.replay_lsn < last_known:
+            return Assessment(None, None, "lag unknown: primary unreachable")
+        primary_lsn = last_known
+    lag_bytes = max(0, primary_lsn - reading.replay_lsn)
+    if lag_bytes == 0:
+        lag_seconds: float | None = 0.0
+    else:
+        seen = history.last_seen_at_or_before(reading.replay_lsn)
+        if seen is not None:
+            lag_seconds = max(0.0, reading.checked_at - seen)
+        elif reading.last_replay_at is not None and reading.server_time is not None:
+            lag_seconds = max(0.0, reading.server_time - reading.last_replay_at)
+        else:
+            lag_seconds = None
+    if reading.streaming is not True:
+        return Assessment(lag_bytes, lag_seconds, "WAL receiver not streaming")
+    limit = config.max_lag_seconds
+    if limit is not None:
+        if lag_seconds is None:
+            return Assessment(lag_bytes, None, "lag unknown")
+        if lag_seconds > limit * bound_factor:
+            return Assessment(
+                lag_bytes,
+                lag_seconds,
+                f"lag {lag_seconds:.2f} s over {limit * bound_factor:g} s",
+            )
+    byte_limit = config.max_lag_bytes
+    if byte_limit is not None and lag_bytes > byte_limit * bound_factor:
+        return Assessment(
+            lag_bytes,
+            lag_seconds,
+            f"lag {lag_bytes} bytes over {byte_limit * bound_factor:g} bytes",
+        )
+    return Assessment(lag_bytes, lag_seconds, None)

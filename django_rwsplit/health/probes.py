@@ -1,0 +1,253 @@
+"""Health probes: measure a primary or a replica in one round-trip.
+
+Probes only *measure*; deciding whether a replica is healthy or lagging too
+much is the caller's policy. ``check_*`` methods never raise: failures come
+back as a status with ``reachable=False`` and ``error`` set.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from django_rwsplit.health.pgwire import (
+    ProbeConnectionError,
+    ProbeTimeout,
+    conninfo_from_settings,
+    describe_endpoint,
+    fetch_row,
+)
+
+__all__ = [
+    "PostgresStreamingProbe",
+    "PrimaryStatus",
+    "Probe",
+    "ReplicaReading",
+    "format_lsn",
+    "parse_lsn",
+    "probe_for",
+]
+
+logger = logging.getLogger("django_rwsplit")
+
+FetchRow = Callable[[str, str, float], tuple[str | None, ...]]
+
+_LSN_MAX = (1 << 64) - 1
+_LSN_RE = re.compile(r"([0-9A-Fa-f]{1,8})/([0-9A-Fa-f]{1,8})")
+# Marker for a WAL receiver row whose details we may not see (the role lacks
+# pg_read_all_stats): streaming is then unknown rather than false.
+_HIDDEN = "?"
+
+PRIMARY_SQL = (
+    "SELECT pg_is_in_recovery(),"
+    " CASE WHEN NOT pg_is_in_recovery() THEN pg_current_wal_lsn() END"
+)
+REPLICA_SQL = (
+    "SELECT pg_is_in_recovery(),"
+    " CASE WHEN pg_is_in_recovery() THEN pg_is_wal_replay_paused() END,"
+    " pg_last_wal_replay_lsn(),"
+    " pg_last_wal_receive_lsn(),"
+    f" (SELECT coalesce(status, '{_HIDDEN}') FROM pg_stat_wal_receiver LIMIT 1),"
+    " extract(epoch FROM pg_last_xact_replay_timestamp()),"
+    " extract(epoch FROM now())"
+)
+
+
+@dataclass(frozen=True)
+class PrimaryStatus:
+    """Result of checking the primary."""
+
+    alias: str
+    endpoint: str
+    reachable: bool
+    in_recovery: bool | None
+    current_lsn: int | None
+    latency_ms: float | None
+    error: str | None
+    checked_at: float
+
+
+@dataclass(frozen=True)
+class ReplicaReading:
+    """Raw measurement of one replica (no lag policy here)."""
+
+    alias: str
+    endpoint: str
+    reachable: bool
+    in_recovery: bool | None
+    replay_paused: bool | None
+    streaming: bool | None
+    replay_lsn: int | None
+    receive_lsn: int | None
+    last_replay_at: float | None
+    server_time: float | None
+    latency_ms: float | None
+    error: str | None
+    checked_at: float
+
+
+class Probe(Protocol):
+    """Measures database servers; implementations must never raise."""
+
+    def check_primary(
+        self, alias: str, settings_dict: Mapping[str, Any], timeout: float
+    ) -> PrimaryStatus: ...
+
+    def check_replica(
+        self, alias: str, settings_dict: Mapping[str, Any], timeout: float
+    ) -> ReplicaReading: ...
+
+
+def parse_lsn(text: str | None) -> int | None:
+    """Parse PostgreSQL's ``'X/Y'`` hex LSN notation; ``None`` stays ``None``."""
+    if text is None or not text.strip():
+        return None
+    match = _LSN_RE.fullmatch(text.strip())
+    if match is None:
+        raise ValueError(f"invalid LSN {text!r}")
+    return (int(match[1], 16) << 32) + int(match[2], 16)
+
+
+def format_lsn(value: int) -> str:
+    """Format an integer LSN the way PostgreSQL prints it (``'16/B374D848'``)."""
+    if not 0 <= value <= _LSN_MAX:
+        raise ValueError(f"LSN out of range: {value}")
+    return f"{value >> 32:X}/{value & 0xFFFFFFFF:X}"
+
+
+def _bool(text: str | None) -> bool | None:
+    return None if text is None else text in ("t", "true", "on", "1")
+
+
+def _float(text: str | None) -> float | None:
+    return None if text is None else float(text)
+
+
+def _streaming(status: str | None) -> bool | None:
+    if status == _HIDDEN:
+        return None
+    return status == "streaming"
+
+
+class PostgresStreamingProbe:
+    """:class:`Probe` for PostgreSQL physical streaming replication."""
+
+    def __init__(self, fetch: FetchRow = fetch_row) -> None:
+        self._fetch = fetch
+
+    def _run(
+        self, alias: str, settings_dict: Mapping[str, Any], sql: str, timeout: float
+    ) -> tuple[tuple[str | None, ...] | None, float | None, str | None]:
+        """Return ``(row, latency_ms, error)``; exactly one of row/error is set."""
+        start = time.perf_counter()
+        try:
+            row = self._fetch(conninfo_from_settings(settings_dict), sql, timeout)
+        except ProbeTimeout:
+            return None, None, f"timeout after {timeout * 1000:.0f} ms"
+        except ProbeConnectionError as exc:
+            return None, None, str(exc)
+        except Exception as exc:
+            logger.warning(
+                "health probe of %r failed unexpectedly", alias, exc_info=True
+            )
+            return None, None, f"unexpected error: {type(exc).__name__}"
+        return row, (time.perf_counter() - start) * 1000.0, None
+
+    def check_primary(
+        self, alias: str, settings_dict: Mapping[str, Any], timeout: float
+    ) -> PrimaryStatus:
+        """Check that the primary answers and is not in recovery."""
+        checked_at = time.time()
+        endpoint = _endpoint(settings_dict)
+        row, latency, error = self._run(alias, settings_dict, PRIMARY_SQL, timeout)
+        try:
+            if row is not None:
+                return PrimaryStatus(
+                    alias=alias,
+                    endpoint=endpoint,
+                    reachable=True,
+                    in_recovery=_bool(row[0]),
+                    current_lsn=parse_lsn(row[1]),
+                    latency_ms=latency,
+                    error=None,
+                    checked_at=checked_at,
+                )
+        except Exception as exc:
+            logger.warning("bad primary status from %r", alias, exc_info=True)
+            error = f"unexpected error: {type(exc).__name__}"
+        return PrimaryStatus(
+            alias=alias,
+            endpoint=endpoint,
+            reachable=False,
+            in_recovery=None,
+            current_lsn=None,
+            latency_ms=None,
+            error=error,
+            checked_at=checked_at,
+        )
+
+    def check_replica(
+        self, alias: str, settings_dict: Mapping[str, Any], timeout: float
+    ) -> ReplicaReading:
+        """Measure a replica's recovery and WAL replay state."""
+        checked_at = time.time()
+        endpoint = _endpoint(settings_dict)
+        row, latency, error = self._run(alias, settings_dict, REPLICA_SQL, timeout)
+        try:
+            if row is not None:
+                in_recovery, paused, replay, receive, status, replay_at, now = row
+                return ReplicaReading(
+                    alias=alias,
+                    endpoint=endpoint,
+                    reachable=True,
+                    in_recovery=_bool(in_recovery),
+                    replay_paused=_bool(paused),
+                    streaming=_streaming(status),
+                    replay_lsn=parse_lsn(replay),
+                    receive_lsn=parse_lsn(receive),
+                    last_replay_at=_float(replay_at),
+                    server_time=_float(now),
+                    latency_ms=latency,
+                    error=None,
+                    checked_at=checked_at,
+                )
+        except Exception as exc:
+            logger.warning("bad replica reading from %r", alias, exc_info=True)
+            error = f"unexpected error: {type(exc).__name__}"
+        return ReplicaReading(
+            alias=alias,
+            endpoint=endpoint,
+            reachable=False,
+            in_recovery=None,
+            replay_paused=None,
+            streaming=None,
+            replay_lsn=None,
+            receive_lsn=None,
+            last_replay_at=None,
+            server_time=None,
+            latency_ms=None,
+            error=error,
+            checked_at=checked_at,
+        )
+
+
+def _endpoint(settings_dict: Mapping[str, Any]) -> str:
+    try:
+        return describe_endpoint(settings_dict)
+    except Exception:
+        return "?"
+
+
+_POSTGRES_PROBE = PostgresStreamingProbe()
+
+
+def probe_for(settings_dict: Mapping[str, Any]) -> Probe:
+    """Return the probe for a ``DATABASES`` entry, based on its ``ENGINE``."""
+    engine = str(settings_dict.get("ENGINE") or "")
+    if "postgresql" in engine or "postgis" in engine:
+        return _POSTGRES_PROBE
+    raise ValueError(f"no health probe for ENGINE {engine!r}")

@@ -1,0 +1,242 @@
+"""Per-process rotation state: which replicas serve reads, with hysteresis."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from django_rwsplit.balancing import Rotation
+from django_rwsplit.conf import Config
+from django_rwsplit.health.policy import PrimaryHistory, assess
+from django_rwsplit.health.probes import PrimaryStatus, ReplicaReading
+
+
+@dataclass(frozen=True)
+class ReplicaStatus:
+    """What is known about one replica: its last reading and its place in rotation."""
+
+    alias: str
+    endpoint: str
+    in_rotation: bool
+    reachable: bool | None = None
+    in_recovery: bool | None = None
+    replay_paused: bool | None = None
+    streaming: bool | None = None
+    replay_lsn: int | None = None
+    lag_seconds: float | None = None
+    lag_bytes: int | None = None
+    latency_ms: float | None = None
+    error: str | None = None
+    checked_at: float | None = None
+
+
+@dataclass(frozen=True)
+class HealthSnapshot:
+    """The primary's and every replica's state at one moment."""
+
+    primary: PrimaryStatus | None
+    replicas: tuple[ReplicaStatus, ...]
+    taken_at: float = field(default_factory=time.time)
+
+    @property
+    def status(self) -> str:
+        """Return "ok", "warning" or "critical", as monitoring plugins do."""
+        primary_ok = (
+            self.primary is not None
+            and self.primary.reachable
+            and self.primary.in_recovery is False
+        )
+        in_rotation = [r for r in self.replicas if r.in_rotation]
+        if not primary_ok or (self.replicas and not in_rotation):
+            return "critical"
+        if len(in_rotation) < len(self.replicas):
+            return "warning"
+        return "ok"
+
+    def replica(self, alias: str) -> ReplicaStatus | None:
+        """Return the status of replica ``alias``, if it is configured."""
+        return next((r for r in self.replicas if r.alias == alias), None)
+
+    def as_dict(self, *, show_endpoints: bool = True) -> dict[str, Any]:
+        """Return the JSON shape of ``replica_health --json``."""
+        primary = self.primary
+        replicas = []
+        for status in self.replicas:
+            entry = {
+                key: value
+                for key, value in asdict(status).items()
+                if key not in ("endpoint", "replay_lsn", "checked_at", "streaming")
+                or show_endpoints
+            }
+            replicas.append(entry)
+        return {
+            "status": self.status,
+            "primary": {
+                "alias": primary.alias if primary else None,
+                **({"endpoint": primary.endpoint} if primary and show_endpoints else {}),
+                "reachable": bool(primary and primary.reachable),
+                "in_recovery": primary.in_recovery if primary else None,
+                "latency_ms": primary.latency_ms if primary else None,
+                "error": primary.error if primary else "not checked yet",
+            },
+            "replicas": replicas,
+        }
+
+
+@dataclass(frozen=True)
+class Transition:
+    """A replica left (``admitted`` False) or rejoined the rotation."""
+
+    alias: str
+    admitted: bool
+    reason: str
+    lag_seconds: float | None
+    lag_bytes: int | None
+
+
+@dataclass
+class _ReplicaState:
+    endpoint: str
+    in_rotation: bool = False
+    ever_admitted: bool = False
+    good_streak: int = 0
+    status: ReplicaStatus | None = None
+
+
+class Tracker:
+    """
+    Decide, round after round of readings, which replicas are in rotation.
+
+    A replica is out until a check passes; it leaves on the first failed
+    check or exceeded bound, and returns after ``READMIT_AFTER`` consecutive
+    checks with its lag at most half the bound, so it does not flap around
+    the threshold. Thread-safe.
+    """
+
+    def __init__(
+        self, config: Config, endpoints: Mapping[str, str] | None = None
+    ) -> None:
+        self.config = config
+        self.history = PrimaryHistory()
+        self.primary: PrimaryStatus | None = None
+        self._lock = threading.Lock()
+        self._states = {
+            alias: _ReplicaState(endpoint=(endpoints or {}).get(alias, ""))
+            for alias in config.replicas
+        }
+        self.rotation = Rotation({})
+
+    def apply(
+        self, primary: PrimaryStatus | None, readings: Sequence[ReplicaReading]
+    ) -> list[Transition]:
+        """Take one round of readings; return the transitions it caused."""
+        transitions: list[Transition] = []
+        with self._lock:
+            if primary is not None:
+                self.primary = primary
+            for reading in readings:
+                state = self._states.get(reading.alias)
+                if state is None:
+                    continue
+                transition = self._take(state, reading, primary)
+                if transition is not None:
+                    transitions.append(transition)
+            if primary is not None and primary.reachable and primary.current_lsn:
+                self.history.add(primary.checked_at, primary.current_lsn)
+            self._rebuild()
+        return transitions
+
+    def _take(
+        self,
+        state: _ReplicaState,
+        reading: ReplicaReading,
+        primary: PrimaryStatus | None,
+    ) -> Transition | None:
+        verdict = assess(reading, primary, self.history, self.config)
+        calm = assess(reading, primary, self.history, self.config, bound_factor=0.5)
+        transition = None
+        if verdict.problem is not None:
+            state.good_streak = 0
+            if state.in_rotation:
+                state.in_rotation = False
+                transition = Transition(
+                    reading.alias,
+                    False,
+                    verdict.problem,
+                    verdict.lag_seconds,
+                    verdict.lag_bytes,
+                )
+        elif not state.in_rotation:
+            state.good_streak = state.good_streak + 1 if calm.problem is None else 0
+            if not state.ever_admitted or state.good_streak >= self.config.readmit_after:
+                state.in_rotation = state.ever_admitted = True
+                transition = Transition(
+                    reading.alias,
+                    True,
+                    "caught up",
+                    verdict.lag_seconds,
+                    verdict.lag_bytes,
+                )
+        state.status = ReplicaStatus(
+            alias=reading.alias,
+            endpoint=reading.endpoint,
+            in_rotation=state.in_rotation,
+            reachable=reading.reachable,
+            in_recovery=reading.in_recovery,
+            replay_paused=reading.replay_paused,
+            streaming=reading.streaming,
+            replay_lsn=reading.replay_lsn,
+            lag_seconds=verdict.lag_seconds,
+            lag_bytes=verdict.lag_bytes,
+            latency_ms=reading.latency_ms,
+            error=verdict.problem,
+            checked_at=reading.checked_at,
+        )
+        return transition
+
+    def eject(self, alias: str, reason: str) -> Transition | None:
+        """Take ``alias`` out of rotation now (a request could not reach it)."""
+        with self._lock:
+            state = self._states.get(alias)
+            if state is None or not state.in_rotation:
+                return None
+            state.in_rotation = False
+            state.good_streak = 0
+            if state.status is not None:
+                state.status = ReplicaStatus(
+                    **{**asdict(state.status), "in_rotation": False, "error": reason}
+                )
+            self._rebuild()
+        return Transition(alias, False, reason, None, None)
+
+    def _rebuild(self) -> None:
+        self.rotation = Rotation(
+            {
+                alias: weight
+                for alias, weight in self.config.replicas.items()
+                if self._states[alias].in_rotation
+            }
+        )
+
+    def status(self, alias: str) -> ReplicaStatus | None:
+        """Return the latest status of ``alias`` (None before its first check)."""
+        state = self._states.get(alias)
+        return state.status if state else None
+
+    def snapshot(self) -> HealthSnapshot:
+        """Return the current state of the primary and every replica."""
+        with self._lock:
+            replicas = tuple(
+                state.status
+                or ReplicaStatus(
+                    alias=alias,
+                    endpoint=state.endpoint,
+                    in_rotation=False,
+                    error="not checked yet",
+                )
+                for alias, state in self._states.items()
+            )
+            return HealthSnapshot(self.primary, replicas)

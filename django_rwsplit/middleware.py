@@ -1,0 +1,108 @@
+"""Pin a request, and the client's next requests, to the primary after a write."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Awaitable, Callable
+
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
+from django.http import HttpRequest, HttpResponseBase
+
+from django_rwsplit import consistency, pinning
+from django_rwsplit.conf import Config, get_config
+from django_rwsplit.routers import forget_primary_connection
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
+
+
+class PinPrimaryMiddleware:
+    """
+    Route a request's reads to the primary once it wrote, and remember it.
+
+    Each request gets its own routing scope (a context variable, reset when
+    the request ends, also when the view raised). A request that wrote leaves
+    a signed cookie: in ``"lsn"`` consistency it carries the primary's WAL
+    position after the request, and the client's next requests read from
+    replicas that have replayed it; in ``"time"`` consistency it pins them to
+    the primary for ``STICKY_SECONDS``.
+    """
+
+    sync_capable = True
+    async_capable = True
+
+    def __init__(
+        self,
+        get_response: Callable[[HttpRequest], HttpResponseBase]
+        | Callable[[HttpRequest], Awaitable[HttpResponseBase]],
+    ) -> None:
+        self.get_response = get_response
+        self.async_mode = iscoroutinefunction(get_response)
+        if self.async_mode:
+            markcoroutinefunction(self)
+
+    def __call__(
+        self, request: HttpRequest
+    ) -> HttpResponseBase | Awaitable[HttpResponseBase]:
+        if self.async_mode:
+            return self.__acall__(request)
+        config = get_config()
+        scope = open_scope(request, config)
+        reset = pinning._scope.set(scope)
+        try:
+            response = self.get_response(request)  # type: ignore [assignment]
+            assert isinstance(response, HttpResponseBase)
+            remember_write(request, response, scope, config)
+        finally:
+            pinning._scope.reset(reset)
+        return response
+
+    async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
+        config = get_config()
+        scope = open_scope(request, config)
+        reset = pinning._scope.set(scope)
+        try:
+            response = await self.get_response(request)  # type: ignore [misc]
+            if scope.wrote:
+                await sync_to_async(remember_write)(request, response, scope, config)
+        finally:
+            pinning._scope.reset(reset)
+        return response  # type: ignore [no-any-return]
+
+
+def open_scope(request: HttpRequest, config: Config) -> pinning.Scope:
+    """Return the routing scope a new request starts with."""
+    forget_primary_connection()
+    scope = pinning.Scope()
+    if config.pin_unsafe_methods and request.method not in SAFE_METHODS:
+        scope.pinned = "unsafe_method"
+    token = consistency.decode(request.COOKIES.get(config.cookie_name), config)
+    if token is not None:
+        if token.lsn is None or config.consistency != "lsn":
+            scope.pinned = scope.pinned or "cookie"
+        else:
+            scope.min_lsn = token.lsn
+            scope.token_at = token.issued_at
+    return scope
+
+
+def remember_write(
+    request: HttpRequest,
+    response: HttpResponseBase,
+    scope: pinning.Scope,
+    config: Config,
+) -> None:
+    """Give a client that wrote the cookie that pins its next requests."""
+    if not scope.wrote or not config.replicas or config.sticky_seconds <= 0:
+        return
+    lsn = None
+    if config.consistency == "lsn":
+        lsn = consistency.primary_position(config.primary)
+    response.set_cookie(
+        config.cookie_name,
+        consistency.encode(lsn),
+        max_age=max(1, math.ceil(config.sticky_seconds)),
+        path="/",
+        secure=request.is_secure(),
+        httponly=True,
+        samesite="Lax",
+    )

@@ -1,0 +1,126 @@
+"""Context-local routing state and :func:`pin_primary`."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable
+from contextvars import ContextVar
+from types import TracebackType
+from typing import Any, TypeVar, overload
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+# How many ``pin_primary`` blocks enclose the current context.
+_pin_depth: ContextVar[int] = ContextVar("rwsplit_pin_depth", default=0)
+
+
+class Scope:
+    """
+    Routing state of one unit of work: an HTTP request, or a ``read_after`` block.
+
+    ``pinned`` names why reads go to the primary (``None`` when they need not);
+    ``replica`` is the replica chosen for the scope's first read, kept for
+    monotonic reads; ``min_lsn`` is the WAL position a replica must have
+    replayed before it may serve this scope. This is a private API.
+    """
+
+    __slots__ = ("pinned", "replica", "min_lsn", "token_at", "wrote")
+
+    def __init__(
+        self,
+        pinned: str | None = None,
+        min_lsn: int | None = None,
+        token_at: float | None = None,
+    ) -> None:
+        self.pinned = pinned
+        self.replica: str | None = None
+        self.min_lsn = min_lsn
+        self.token_at = token_at
+        self.wrote = False
+
+
+_scope: ContextVar[Scope | None] = ContextVar("rwsplit_scope", default=None)
+# Set to True in a context (thread or task) that wrote outside any scope.
+_wrote_unscoped: ContextVar[bool] = ContextVar("rwsplit_wrote", default=False)
+
+
+def current_scope() -> Scope | None:
+    """Return the routing scope of the current context, if any."""
+    return _scope.get()
+
+
+def is_pinned() -> bool:
+    """Return whether reads in the current context must go to the primary."""
+    if _pin_depth.get():
+        return True
+    scope = _scope.get()
+    return scope is not None and scope.pinned is not None
+
+
+def note_write() -> None:
+    """Record that the current context wrote to the primary."""
+    scope = _scope.get()
+    if scope is None:
+        if not _wrote_unscoped.get():
+            _wrote_unscoped.set(True)
+        return
+    scope.wrote = True
+    if scope.pinned is None:
+        scope.pinned = "write"
+
+
+class PinPrimary:
+    """
+    Send every read to the primary database inside the block.
+
+    Use it as a context manager (``with pin_primary():``) or as a decorator
+    (``@pin_primary`` or ``@pin_primary()``) on plain and ``async def``
+    functions. Blocks nest: reads return to replicas only when the outermost
+    block exits, also when it exits with an exception.
+
+    No state is kept on the instance: the nesting depth lives in a context
+    variable, so one decorated function may run in many threads and asyncio
+    tasks at once, and a pin in one of them is never seen by another.
+    """
+
+    def __enter__(self) -> None:
+        _pin_depth.set(_pin_depth.get() + 1)
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        _pin_depth.set(max(_pin_depth.get() - 1, 0))
+
+    def __call__(self, func: _F) -> _F:
+        if inspect.iscoroutinefunction(func):
+
+            @functools.wraps(func)
+            async def async_inner(*args: Any, **kwargs: Any) -> Any:
+                with self:
+                    return await func(*args, **kwargs)
+
+            return async_inner  # type: ignore [return-value]
+
+        @functools.wraps(func)
+        def inner(*args: Any, **kwargs: Any) -> Any:
+            with self:
+                return func(*args, **kwargs)
+
+        return inner  # type: ignore [return-value]
+
+
+@overload
+def pin_primary(func: None = None) -> PinPrimary: ...
+@overload
+def pin_primary(func: _F) -> _F: ...
+def pin_primary(func: _F | None = None) -> PinPrimary | _F:
+    """Pin reads to the primary: a context manager, or a decorator with or without ()."""
+    if func is None:
+        return PinPrimary()
+    return PinPrimary()(func)
+
+

@@ -1,0 +1,83 @@
+"""The database router: writes to the primary, reads to a replica in rotation."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from django.db import connections
+from django.db.backends.base.base import BaseDatabaseWrapper
+
+from django_rwsplit import conf, pinning
+from django_rwsplit.health import registry
+
+
+class _PrimaryConnection(threading.local):
+    """
+    The calling thread's primary ``DatabaseWrapper``, remembered per thread.
+
+    ``connections[alias]`` costs about a microsecond (asgiref's ``Local``
+    probes for a running event loop on every access); the router asks whether
+    the primary is inside ``atomic()`` on every read, so it keeps the wrapper
+    Django handed this thread. :class:`~django_rwsplit.middleware.
+    PinPrimaryMiddleware` forgets it at the start of each request, so a
+    wrapper replaced with ``connections[alias] = ...`` is seen by the next
+    request at the latest.
+    """
+
+    wrapper: BaseDatabaseWrapper | None = None
+
+
+_primary_connection = _PrimaryConnection()
+
+
+def forget_primary_connection() -> None:
+    """Drop the remembered primary wrapper of the calling thread."""
+    _primary_connection.wrapper = None
+
+
+def primary_in_atomic(primary: str) -> bool:
+    """Return whether the primary connection of this thread is inside atomic()."""
+    wrapper = _primary_connection.wrapper
+    if wrapper is None or wrapper.alias != primary:
+        wrapper = _primary_connection.wrapper = connections[primary]
+    return wrapper.in_atomic_block
+
+
+class ReadWriteRouter:
+    """
+    Route writes to the primary and reads to a healthy replica.
+
+    Reads go to the primary when the context is pinned (by a write, an unsafe
+    HTTP method, the pin cookie or :func:`~django_rwsplit.pin_primary`), while
+    the primary connection is inside ``atomic()``, and when no replica is in
+    rotation. Within a request, reads stay on the replica chosen for the first
+    read while it remains in rotation.
+    """
+
+    def db_for_read(self, model: type[Any], **hints: Any) -> str:
+        config = conf._cached or conf.get_config()
+        primary = config.primary
+        if not config.replicas or pinning._pin_depth.get():
+            return primary
+        scope = pinning._scope.get()
+        if scope is not None and scope.pinned is not None:
+            return primary
+        if primary_in_atomic(primary):
+            return primary
+        return registry.choose_replica(config, scope)
+
+    def db_for_write(self, model: type[Any], **hints: Any) -> str:
+        return (conf._cached or conf.get_config()).primary
+
+    def allow_relation(self, obj1: Any, obj2: Any, **hints: Any) -> bool | None:
+        config = conf._cached or conf.get_config()
+        ours = {config.primary, *config.replicas}
+        if obj1._state.db in ours and obj2._state.db in ours:
+            return True
+        return None
+
+    def allow_migrate(self, db: str, app_label: str, **hints: Any) -> bool | None:
+        if db in (conf._cached or conf.get_config()).replicas:
+            return False
+        return None

@@ -1,0 +1,1 @@
+"""Test helpers: a local PostgreSQL primary + streaming replicas (see ``cluster``)."""

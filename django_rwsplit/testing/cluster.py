@@ -1,0 +1,851 @@
+"""A throw-away PostgreSQL primary + streaming replicas on loopback, for tests.
+
+Uses the server binaries installed on the machine (``initdb``, ``pg_ctl``,
+``pg_basebackup``) and can inject faults: paused replay, apply delay, hard
+stops and frozen (SIGSTOPped) servers. Only the standard library and
+psycopg 3 are needed; Django is not imported.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pwd
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import psycopg
+
+__all__ = ["ClusterError", "LocalCluster", "Node", "find_bindir"]
+
+DEFAULT_PRIMARY_PORT = 15432
+SUPERUSER = "postgres"
+STATE_FILE = "cluster.json"
+LOG_FILE = "postgresql.log"
+NODE_CONF = "rwsplit_node.conf"  # written last: marks a finished data directory
+COMMON_CONF = "rwsplit.conf"
+REQUIRED_BINARIES = ("initdb", "pg_ctl", "pg_basebackup", "postgres")
+START_TIMEOUT = 60.0
+
+Rows = list[tuple[Any, ...]]
+
+
+class ClusterError(RuntimeError):
+    """Raised when the local cluster cannot be set up or driven."""
+
+
+@dataclass
+class Node:
+    """One PostgreSQL server of the cluster."""
+
+    name: str
+    port: int
+    data_dir: Path
+
+    @property
+    def is_primary(self) -> bool:
+        """Whether this is the primary."""
+        return self.name == "primary"
+
+    @property
+    def log_file(self) -> Path:
+        """The server log written by ``pg_ctl -l``."""
+        return self.data_dir / LOG_FILE
+
+    def dsn(self, dbname: str = "postgres") -> str:
+        """A libpq connection string for this node."""
+        return f"host=127.0.0.1 port={self.port} user={SUPERUSER} dbname={dbname}"
+
+
+# --------------------------------------------------------------------------
+# Binaries, OS user and /proc helpers
+# --------------------------------------------------------------------------
+
+
+def _version_key(path: Path) -> tuple[int, ...]:
+    return tuple(int(p) for p in re.findall(r"\d+", path.parent.name)) or (0,)
+
+
+def find_bindir() -> Path:
+    """Locate the PostgreSQL server binaries or raise ClusterError."""
+    candidates: list[Path] = []
+    if env_dir := os.environ.get("RWSPLIT_PG_BINDIR"):
+        candidates.append(Path(env_dir))
+    if pg_config := shutil.which("pg_config"):
+        try:
+            out = subprocess.run(
+                [pg_config, "--bindir"],
+                capture_output=True,
+                text=True,
+                timeout=10,
+                check=True,
+            ).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            out = ""
+        if out:
+            candidates.append(Path(out))
+    candidates += sorted(
+        Path("/usr/lib/postgresql").glob("*/bin"), key=_version_key, reverse=True
+    )
+    for bindir in candidates:
+        if all((bindir / b).is_file() for b in REQUIRED_BINARIES):
+            return bindir
+    looked = ", ".join(str(c) for c in candidates) or "pg_config, /usr/lib/postgresql"
+    raise ClusterError(
+        f"PostgreSQL server binaries not found (looked in {looked}; need "
+        f"{', '.join(REQUIRED_BINARIES)}). Install them: apt-get install "
+        "postgresql (Debian/Ubuntu), or set RWSPLIT_PG_BINDIR."
+    )
+
+
+def _resolve_os_user(requested: str | None) -> str | None:
+    """The OS user to run the servers as (None: the current user)."""
+    if os.geteuid() != 0:
+        return None
+    name = requested or os.environ.get("RWSPLIT_PG_OS_USER") or "postgres"
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        raise ClusterError(
+            f"running as root, but OS user {name!r} does not exist; PostgreSQL "
+            "refuses to run as root. Create it (useradd --system postgres) or "
+            "set RWSPLIT_PG_OS_USER to an unprivileged user."
+        ) from None
+    if not shutil.which("runuser"):
+        raise ClusterError("running as root, but `runuser` is not available")
+    return name
+
+
+def _proc_stat(pid: int) -> tuple[str, str, int] | None:
+    """(comm, state, ppid) of a process, or None if it is gone."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except (OSError, ValueError):
+        return None
+    comm = raw[raw.find("(") + 1 : raw.rfind(")")]
+    fields = raw[raw.rfind(")") + 2 :].split()
+    return comm, fields[0], int(fields[1])
+
+
+def _is_live_postgres(pid: int) -> bool:
+    st = _proc_stat(pid)
+    return (
+        st is not None
+        and st[1] not in ("Z", "X")
+        and st[0].startswith(("postgres", "postmaster"))
+    )
+
+
+def _descendants(root: int) -> list[int]:
+    """All live descendants of ``root`` (found via /proc/*/stat ppid)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and (st := _proc_stat(int(entry.name))):
+            children.setdefault(st[2], []).append(int(entry.name))
+    found: list[int] = []
+    todo = [root]
+    while todo:
+        kids = children.get(todo.pop(), [])
+        found += kids
+        todo += kids
+    return found
+
+
+def _read_pid(path: Path) -> int | None:
+    try:
+        first = path.read_text().split("\n", 1)[0].strip()
+        return int(first)
+    except (OSError, ValueError):
+        return None
+
+
+def _tail(path: Path, lines: int = 25) -> str:
+    try:
+        text = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return f"(no log at {path})"
+    return "\n".join(text[-lines:])
+
+
+def _load_state(base_dir: Path) -> dict[str, Any] | None:
+    """The ``cluster.json`` written at init, or None if there is none."""
+    path = base_dir / STATE_FILE
+    if not path.is_file():
+        return None
+    try:
+        state: dict[str, Any] = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ClusterError(f"unreadable cluster state {path}: {exc}") from exc
+    return state
+
+
+def _poll(check: Callable[[], bool], timeout: float, what: str, hint: str = "") -> None:
+    """Call ``check`` until it returns True or ``timeout`` seconds pass."""
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while True:
+        try:
+            if check():
+                return
+            last_error = None
+        except ClusterError as exc:
+            last_error = exc
+        if time.monotonic() >= deadline:
+            detail = f" (last error: {last_error})" if last_error else ""
+            raise ClusterError(f"timed out after {timeout:g}s {what}{detail}{hint}")
+        time.sleep(0.05)
+
+
+# --------------------------------------------------------------------------
+# The cluster
+# --------------------------------------------------------------------------
+
+
+class LocalCluster:
+    """A primary plus ``replicas`` streaming replicas under ``base_dir``."""
+
+    def __init__(
+        self,
+        base_dir: Path | str | None = None,
+        *,
+        primary_port: int | None = None,
+        replicas: int = 2,
+        os_user: str | None = None,
+    ) -> None:
+        self.os_user = _resolve_os_user(os_user)
+        state = None if base_dir is None else _load_state(Path(base_dir))
+        if state is not None:
+            if primary_port is not None and primary_port != state["primary_port"]:
+                raise ClusterError(
+                    f"cluster in {base_dir} uses port {state['primary_port']}"
+                    f", not {primary_port}; destroy it first to change ports"
+                )
+            primary_port = int(state["primary_port"])
+            replicas = len(state["replicas"])
+        elif primary_port is None:
+            env_port = os.environ.get("RWSPLIT_CLUSTER_PORT")
+            primary_port = int(env_port) if env_port else DEFAULT_PRIMARY_PORT
+        if replicas < 0:
+            raise ClusterError("replicas must be >= 0")
+        if primary_port <= 5432 <= primary_port + replicas:
+            raise ClusterError("refusing to use port 5432 (the system PostgreSQL)")
+        if not 1024 <= primary_port <= 65535 - replicas:
+            raise ClusterError(f"bad primary port {primary_port}")
+        self.owns_dir = base_dir is None
+        if base_dir is None:
+            base_dir = tempfile.mkdtemp(prefix="rwsplit-cluster-")
+        self.base_dir = Path(base_dir).absolute()
+        self.run_dir = self.base_dir / "run"
+        self._frozen: set[str] = set()
+        self._started_by_enter = False
+        self._bindir: Path | None = None
+        self.primary = Node("primary", primary_port, self.base_dir / "primary")
+        self.replicas = [
+            Node(f"replica{i}", primary_port + i, self.base_dir / f"replica{i}")
+            for i in range(1, replicas + 1)
+        ]
+
+    # -- construction helpers ------------------------------------------------
+
+    @classmethod
+    def from_env(cls) -> LocalCluster | None:
+        """Attach to the cluster in ``$RWSPLIT_CLUSTER_DIR`` (None if unset)."""
+        base = os.environ.get("RWSPLIT_CLUSTER_DIR")
+        if not base:
+            return None
+        if not (Path(base) / STATE_FILE).is_file():
+            raise ClusterError(
+                f"RWSPLIT_CLUSTER_DIR={base} holds no cluster ({STATE_FILE} "
+                f"missing); run: python -m django_rwsplit.testing up --dir {base}"
+            )
+        return cls(base)
+
+    def _write_state(self) -> None:
+        state = {
+            "primary_port": self.primary.port,
+            "ports": {n.name: n.port for n in self.nodes},
+            "replicas": [n.name for n in self.replicas],
+            "os_user": self.os_user,
+        }
+        path = self.base_dir / STATE_FILE
+        path.write_text(json.dumps(state, indent=2) + "\n")
+        self._chown(path)
+
+    # -- node lookup ---------------------------------------------------------
+
+    @property
+    def nodes(self) -> list[Node]:
+        """Primary first, then the replicas."""
+        return [self.primary, *self.replicas]
+
+    def node(self, name_or_index: str | int | Node) -> Node:
+        """A node by name ("primary", "replica1"), or replica by 1-based index."""
+        if isinstance(name_or_index, Node):
+            return name_or_index
+        if isinstance(name_or_index, int):
+            if name_or_index == 0:
+                return self.primary
+            if 1 <= name_or_index <= len(self.replicas):
+                return self.replicas[name_or_index - 1]
+        else:
+            for n in self.nodes:
+                if n.name == name_or_index:
+                    return n
+        names = ", ".join(n.name for n in self.nodes)
+        raise ClusterError(f"no node {name_or_index!r} (have: {names})")
+
+    def _replica(self, name: str | int | Node) -> Node:
+        n = self.node(name)
+        if n.is_primary:
+            raise ClusterError(f"{n.name} is not a replica")
+        return n
+
+    # -- running commands ----------------------------------------------------
+
+    @property
+    def bindir(self) -> Path:
+        """Directory of the PostgreSQL server binaries."""
+        if self._bindir is None:
+            self._bindir = find_bindir()
+        return self._bindir
+
+    def _chown(self, path: Path) -> None:
+        if self.os_user:
+            pw = pwd.getpwnam(self.os_user)
+            os.chown(path, pw.pw_uid, pw.pw_gid)
+
+    def _run(self, tool: str, *args: str, timeout: float = 120.0) -> str:
+        """Run a server binary (as the OS user when root); return its output."""
+        cmd = [str(self.bindir / tool), *args]
+        if self.os_user:
+            cmd = ["runuser", "-u", self.os_user, "--", *cmd]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+        try:
+            proc = subprocess.run(
+                cmd,
+                cwd=self.base_dir,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise ClusterError(f"{tool} timed out after {timeout:g}s") from exc
+        except OSError as exc:
+            raise ClusterError(f"cannot run {tool}: {exc}") from exc
+        if proc.returncode != 0:
+            out = (proc.stderr or proc.stdout).strip()
+            raise ClusterError(f"{tool} {' '.join(args)} failed: {out}")
+        return proc.stdout
+
+    def _check_access(self) -> None:
+        """Make sure the OS user can reach and write the base directory."""
+        if not self.os_user:
+            return
+        try:
+            self._run_as_user(["test", "-w", str(self.base_dir)])
+        except ClusterError:
+            raise ClusterError(
+                f"OS user {self.os_user!r} cannot write {self.base_dir}; every "
+                "parent directory must be searchable by it (e.g. use a "
+                "directory under /tmp)"
+            ) from None
+
+    def _run_as_user(self, cmd: list[str]) -> None:
+        assert self.os_user
+        proc = subprocess.run(
+            ["runuser", "-u", self.os_user, "--", *cmd],
+            cwd="/",
+            capture_output=True,
+            timeout=30,
+        )
+        if proc.returncode != 0:
+            raise ClusterError(f"{cmd[0]} failed as {self.os_user}")
+
+    # -- queries -------------------------------------------------------------
+
+    def execute(
+        self,
+        node: str | int | Node,
+        sql: str,
+        dbname: str = "postgres",
+        params: Sequence[Any] | None = None,
+        *,
+        timeout: float = 30.0,
+    ) -> Rows:
+        """Run ``sql`` in autocommit mode on ``node``; return its rows.
+
+        Connecting gives up after 2 s; the query after ``timeout`` seconds
+        (enforced client-side, by shutting the socket down). Frozen nodes
+        are refused outright.
+        """
+        n = self.node(node)
+        if self.is_frozen(n):
+            raise ClusterError(f"{n.name} is frozen (SIGSTOP); thaw it first")
+        try:
+            conn = psycopg.connect(
+                n.dsn(dbname),
+                autocommit=True,
+                connect_timeout=2,
+                application_name="rwsplit-cluster",
+            )
+        except psycopg.Error as exc:
+            raise ClusterError(f"cannot connect to {n.name}: {exc}") from exc
+        sock = socket.socket(fileno=os.dup(conn.pgconn.socket))
+        fired = threading.Event()
+
+        def kill_socket() -> None:
+            fired.set()
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+        timer = threading.Timer(timeout, kill_socket)
+        timer.daemon = True
+        timer.start()
+        try:
+            cur = conn.execute(sql.encode(), params)
+            return list(cur.fetchall()) if cur.description else []
+        except psycopg.Error as exc:
+            if fired.is_set():
+                msg = f"query on {n.name} timed out after {timeout:g}s: {sql}"
+                raise ClusterError(msg) from exc
+            raise ClusterError(f"query on {n.name} failed: {exc}") from exc
+        finally:
+            timer.cancel()
+            conn.close()
+            sock.close()
+
+    def _scalar(self, node: str | int | Node, sql: str, *params: Any) -> Any:
+        rows = self.execute(node, sql, params=params or None)
+        return rows[0][0] if rows else None
+
+    # -- process state -------------------------------------------------------
+
+    def postmaster_pid(self, node: str | int | Node) -> int | None:
+        """PID of the node's live postmaster, or None if it is not running."""
+        pid = _read_pid(self.node(node).data_dir / "postmaster.pid")
+        return pid if pid is not None and _is_live_postgres(pid) else None
+
+    def node_running(self, node: str | int | Node) -> bool:
+        """Whether the node's postmaster process is alive (maybe frozen)."""
+        return self.postmaster_pid(node) is not None
+
+    def is_running(self) -> bool:
+        """Whether every node of the cluster is running."""
+        return all(self.node_running(n) for n in self.nodes)
+
+    def is_frozen(self, node: str | int | Node) -> bool:
+        """Whether the node's postmaster is stopped by SIGSTOP."""
+        n = self.node(node)
+        pid = self.postmaster_pid(n)
+        st = _proc_stat(pid) if pid else None
+        frozen = st is not None and st[1] in ("T", "t")
+        if not frozen:
+            self._frozen.discard(n.name)
+        return frozen
+
+    def _clean_stale(self, n: Node) -> None:
+        """Remove lock files left by a dead (or zombie) postmaster."""
+        lock = self.run_dir / f".s.PGSQL.{n.port}.lock"
+        for path, extra in (
+            (n.data_dir / "postmaster.pid", None),
+            (lock, self.run_dir / f".s.PGSQL.{n.port}"),
+        ):
+            if not path.exists():
+                continue
+            pid = _read_pid(path)
+            if pid is not None and _is_live_postgres(pid):
+                continue
+            path.unlink(missing_ok=True)
+            if extra is not None:
+                extra.unlink(missing_ok=True)
+
+    # -- lifecycle -----------------------------------------------------------
+
+    def start(self) -> None:
+        """Initialise if needed, start every node, wait for streaming."""
+        _ = self.bindir  # fail early, before creating anything
+        self._init_if_needed()
+        for n in self.nodes:
+            self._start_node(n)
+        if self.replicas:
+            deadline = time.monotonic() + START_TIMEOUT
+            for r in self.replicas:
+                self.wait_streaming(r, timeout=max(1.0, deadline - time.monotonic()))
+
+    def stop(self) -> None:
+        """Stop every node (thawing frozen ones first), fast mode."""
+        for n in [*self.replicas, self.primary]:
+            self._stop_node(n, "fast")
+
+    def destroy(self) -> None:
+        """Stop the cluster and delete its base directory."""
+        if self.base_dir.exists():
+            self.stop()
+            shutil.rmtree(self.base_dir, ignore_errors=True)
+        self._frozen.clear()
+
+    def __enter__(self) -> LocalCluster:
+        self._started_by_enter = not self.is_running()
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Destroy a self-made temp cluster; else stop it if we started it."""
+        if self.owns_dir:
+            self.destroy()
+        elif self._started_by_enter:
+            self.stop()
+
+    def _init_if_needed(self) -> None:
+        fresh = not self.base_dir.exists() or not any(self.base_dir.iterdir())
+        self.base_dir.mkdir(parents=True, exist_ok=True)
+        if fresh or self.owns_dir:
+            self._chown(self.base_dir)
+        self._check_access()
+        self.run_dir.mkdir(exist_ok=True)
+        self._chown(self.run_dir)
+        if not (self.base_dir / STATE_FILE).exists():
+            self._write_state()
+        if not (self.primary.data_dir / NODE_CONF).exists():
+            self._init_primary()
+        for r in self.replicas:
+            if not (r.data_dir / NODE_CONF).exists():
+                self._start_node(self.primary)
+                self._clone_replica(r)
+
+    def _init_primary(self) -> None:
+        p = self.primary
+        if p.data_dir.exists():
+            shutil.rmtree(p.data_dir)
+        opts = ["-U", SUPERUSER, "-A", "trust", "-E", "UTF8", "--no-locale"]
+        self._run("initdb", "-D", str(p.data_dir), *opts, "--no-sync")
+        (p.data_dir / "pg_hba.conf").write_text(
+            "local all all trust\n"
+            "local replication all trust\n"
+            "host all all 127.0.0.1/32 trust\n"
+            "host replication all 127.0.0.1/32 trust\n"
+        )
+        (p.data_dir / COMMON_CONF).write_text(
+            "# written by django_rwsplit.testing.cluster\n"
+            "listen_addresses = '127.0.0.1'\n"
+            f"unix_socket_directories = '{self.run_dir}'\n"
+            "max_connections = 200\n"
+            "shared_buffers = 32MB\n"
+            "wal_level = replica\n"
+            "max_wal_senders = 10\n"
+            "max_replication_slots = 10\n"
+            "hot_standby = on\n"
+            "hot_standby_feedback = on\n"
+            "wal_receiver_status_interval = 1s\n"
+            "wal_retrieve_retry_interval = 1s\n"
+            "max_standby_streaming_delay = 5s\n"
+            "checkpoint_timeout = 30s\n"
+            "synchronous_commit = on\n"
+            "fsync = off\n"
+            "full_page_writes = on\n"
+            "logging_collector = off\n"
+            "log_line_prefix = '%m [%p] %q%a '\n"
+        )
+        with (p.data_dir / "postgresql.conf").open("a") as fh:
+            fh.write(f"\ninclude '{COMMON_CONF}'\ninclude '{NODE_CONF}'\n")
+        for f in ("pg_hba.conf", COMMON_CONF):
+            self._chown(p.data_dir / f)
+        self._write_node_conf(p)
+
+    def _write_node_conf(self, n: Node) -> None:
+        lines = [f"port = {n.port}", f"cluster_name = 'rwsplit-{n.name}'"]
+        if not n.is_primary:
+            conninfo = (
+                f"host=127.0.0.1 port={self.primary.port} user={SUPERUSER} "
+                f"application_name={n.name} connect_timeout=2"
+            )
+            lines += [
+                f"primary_conninfo = '{conninfo}'",
+                f"primary_slot_name = '{n.name}'",
+            ]
+        path = n.data_dir / NODE_CONF
+        path.write_text("\n".join(lines) + "\n")
+        self._chown(path)
+
+    def _clone_replica(self, r: Node) -> None:
+        if r.data_dir.exists():
+            shutil.rmtree(r.data_dir)
+        self.execute(
+            self.primary,
+            "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots"
+            " WHERE slot_name = %s",
+            params=[r.name],
+        )
+        source = ["-h", "127.0.0.1", "-p", str(self.primary.port), "-U", SUPERUSER]
+        opts = ["-X", "stream", "-c", "fast", "-C", "-S", r.name, "--no-sync"]
+        self._run("pg_basebackup", *source, "-D", str(r.data_dir), *opts)
+        (r.data_dir / "standby.signal").touch()
+        self._chown(r.data_dir / "standby.signal")
+        r.log_file.write_text("")  # drop the primary's log copied by the backup
+        self._write_node_conf(r)
+
+    def _start_node(self, n: Node) -> None:
+        if self.node_running(n):
+            if self.is_frozen(n):
+                self.thaw(n)
+            return
+        if not (n.data_dir / NODE_CONF).exists():
+            raise ClusterError(f"{n.name} is not initialised; run start() first")
+        self._clean_stale(n)
+        try:
+            wait = ["-w", "-t", str(int(START_TIMEOUT))]
+            args = ["start", "-D", str(n.data_dir), "-l", str(n.log_file), *wait]
+            self._run("pg_ctl", *args, timeout=START_TIMEOUT + 10)
+        except ClusterError as exc:
+            raise ClusterError(
+                f"{n.name} (port {n.port}) failed to start: {exc}\n"
+                f"--- tail of {n.log_file} ---\n{_tail(n.log_file)}"
+            ) from None
+
+    def _stop_node(self, n: Node, mode: str) -> None:
+        if mode not in ("smart", "fast", "immediate"):
+            raise ClusterError(f"bad stop mode {mode!r}")
+        if not self.node_running(n):
+            self._frozen.discard(n.name)
+            return
+        if self.is_frozen(n):
+            self.thaw(n)
+        try:
+            self._run(
+                "pg_ctl", "stop", "-D", str(n.data_dir), "-m", mode, "-w", "-t", "60"
+            )
+        except ClusterError:
+            if self.node_running(n):
+                raise
+
+    # -- per-node control ----------------------------------------------------
+
+    def stop_replica(self, replica: str | int | Node, mode: str = "immediate") -> None:
+        """Stop a replica (hard stop by default); checkpoint first for quick restart."""
+        r = self._replica(replica)
+        if self.node_running(r) and not self.is_frozen(r):
+            self._checkpoint_for(r)
+        self._stop_node(r, mode)
+
+    def _checkpoint_for(self, r: Node) -> None:
+        """Best effort: checkpoint primary, let ``r`` replay it, restartpoint."""
+        try:
+            if self.node_running(self.primary) and not self.is_frozen(self.primary):
+                self.execute(self.primary, "CHECKPOINT", timeout=20)
+                self.wait_caught_up(r, timeout=5)
+            self.execute(r, "CHECKPOINT", timeout=20)
+        except ClusterError:
+            pass
+
+    def start_replica(self, replica: str | int | Node) -> None:
+        """Start a replica (cleaning stale lock files) and wait for streaming."""
+        r = self._replica(replica)
+        self._start_node(r)
+        if self.node_running(self.primary) and not self.is_frozen(self.primary):
+            self.wait_streaming(r, timeout=START_TIMEOUT)
+
+    def stop_primary(self, mode: str = "fast") -> None:
+        """Stop the primary."""
+        self._stop_node(self.primary, mode)
+
+    def start_primary(self) -> None:
+        """Start the primary and wait for running replicas to stream again."""
+        self._start_node(self.primary)
+        for r in self.replicas:
+            if self.node_running(r) and not self.is_frozen(r):
+                self.wait_streaming(r, timeout=START_TIMEOUT)
+
+    # -- fault injection -----------------------------------------------------
+
+    def freeze(self, node: str | int | Node) -> None:
+        """SIGSTOP the node's postmaster and all its children."""
+        n = self.node(node)
+        pid = self.postmaster_pid(n)
+        if pid is None:
+            raise ClusterError(f"{n.name} is not running")
+        os.kill(pid, signal.SIGSTOP)
+        _poll(
+            lambda: (_proc_stat(pid) or ("", "T", 0))[1] in ("T", "t"),
+            5,
+            f"waiting for {n.name} postmaster to stop",
+        )
+        kids = _descendants(pid)  # the stopped postmaster cannot fork any more
+        for kid in kids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(kid, signal.SIGSTOP)
+        self._frozen.add(n.name)
+
+    def thaw(self, node: str | int | Node) -> None:
+        """SIGCONT the node's children and postmaster; wait until all run."""
+        n = self.node(node)
+        pid = self.postmaster_pid(n)
+        if pid is None:
+            self._frozen.discard(n.name)
+            return
+
+        def all_resumed() -> bool:
+            stopped = [
+                p
+                for p in [*_descendants(pid), pid]
+                if (_proc_stat(p) or ("", "R", 0))[1] in ("T", "t")
+            ]
+            for p in stopped:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(p, signal.SIGCONT)
+            return not stopped
+
+        _poll(all_resumed, 10, f"waiting for {n.name} to resume")
+        self._frozen.discard(n.name)
+
+    def pause_replay(self, replica: str | int | Node) -> None:
+        """Pause WAL replay on a replica; wait until it is really paused."""
+        r = self._replica(replica)
+        self.execute(r, "SELECT pg_wal_replay_pause()")
+        _poll(
+            lambda: (
+                self._scalar(r, "SELECT pg_get_wal_replay_pause_state()") == "paused"
+            ),
+            15,
+            f"waiting for replay on {r.name} to pause",
+        )
+
+    def resume_replay(self, replica: str | int | Node) -> None:
+        """Resume WAL replay on a replica."""
+        r = self._replica(replica)
+        self.execute(r, "SELECT pg_wal_replay_resume()")
+        _poll(
+            lambda: (
+                self._scalar(r, "SELECT pg_get_wal_replay_pause_state()")
+                == "not paused"
+            ),
+            15,
+            f"waiting for replay on {r.name} to resume",
+        )
+
+    def set_apply_delay(self, replica: str | int | Node, ms: int) -> None:
+        """Set ``recovery_min_apply_delay`` on a replica (0 clears it)."""
+        r = self._replica(replica)
+        if ms < 0:
+            raise ClusterError("apply delay must be >= 0 ms")
+        self.execute(r, f"ALTER SYSTEM SET recovery_min_apply_delay = '{int(ms)}ms'")
+        self.execute(r, "SELECT pg_reload_conf()")
+        sql = "SELECT setting FROM pg_settings WHERE name = 'recovery_min_apply_delay'"
+        _poll(
+            lambda: int(self._scalar(r, sql)) == ms,
+            15,
+            f"waiting for {r.name} to apply recovery_min_apply_delay={ms}ms",
+        )
+
+    # -- waiting -------------------------------------------------------------
+
+    def _is_streaming(self, r: Node) -> bool:
+        sender = self._scalar(
+            self.primary,
+            "SELECT count(*) FROM pg_stat_replication"
+            " WHERE application_name = %s AND state = 'streaming'",
+            r.name,
+        )
+        if not sender:
+            return False
+        status = self._scalar(r, "SELECT status FROM pg_stat_wal_receiver")
+        return bool(status == "streaming")
+
+    def wait_streaming(self, replica: str | int | Node, timeout: float = 30.0) -> None:
+        """Wait until the primary streams WAL to ``replica``."""
+        r = self._replica(replica)
+        _poll(
+            lambda: self._is_streaming(r),
+            timeout,
+            f"waiting for {r.name} to stream from the primary",
+            f"\n--- tail of {r.log_file} ---\n{_tail(r.log_file)}",
+        )
+
+    def wait_caught_up(
+        self, replica: str | int | Node | None = None, timeout: float = 30.0
+    ) -> None:
+        """Wait until replay on ``replica`` (default: all running, unfrozen
+        replicas) reaches the primary's current WAL position."""
+        if replica is None:
+            targets = [
+                r
+                for r in self.replicas
+                if self.node_running(r) and not self.is_frozen(r)
+            ]
+        else:
+            targets = [self._replica(replica)]
+        lsn = self._scalar(self.primary, "SELECT pg_current_wal_lsn()::text")
+        deadline = time.monotonic() + timeout
+        sql = "SELECT coalesce(pg_last_wal_replay_lsn() >= %s::pg_lsn, false)"
+        for r in targets:
+
+            def replayed(r: Node = r) -> bool:
+                return bool(self._scalar(r, sql, lsn))
+
+            remaining = max(0.0, deadline - time.monotonic())
+            _poll(replayed, remaining, f"waiting for {r.name} to replay up to {lsn}")
+
+    # -- Django glue ---------------------------------------------------------
+
+    def create_database(self, name: str) -> None:
+        """Create database ``name`` on the primary (if absent); wait for replicas."""
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+            raise ClusterError(f"unsupported database name {name!r}")
+        exists = self.execute(
+            self.primary, "SELECT 1 FROM pg_database WHERE datname = %s", params=[name]
+        )
+        if not exists:
+            self.execute(self.primary, f'CREATE DATABASE "{name}"')
+        self.wait_caught_up()
+
+    def django_databases(
+        self,
+        dbname: str,
+        *,
+        test_mirror: bool = True,
+        options: dict[str, Any] | None = None,
+    ) -> dict[str, dict[str, Any]]:
+        """A Django ``DATABASES`` dict: "default" is the primary, then replicas."""
+
+        def entry(n: Node) -> dict[str, Any]:
+            return {
+                "ENGINE": "django.db.backends.postgresql",
+                "NAME": dbname,
+                "USER": SUPERUSER,
+                "PASSWORD": "",
+                "HOST": "127.0.0.1",
+                "PORT": str(n.port),
+                "OPTIONS": dict(options or {}),
+            }
+
+        databases = {"default": entry(self.primary)}
+        for r in self.replicas:
+            databases[r.name] = entry(r)
+            if test_mirror:
+                databases[r.name]["TEST"] = {"MIRROR": "default"}
+        return databases
+
+    def env(self) -> dict[str, str]:
+        """Environment variables that let ``from_env`` find this cluster."""
+        return {
+            "RWSPLIT_CLUSTER_DIR": str(self.base_dir),
+            "RWSPLIT_CLUSTER_PORT": str(self.primary.port),
+        }

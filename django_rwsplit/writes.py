@@ -1,0 +1,77 @@
+"""Notice writes on the primary connection, whatever issued them."""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Callable
+from typing import Any
+
+from django.db.backends.base.base import BaseDatabaseWrapper
+
+from django_rwsplit import pinning
+
+# Statements that never change data. Anything else counts as a write.
+READ_ONLY_VERBS = frozenset(
+    {
+        "SELECT",
+        "SHOW",
+        "EXPLAIN",
+        "VALUES",
+        "TABLE",
+        "SET",
+        "RESET",
+        "BEGIN",
+        "START",
+        "COMMIT",
+        "END",
+        "ROLLBACK",
+        "SAVEPOINT",
+        "RELEASE",
+        "FETCH",
+        "MOVE",
+        "CLOSE",
+        "DECLARE",
+        "DISCARD",
+        "DEALLOCATE",
+        "LISTEN",
+        "UNLISTEN",
+    }
+)
+_LEADING_NOISE = re.compile(r"^(?:\s+|--[^\n]*\n?|/\*.*?\*/|\()*", re.DOTALL)
+_DATA_CHANGING = re.compile(r"\b(?:INSERT|UPDATE|DELETE|MERGE)\b", re.IGNORECASE)
+
+
+@functools.lru_cache(maxsize=2048)
+def is_write(sql: str) -> bool:
+    """Return whether ``sql`` may change data (conservatively: unknown is a write)."""
+    body = _LEADING_NOISE.sub("", sql, count=1)
+    verb = body[:12].split(None, 1)[0].upper() if body.strip() else ""
+    if verb == "WITH":
+        return bool(_DATA_CHANGING.search(body))
+    return verb not in READ_ONLY_VERBS
+
+
+def detect_writes(
+    execute: Callable[..., Any],
+    sql: str,
+    params: Any,
+    many: bool,
+    context: dict[str, Any],
+) -> Any:
+    """Execute wrapper: pin the current context when ``sql`` writes."""
+    if isinstance(sql, str) and is_write(sql):
+        pinning.note_write()
+    return execute(sql, params, many, context)
+
+
+def install(connection: BaseDatabaseWrapper) -> None:
+    """
+    Add :func:`detect_writes` to ``connection.execute_wrappers`` once.
+
+    Execute wrappers are Django's public hook into every statement a
+    connection runs, including raw SQL through ``connection.cursor()``, which
+    no router method sees.
+    """
+    if detect_writes not in connection.execute_wrappers:
+        connection.execute_wrappers.append(detect_writes)

@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from django.db import connections
+
+from django_rwsplit.health import registry
+from django_rwsplit.testing.cluster import LocalCluster
+
+pytest_plugins = ["django_rwsplit.testing.fixtures"]
+
+
+def server_port(alias: str) -> int:
+    """Return the port of the server that ``alias``'s connection talks to."""
+    with connections[alias].cursor() as cursor:
+        cursor.execute("SELECT inet_server_port()")
+        return int(cursor.fetchone()[0])
+
+
+@pytest.fixture
+def cluster(rwsplit_cluster: LocalCluster) -> Iterator[LocalCluster]:
+    """The local cluster, healed of injected faults after the test."""
+    from django_rwsplit.testing.fixtures import heal
+
+    yield rwsplit_cluster
+    heal(rwsplit_cluster)
+    registry.reset()
+
+
+@pytest.fixture
+def ports(rwsplit_cluster: LocalCluster) -> dict[str, int]:
+    """Map each alias to its server port."""
+    return {
+        "default": rwsplit_cluster.primary.port,
+        "replica1": rwsplit_cluster.replicas[0].port,
+        "replica2": rwsplit_cluster.replicas[1].port,
+    }
+
+
+@pytest.fixture(autouse=True)
+def _fresh_health() -> Iterator[None]:
+    yield
+    registry.reset()

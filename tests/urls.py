@@ -1,0 +1,14 @@
+from __future__ import annotations
+
+from django.urls import path
+
+from tests import views
+
+urlpatterns = [
+    path("read/", views.read),
+    path("write/", views.write_then_read),
+    path("raw-write/", views.raw_write_then_read),
+    path("post/", views.post_view),
+    path("fail/", views.fail),
+    path("async-read/", views.async_read),
+]

@@ -1,0 +1,54 @@
+"""Views that report which server answered each query, for middleware tests."""
+
+from __future__ import annotations
+
+import json
+
+from django.db import connection, connections, router
+from django.http import HttpRequest, JsonResponse
+
+from tests.testapp.models import Item
+
+
+def _port_of_read() -> int:
+    alias = router.db_for_read(Item)
+    with connections[alias].cursor() as cursor:
+        cursor.execute("SELECT inet_server_port()")
+        return int(cursor.fetchone()[0])
+
+
+def read(request: HttpRequest) -> JsonResponse:
+    ports = [_port_of_read() for _ in range(3)]
+    return JsonResponse({"ports": ports, "items": Item.objects.count()})
+
+
+def write_then_read(request: HttpRequest) -> JsonResponse:
+    before = _port_of_read()
+    Item.objects.create(name=request.GET.get("name", "x"))
+    return JsonResponse({"before": before, "after": [_port_of_read() for _ in range(2)]})
+
+
+def raw_write_then_read(request: HttpRequest) -> JsonResponse:
+    before = _port_of_read()
+    with connection.cursor() as cursor:
+        cursor.execute("INSERT INTO testapp_item (name, version) VALUES ('raw', 0)")
+    return JsonResponse({"before": before, "after": [_port_of_read() for _ in range(2)]})
+
+
+def post_view(request: HttpRequest) -> JsonResponse:
+    first = _port_of_read()
+    name = json.loads(request.body or b"{}").get("name", "posted")
+    Item.objects.create(name=name)
+    return JsonResponse({"first": first, "after": _port_of_read()})
+
+
+def fail(request: HttpRequest) -> JsonResponse:
+    Item.objects.create(name="then-fail")
+    raise RuntimeError("view failed after writing")
+
+
+async def async_read(request: HttpRequest) -> JsonResponse:
+    from asgiref.sync import sync_to_async
+
+    ports = [await sync_to_async(_port_of_read)() for _ in range(2)]
+    return JsonResponse({"ports": ports})
