@@ -42,3 +42,9 @@ def ports(rwsplit_cluster: LocalCluster) -> dict[str, int]:
 def _fresh_health() -> Iterator[None]:
     yield
     registry.reset()
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup: None, rwsplit_cluster: LocalCluster) -> None:
+    """Let the replicas replay the freshly created test database before tests."""
+    rwsplit_cluster.wait_caught_up(timeout=60)

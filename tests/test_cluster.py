@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 import subprocess
@@ -103,7 +104,7 @@ def test_replicas_are_streaming_standbys(cluster: LocalCluster) -> None:
 def test_row_written_on_primary_reaches_both_replicas(cluster: LocalCluster) -> None:
     row_id = insert(cluster)
     for r in ("replica1", "replica2"):
-        assert wait_for(lambda r=r: has_row(cluster, r, row_id)), r
+        assert wait_for(functools.partial(has_row, cluster, r, row_id)), r
 
 
 def test_pause_replay_hides_new_rows_until_resume(cluster: LocalCluster) -> None:
@@ -127,9 +128,7 @@ def test_pause_replay_hides_new_rows_until_resume(cluster: LocalCluster) -> None
 
 def test_apply_delay_delays_visibility(cluster: LocalCluster) -> None:
     cluster.set_apply_delay("replica1", 1500)
-    assert cluster.execute("replica1", "SHOW recovery_min_apply_delay") == [
-        ("1500ms",)
-    ]
+    assert cluster.execute("replica1", "SHOW recovery_min_apply_delay") == [("1500ms",)]
     started = time.monotonic()
     row_id = insert(cluster)
     assert wait_for(lambda: has_row(cluster, "replica2", row_id))

@@ -1,6 +1,6 @@
 """Tests for the client-side-deadline wire helpers and the health probes.
 
-The ``cluster`` tests run a real primary + one streaming replica on loopback
+The ``cluster``-marked tests run a real primary + one streaming replica on loopback
 (ports 18432/18433 by default, ``RWSPLIT_PROBES_PORT`` to move them) and skip
 when the PostgreSQL server binaries are not installed.
 """
@@ -14,7 +14,7 @@ import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -32,6 +32,9 @@ from django_rwsplit.health.probes import (
     parse_lsn,
     probe_for,
 )
+
+if TYPE_CHECKING:
+    from django_rwsplit.testing.cluster import LocalCluster
 
 PASSWORD = "s3cr3t-Pa55"
 CLOSED_PORT = 18499  # nothing listens here
@@ -339,37 +342,40 @@ def test_probe_for_unknown_engine(engine: str | None) -> None:
 
 
 @pytest.fixture(scope="module")
-def cluster() -> Iterator[Any]:
+def probe_cluster() -> Iterator[LocalCluster]:
+    """Our own primary + one replica, destroyed after this module."""
     try:
-        from django_rwsplit.testing.cluster import ClusterError, LocalCluster
+        from django_rwsplit.testing.cluster import (
+            ClusterError,
+            LocalCluster,
+            find_bindir,
+        )
     except ImportError as exc:  # pragma: no cover - depends on the checkout
         pytest.skip(f"django_rwsplit.testing.cluster unavailable: {exc}")
     try:
-        from django_rwsplit.testing.cluster import find_bindir
-
         find_bindir()
     except ClusterError as exc:
         pytest.skip(f"PostgreSQL server binaries missing: {exc}")
     port = int(os.environ.get("RWSPLIT_PROBES_PORT", "18432"))
-    node_set = LocalCluster(primary_port=port, replicas=1)  # own temp dir
+    nodes = LocalCluster(primary_port=port, replicas=1)  # in its own temp dir
     try:
-        node_set.start()
-        yield node_set
+        nodes.start()
+        yield nodes
     finally:
-        node_set.destroy()
+        nodes.destroy()
 
 
-def primary_db(cluster: Any) -> dict[str, Any]:
-    return db(cluster.primary.port)
+def primary_db(probe_cluster: LocalCluster) -> dict[str, Any]:
+    return db(probe_cluster.primary.port)
 
 
-def replica_db(cluster: Any) -> dict[str, Any]:
-    return db(cluster.replicas[0].port)
+def replica_db(probe_cluster: LocalCluster) -> dict[str, Any]:
+    return db(probe_cluster.replicas[0].port)
 
 
 @pytest.mark.cluster
-def test_fetch_row_returns_text_and_nulls(cluster: Any) -> None:
-    conninfo = conninfo_from_settings(primary_db(cluster))
+def test_fetch_row_returns_text_and_nulls(probe_cluster: LocalCluster) -> None:
+    conninfo = conninfo_from_settings(primary_db(probe_cluster))
     row = fetch_row(
         conninfo, "SELECT 1, NULL, 'é', current_setting('application_name')", 5
     )
@@ -377,8 +383,10 @@ def test_fetch_row_returns_text_and_nulls(cluster: Any) -> None:
 
 
 @pytest.mark.cluster
-def test_fetch_row_query_error_is_primary_message_only(cluster: Any) -> None:
-    conninfo = conninfo_from_settings(primary_db(cluster))
+def test_fetch_row_query_error_is_primary_message_only(
+    probe_cluster: LocalCluster,
+) -> None:
+    conninfo = conninfo_from_settings(primary_db(probe_cluster))
     with pytest.raises(ProbeConnectionError, match=r"^division by zero$"):
         fetch_row(conninfo, "SELECT 1/0", 5)
     with pytest.raises(ProbeConnectionError, match="no rows"):
@@ -386,8 +394,8 @@ def test_fetch_row_query_error_is_primary_message_only(cluster: Any) -> None:
 
 
 @pytest.mark.cluster
-def test_fetch_row_query_phase_deadline(cluster: Any) -> None:
-    conninfo = conninfo_from_settings(primary_db(cluster))
+def test_fetch_row_query_phase_deadline(probe_cluster: LocalCluster) -> None:
+    conninfo = conninfo_from_settings(primary_db(probe_cluster))
     start = time.monotonic()
     with pytest.raises(ProbeTimeout) as info:
         fetch_row(conninfo, "SELECT pg_sleep(5)", TIMEOUT)
@@ -397,34 +405,36 @@ def test_fetch_row_query_phase_deadline(cluster: Any) -> None:
 
 
 @pytest.mark.cluster
-def test_primary_status(cluster: Any) -> None:
-    status = PostgresStreamingProbe().check_primary("default", primary_db(cluster), 5)
+def test_primary_status(probe_cluster: LocalCluster) -> None:
+    status = PostgresStreamingProbe().check_primary(
+        "default", primary_db(probe_cluster), 5
+    )
     assert status.reachable, status.error
     assert status.error is None
     assert status.in_recovery is False
     assert status.current_lsn is not None and status.current_lsn > 0
     assert status.latency_ms is not None and 0 < status.latency_ms < 5000
-    assert status.endpoint == f"127.0.0.1:{cluster.primary.port}"
+    assert status.endpoint == f"127.0.0.1:{probe_cluster.primary.port}"
 
 
 @pytest.mark.cluster
-def test_primary_check_over_unix_socket(cluster: Any) -> None:
-    entry = primary_db(cluster) | {"HOST": str(cluster.run_dir)}
+def test_primary_check_over_unix_socket(probe_cluster: LocalCluster) -> None:
+    entry = primary_db(probe_cluster) | {"HOST": str(probe_cluster.run_dir)}
     status = PostgresStreamingProbe().check_primary("default", entry, 5)
     assert status.reachable, status.error
-    assert status.endpoint == f"{cluster.run_dir}:{cluster.primary.port}"
+    assert status.endpoint == f"{probe_cluster.run_dir}:{probe_cluster.primary.port}"
 
 
 @pytest.mark.cluster
-def test_replica_reading(cluster: Any) -> None:
-    cluster.execute(
+def test_replica_reading(probe_cluster: LocalCluster) -> None:
+    probe_cluster.execute(
         "primary",
         "CREATE TABLE IF NOT EXISTS probe_t (i int); INSERT INTO probe_t VALUES (1)",
     )
-    cluster.wait_caught_up()
+    probe_cluster.wait_caught_up()
     probe = PostgresStreamingProbe()
-    primary = probe.check_primary("default", primary_db(cluster), 5)
-    reading = probe.check_replica("replica1", replica_db(cluster), 5)
+    primary = probe.check_primary("default", primary_db(probe_cluster), 5)
+    reading = probe.check_replica("replica1", replica_db(probe_cluster), 5)
     assert reading.reachable, reading.error
     assert reading.in_recovery is True
     assert reading.replay_paused is False
@@ -439,12 +449,14 @@ def test_replica_reading(cluster: Any) -> None:
 
 
 @pytest.mark.cluster
-def test_primary_check_against_replica_and_vice_versa(cluster: Any) -> None:
+def test_primary_check_against_replica_and_vice_versa(
+    probe_cluster: LocalCluster,
+) -> None:
     probe = PostgresStreamingProbe()
-    status = probe.check_primary("replica1", replica_db(cluster), 5)
+    status = probe.check_primary("replica1", replica_db(probe_cluster), 5)
     assert status.reachable and status.in_recovery is True
     assert status.current_lsn is None
-    reading = probe.check_replica("default", primary_db(cluster), 5)
+    reading = probe.check_replica("default", primary_db(probe_cluster), 5)
     assert reading.reachable, reading.error
     assert reading.in_recovery is False
     assert reading.replay_paused is None and reading.streaming is False
@@ -452,21 +464,21 @@ def test_primary_check_against_replica_and_vice_versa(cluster: Any) -> None:
 
 
 @pytest.mark.cluster
-def test_paused_replica(cluster: Any) -> None:
-    cluster.pause_replay("replica1")
+def test_paused_replica(probe_cluster: LocalCluster) -> None:
+    probe_cluster.pause_replay("replica1")
     try:
         reading = PostgresStreamingProbe().check_replica(
-            "replica1", replica_db(cluster), 5
+            "replica1", replica_db(probe_cluster), 5
         )
     finally:
-        cluster.resume_replay("replica1")
+        probe_cluster.resume_replay("replica1")
     assert reading.reachable, reading.error
     assert reading.replay_paused is True
     assert reading.in_recovery is True
 
 
 @pytest.mark.cluster
-def test_unreachable_port_fails_fast(cluster: Any) -> None:
+def test_unreachable_port_fails_fast(probe_cluster: LocalCluster) -> None:
     start = time.monotonic()
     reading = PostgresStreamingProbe().check_replica(
         "replica9", db(CLOSED_PORT), TIMEOUT
@@ -483,13 +495,13 @@ def _postmaster_pid(data_dir: Path) -> int:
 
 
 @pytest.mark.cluster
-def test_frozen_server_times_out(cluster: Any) -> None:
-    pid = _postmaster_pid(cluster.replicas[0].data_dir)
+def test_frozen_server_times_out(probe_cluster: LocalCluster) -> None:
+    pid = _postmaster_pid(probe_cluster.replicas[0].data_dir)
     probe = PostgresStreamingProbe()
     os.kill(pid, signal.SIGSTOP)
     try:
         start = time.monotonic()
-        reading = probe.check_replica("replica1", replica_db(cluster), TIMEOUT)
+        reading = probe.check_replica("replica1", replica_db(probe_cluster), TIMEOUT)
         elapsed = time.monotonic() - start
     finally:
         os.kill(pid, signal.SIGCONT)
@@ -497,5 +509,5 @@ def test_frozen_server_times_out(cluster: Any) -> None:
     assert reading.error == "timeout after 500 ms"
     assert TIMEOUT <= elapsed < TIMEOUT + SLACK
     # Back to normal once thawed.
-    reading = probe.check_replica("replica1", replica_db(cluster), 5)
+    reading = probe.check_replica("replica1", replica_db(probe_cluster), 5)
     assert reading.reachable, reading.error

@@ -21,6 +21,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -214,7 +215,12 @@ def _poll(check: Callable[[], bool], timeout: float, what: str, hint: str = "") 
 
 
 class LocalCluster:
-    """A primary plus ``replicas`` streaming replicas under ``base_dir``."""
+    """A primary plus ``replicas`` streaming replicas under ``base_dir``.
+
+    Ports are ``primary_port`` (default ``$RWSPLIT_CLUSTER_PORT`` or 15432)
+    and ``primary_port + i`` for replica *i*. When ``base_dir`` already holds
+    a cluster, its ``cluster.json`` decides ports, replicas and OS user.
+    """
 
     def __init__(
         self,
@@ -224,8 +230,8 @@ class LocalCluster:
         replicas: int = 2,
         os_user: str | None = None,
     ) -> None:
-        self.os_user = _resolve_os_user(os_user)
         state = None if base_dir is None else _load_state(Path(base_dir))
+        self.os_user = _resolve_os_user(os_user or (state or {}).get("os_user"))
         if state is not None:
             if primary_port is not None and primary_port != state["primary_port"]:
                 raise ClusterError(
@@ -235,8 +241,11 @@ class LocalCluster:
             primary_port = int(state["primary_port"])
             replicas = len(state["replicas"])
         elif primary_port is None:
-            env_port = os.environ.get("RWSPLIT_CLUSTER_PORT")
-            primary_port = int(env_port) if env_port else DEFAULT_PRIMARY_PORT
+            env_port = os.environ.get("RWSPLIT_CLUSTER_PORT") or DEFAULT_PRIMARY_PORT
+            try:
+                primary_port = int(env_port)
+            except ValueError:
+                raise ClusterError(f"bad RWSPLIT_CLUSTER_PORT {env_port!r}") from None
         if replicas < 0:
             raise ClusterError("replicas must be >= 0")
         if primary_port <= 5432 <= primary_port + replicas:
@@ -248,7 +257,6 @@ class LocalCluster:
             base_dir = tempfile.mkdtemp(prefix="rwsplit-cluster-")
         self.base_dir = Path(base_dir).absolute()
         self.run_dir = self.base_dir / "run"
-        self._frozen: set[str] = set()
         self._started_by_enter = False
         self._bindir: Path | None = None
         self.primary = Node("primary", primary_port, self.base_dir / "primary")
@@ -448,14 +456,14 @@ class LocalCluster:
         return all(self.node_running(n) for n in self.nodes)
 
     def is_frozen(self, node: str | int | Node) -> bool:
-        """Whether the node's postmaster is stopped by SIGSTOP."""
-        n = self.node(node)
-        pid = self.postmaster_pid(n)
+        """Whether the node's postmaster is stopped by SIGSTOP.
+
+        The frozen state is read from /proc, so it is seen across processes
+        (e.g. ``freeze`` and ``status`` run from separate CLI invocations).
+        """
+        pid = self.postmaster_pid(node)
         st = _proc_stat(pid) if pid else None
-        frozen = st is not None and st[1] in ("T", "t")
-        if not frozen:
-            self._frozen.discard(n.name)
-        return frozen
+        return st is not None and st[1] in ("T", "t")
 
     def _clean_stale(self, n: Node) -> None:
         """Remove lock files left by a dead (or zombie) postmaster."""
@@ -496,11 +504,14 @@ class LocalCluster:
         if self.base_dir.exists():
             self.stop()
             shutil.rmtree(self.base_dir, ignore_errors=True)
-        self._frozen.clear()
 
     def __enter__(self) -> LocalCluster:
         self._started_by_enter = not self.is_running()
-        self.start()
+        try:
+            self.start()
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
         return self
 
     def __exit__(
@@ -527,10 +538,11 @@ class LocalCluster:
             self._write_state()
         if not (self.primary.data_dir / NODE_CONF).exists():
             self._init_primary()
-        for r in self.replicas:
-            if not (r.data_dir / NODE_CONF).exists():
-                self._start_node(self.primary)
-                self._clone_replica(r)
+        missing = [r for r in self.replicas if not (r.data_dir / NODE_CONF).exists()]
+        if missing:
+            self._start_node(self.primary)
+            with ThreadPoolExecutor(len(missing)) as pool:  # backups in parallel
+                list(pool.map(self._clone_replica, missing))
 
     def _init_primary(self) -> None:
         p = self.primary
@@ -587,6 +599,11 @@ class LocalCluster:
         self._chown(path)
 
     def _clone_replica(self, r: Node) -> None:
+        """Base-backup the primary into ``r`` using a pre-reserved slot.
+
+        Reserving the slot before the backup starts keeps its WAL even when
+        other backups (run in parallel) checkpoint meanwhile.
+        """
         if r.data_dir.exists():
             shutil.rmtree(r.data_dir)
         self.execute(
@@ -595,8 +612,13 @@ class LocalCluster:
             " WHERE slot_name = %s",
             params=[r.name],
         )
+        self.execute(
+            self.primary,
+            "SELECT pg_create_physical_replication_slot(%s, true)",
+            params=[r.name],
+        )
         source = ["-h", "127.0.0.1", "-p", str(self.primary.port), "-U", SUPERUSER]
-        opts = ["-X", "stream", "-c", "fast", "-C", "-S", r.name, "--no-sync"]
+        opts = ["-X", "stream", "-c", "fast", "-S", r.name, "--no-sync"]
         self._run("pg_basebackup", *source, "-D", str(r.data_dir), *opts)
         (r.data_dir / "standby.signal").touch()
         self._chown(r.data_dir / "standby.signal")
@@ -625,7 +647,6 @@ class LocalCluster:
         if mode not in ("smart", "fast", "immediate"):
             raise ClusterError(f"bad stop mode {mode!r}")
         if not self.node_running(n):
-            self._frozen.discard(n.name)
             return
         if self.is_frozen(n):
             self.thaw(n)
@@ -692,14 +713,12 @@ class LocalCluster:
         for kid in kids:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(kid, signal.SIGSTOP)
-        self._frozen.add(n.name)
 
     def thaw(self, node: str | int | Node) -> None:
         """SIGCONT the node's children and postmaster; wait until all run."""
         n = self.node(node)
         pid = self.postmaster_pid(n)
         if pid is None:
-            self._frozen.discard(n.name)
             return
 
         def all_resumed() -> bool:
@@ -714,7 +733,6 @@ class LocalCluster:
             return not stopped
 
         _poll(all_resumed, 10, f"waiting for {n.name} to resume")
-        self._frozen.discard(n.name)
 
     def pause_replay(self, replica: str | int | Node) -> None:
         """Pause WAL replay on a replica; wait until it is really paused."""
