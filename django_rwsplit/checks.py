@@ -19,9 +19,7 @@ BACKEND = "django_rwsplit.backends.postgresql"
 def check_settings(**kwargs: Any) -> list[checks.CheckMessage]:
     """Report every problem in ``RWSPLIT`` (ids rwsplit.E001 to rwsplit.E013)."""
     _, problems = conf.parse(conf.raw_setting())
-    return [
-        checks.Error(p.msg, hint=p.hint, id=p.id, obj="RWSPLIT") for p in problems
-    ]
+    return [checks.Error(p.msg, hint=p.hint, id=p.id, obj="RWSPLIT") for p in problems]
 
 
 def _uses(entries: Sequence[Any], path: str) -> bool:

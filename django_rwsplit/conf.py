@@ -166,7 +166,8 @@ def _boolean(raw: Mapping[str, Any], key: str, problems: list[Problem]) -> bool:
     if not isinstance(value, bool):
         problems.append(
             Problem(
-                "rwsplit.E009", f'RWSPLIT["{key}"] should be True or False, not {value!r}.'
+                "rwsplit.E009",
+                f'RWSPLIT["{key}"] should be True or False, not {value!r}.',
             )
         )
         return bool(DEFAULTS[key])
@@ -250,8 +251,10 @@ def parse(raw: object) -> tuple[Config, list[Problem]]:
             )
             del replicas[alias]
     cookie_name = raw.get("COOKIE_NAME", DEFAULTS["COOKIE_NAME"])
-    if not isinstance(cookie_name, str) or not cookie_name.isascii() or not (
-        cookie_name.replace("_", "").replace("-", "").isalnum()
+    if (
+        not isinstance(cookie_name, str)
+        or not cookie_name.isascii()
+        or not (cookie_name.replace("_", "").replace("-", "").isalnum())
     ):
         problems.append(
             Problem(
@@ -302,9 +305,7 @@ def get_config() -> Config:
         config, problems = parse(raw_setting())
         errors = [p for p in problems if p.id.startswith("rwsplit.E")]
         if errors:
-            raise ImproperlyConfigured(
-                " ".join(f"{p.msg} ({p.id})" for p in errors)
-            )
+            raise ImproperlyConfigured(" ".join(f"{p.msg} ({p.id})" for p in errors))
         _cached = config
     return config
 

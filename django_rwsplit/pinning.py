@@ -122,5 +122,3 @@ def pin_primary(func: _F | None = None) -> PinPrimary | _F:
     if func is None:
         return PinPrimary()
     return PinPrimary()(func)
-
-

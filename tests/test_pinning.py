@@ -27,7 +27,10 @@ def test_context_manager_pins_and_unpins():
 def test_pinned_read_really_runs_on_primary(cluster, ports):
     with pin_primary():
         assert server_port(router.db_for_read(Item)) == ports["default"]
-    assert server_port(router.db_for_read(Item)) in (ports["replica1"], ports["replica2"])
+    assert server_port(router.db_for_read(Item)) in (
+        ports["replica1"],
+        ports["replica2"],
+    )
 
 
 def test_decorator_without_and_with_parentheses():

@@ -12,7 +12,10 @@ from django_rwsplit import pin_primary
 from tests.conftest import server_port
 from tests.testapp.models import Item
 
-pytestmark = [pytest.mark.cluster, pytest.mark.django_db(transaction=True, databases="__all__")]
+pytestmark = [
+    pytest.mark.cluster,
+    pytest.mark.django_db(transaction=True, databases="__all__"),
+]
 
 
 def test_reads_spread_over_replicas_by_weight(cluster, ports):

@@ -25,14 +25,18 @@ def read(request: HttpRequest) -> JsonResponse:
 def write_then_read(request: HttpRequest) -> JsonResponse:
     before = _port_of_read()
     Item.objects.create(name=request.GET.get("name", "x"))
-    return JsonResponse({"before": before, "after": [_port_of_read() for _ in range(2)]})
+    return JsonResponse(
+        {"before": before, "after": [_port_of_read() for _ in range(2)]}
+    )
 
 
 def raw_write_then_read(request: HttpRequest) -> JsonResponse:
     before = _port_of_read()
     with connection.cursor() as cursor:
         cursor.execute("INSERT INTO testapp_item (name, version) VALUES ('raw', 0)")
-    return JsonResponse({"before": before, "after": [_port_of_read() for _ in range(2)]})
+    return JsonResponse(
+        {"before": before, "after": [_port_of_read() for _ in range(2)]}
+    )
 
 
 def post_view(request: HttpRequest) -> JsonResponse:

@@ -81,7 +81,9 @@ class SharedRounds:
             )
             stored = None if elected else self.cache.get(self.ROUND_KEY)
         except Exception:  # noqa: BLE001 - a cache outage must not stop checks
-            logger.warning("Health cache unavailable; measuring locally.", exc_info=True)
+            logger.warning(
+                "Health cache unavailable; measuring locally.", exc_info=True
+            )
             return measure_now(), None
         if stored is not None and time.time() - stored["at"] <= 3 * self.interval:
             self.borrowed += 1

@@ -76,7 +76,9 @@ class HealthSnapshot:
             "status": self.status,
             "primary": {
                 "alias": primary.alias if primary else None,
-                **({"endpoint": primary.endpoint} if primary and show_endpoints else {}),
+                **(
+                    {"endpoint": primary.endpoint} if primary and show_endpoints else {}
+                ),
                 "reachable": bool(primary and primary.reachable),
                 "in_recovery": primary.in_recovery if primary else None,
                 "latency_ms": primary.latency_ms if primary else None,
@@ -171,7 +173,10 @@ class Tracker:
                 )
         elif not state.in_rotation:
             state.good_streak = state.good_streak + 1 if calm.problem is None else 0
-            if not state.ever_admitted or state.good_streak >= self.config.readmit_after:
+            if (
+                not state.ever_admitted
+                or state.good_streak >= self.config.readmit_after
+            ):
                 state.in_rotation = state.ever_admitted = True
                 transition = Transition(
                     reading.alias,

@@ -546,6 +546,8 @@ class LocalCluster:
 
     def _init_primary(self) -> None:
         p = self.primary
+        if len(f"{self.run_dir}/.s.PGSQL.{p.port}.lock") > 107:
+            raise ClusterError(f"{self.base_dir} is too long for a unix socket path")
         if p.data_dir.exists():
             shutil.rmtree(p.data_dir)
         opts = ["-U", SUPERUSER, "-A", "trust", "-E", "UTF8", "--no-locale"]

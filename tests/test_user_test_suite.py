@@ -1,0 +1,67 @@
+"""
+A user's own tests keep passing after they add django-rwsplit.
+
+The project in tests/userproject configures its replicas as test mirrors,
+as the README tells users to, and runs plain Django and pytest-django tests
+that write and then read through the router. They run in subprocesses
+against the real cluster, with ``manage.py test`` and with pytest.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.cluster
+
+PROJECT = Path(__file__).parent / "userproject"
+
+
+def run(cluster, *args: str, disable_mirror_routing: bool = False):
+    env = {
+        **os.environ,
+        "RWSPLIT_CLUSTER_PORT": str(cluster.primary.port),
+        "PYTHONPATH": str(PROJECT),
+    }
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    if disable_mirror_routing:
+        env["USERPROJECT_DISABLE_MIRROR_ROUTING"] = "1"
+    return subprocess.run(
+        [sys.executable, *args],
+        cwd=PROJECT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_manage_py_test_passes(rwsplit_cluster):
+    result = run(rwsplit_cluster, "manage.py", "test", "notes", "--noinput", "-v", "2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Ran 4 tests" in result.stderr
+
+
+def test_pytest_django_passes(rwsplit_cluster):
+    result = run(rwsplit_cluster, "-m", "pytest", "-q", "notes/test_pytest_style.py")
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert "2 passed" in result.stdout
+
+
+def test_same_tests_fail_without_the_mechanism(rwsplit_cluster):
+    """Proves the tests above can fail: routed reads that reach a mirror break."""
+    result = run(
+        rwsplit_cluster,
+        "manage.py",
+        "test",
+        "notes",
+        "--noinput",
+        disable_mirror_routing=True,
+    )
+    assert result.returncode != 0
+    assert "FAILED" in result.stderr
+    assert "Database queries to 'replica" in result.stderr
