@@ -130,9 +130,12 @@ def _replicas(raw: Mapping[str, Any], problems: list[Problem]) -> dict[str, int]
                 continue
             weights[alias] = weight
         return weights
-    if isinstance(value, Sequence) and not isinstance(value, str | bytes):
-        if all(isinstance(alias, str) for alias in value):
-            return dict.fromkeys(value, 1)
+    if (
+        isinstance(value, Sequence)
+        and not isinstance(value, str | bytes)
+        and all(isinstance(alias, str) for alias in value)
+    ):
+        return dict.fromkeys(value, 1)
     problems.append(
         Problem(
             "rwsplit.E004",

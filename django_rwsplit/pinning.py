@@ -118,7 +118,7 @@ def pin_primary(func: None = None) -> PinPrimary: ...
 @overload
 def pin_primary(func: _F) -> _F: ...
 def pin_primary(func: _F | None = None) -> PinPrimary | _F:
-    """Pin reads to the primary: a context manager, or a decorator with or without ()."""
+    """Pin reads to the primary: a context manager, or a decorator."""
     if func is None:
         return PinPrimary()
     return PinPrimary()(func)
