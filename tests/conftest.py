@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -48,3 +49,13 @@ def _fresh_health() -> Iterator[None]:
 def django_db_setup(django_db_setup: None, rwsplit_cluster: LocalCluster) -> None:
     """Let the replicas replay the freshly created test database before tests."""
     rwsplit_cluster.wait_caught_up(timeout=60)
+
+
+def wait_until(predicate, timeout: float, interval: float = 0.02) -> float:
+    """Poll ``predicate`` until true; return seconds waited, fail at ``timeout``."""
+    started = time.monotonic()
+    while not predicate():
+        if time.monotonic() - started > timeout:
+            raise AssertionError(f"condition not met within {timeout} s")
+        time.sleep(interval)
+    return time.monotonic() - started

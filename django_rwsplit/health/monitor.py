@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 import time
@@ -56,9 +57,11 @@ class SharedRounds:
     """
     Share rounds through a Django cache so one process measures for the fleet.
 
-    Each interval the first process to add the lock key measures and stores
-    its round; the others read it. When the stored round is older than three
-    intervals (the measurer died), every process measures for itself.
+    The process holding the lock key (taken with ``add``, kept alive by each
+    round it measures) measures every interval and stores its round; the
+    others read it. When the stored round is older than three intervals (the
+    measurer died or stalled), every process measures for itself until a new
+    holder takes the lock, which expires after ``lock_ttl`` seconds.
     """
 
     LOCK_KEY = "django_rwsplit:health:lock"
@@ -70,14 +73,17 @@ class SharedRounds:
         self.cache = caches[cache_alias]
         self.interval = interval
         self.owner = f"{os.getpid()}:{id(self)}"
+        # Django's cache timeouts are whole seconds on some backends (Redis).
+        self.lock_ttl = max(1, math.ceil(3 * interval))
         self.measured = 0
         self.borrowed = 0
 
     def get(self, measure_now: Callable[[], Round]) -> tuple[Round, Any] | None:
         """Return a fresh round and its id, measuring only if elected or stale."""
         try:
-            elected = self.cache.add(
-                self.LOCK_KEY, self.owner, timeout=max(self.interval, 0.001)
+            elected = (
+                self.cache.add(self.LOCK_KEY, self.owner, timeout=self.lock_ttl)
+                or self.cache.get(self.LOCK_KEY) == self.owner
             )
             stored = None if elected else self.cache.get(self.ROUND_KEY)
         except Exception:  # noqa: BLE001 - a cache outage must not stop checks
@@ -97,7 +103,9 @@ class SharedRounds:
             "replicas": [asdict(reading) for reading in readings],
         }
         try:
-            self.cache.set(self.ROUND_KEY, payload, timeout=max(10 * self.interval, 1))
+            self.cache.set(self.ROUND_KEY, payload, timeout=10 * self.lock_ttl)
+            if elected:
+                self.cache.touch(self.LOCK_KEY, timeout=self.lock_ttl)
         except Exception:  # noqa: BLE001
             logger.warning("Could not share health round.", exc_info=True)
         return (primary, readings), payload["id"]

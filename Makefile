@@ -1,0 +1,56 @@
+# django-rwsplit: the two commands
+#   make demo    run the example project on a local primary + 2 replicas
+#   make test    run the whole test suite (what CI runs: .ci/run)
+#
+# make demo PORT=8001                        another web server port
+# RWSPLIT_CLUSTER_PORT=19432 make demo       another cluster port (19432-19434)
+# make test ARGS="-k pinning -x"             extra pytest arguments
+# make test TEST_CMD="nox -s tests --"       another test command
+
+VENV     ?= .venv
+PYTHON   := $(VENV)/bin/python
+PORT     ?= 8000
+DEMO_DIR ?= $(or $(RWSPLIT_DEMO_DIR),.rwsplit-cluster)
+ARGS     ?=
+TEST_CMD ?= $(PYTHON) -m pytest
+
+export VENV
+
+.DEFAULT_GOAL := help
+.PHONY: help bootstrap demo demo-down demo-status test lint typecheck
+
+help:
+	@echo "make demo         run the example project (http://127.0.0.1:$(PORT)/)"
+	@echo "make demo-down    stop and delete the demo cluster in $(DEMO_DIR)"
+	@echo "make demo-status  show the demo cluster's nodes"
+	@echo "make test         run the test suite (ARGS=\"...\" for pytest)"
+	@echo "make lint         ruff check + ruff format --check"
+	@echo "make typecheck    mypy"
+	@echo "make bootstrap    install PostgreSQL (if root) and $(VENV)"
+
+bootstrap:
+	@scripts/bootstrap.sh
+
+demo:
+	@PORT=$(PORT) RWSPLIT_DEMO_DIR="$(DEMO_DIR)" scripts/demo.sh
+
+demo-down: bootstrap
+	@if [ -f "$(DEMO_DIR)/cluster.json" ]; then \
+		$(PYTHON) -m django_rwsplit.testing destroy --dir "$(DEMO_DIR)" && \
+		echo "demo cluster in $(DEMO_DIR) stopped and deleted"; \
+	else \
+		echo "no demo cluster in $(DEMO_DIR)"; \
+	fi
+
+demo-status: bootstrap
+	@$(PYTHON) -m django_rwsplit.testing status --dir "$(DEMO_DIR)"
+
+test: bootstrap
+	$(TEST_CMD) $(ARGS)
+
+lint: bootstrap
+	$(PYTHON) -m ruff check .
+	$(PYTHON) -m ruff format --check .
+
+typecheck: bootstrap
+	$(PYTHON) -m mypy django_rwsplit example_project

@@ -1,0 +1,153 @@
+"""
+Settings of the example project, read from the environment (django-environ).
+
+DATABASE_URL   the primary (default: the local demo cluster on
+               $RWSPLIT_CLUSTER_PORT, 15432 unless set, database rwsplit_demo)
+REPLICA_URLS   comma-separated streaming replicas (default: the next two ports)
+               -> database aliases "replica1", "replica2", ...
+
+``make demo`` starts that local cluster; see scripts/demo.sh.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import environ
+
+BASE_DIR = Path(__file__).resolve().parent
+
+env = environ.Env()
+
+SECRET_KEY = env.str("SECRET_KEY", default="django-rwsplit-example-not-secret")
+DEBUG = env.bool("DEBUG", default=True)
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]"])
+
+# -- Databases: one primary, N replicas ------------------------------------
+
+_cluster_port = env.int("RWSPLIT_CLUSTER_PORT", default=15432)
+_demo_db = env.str("RWSPLIT_DEMO_DB", default="rwsplit_demo")
+
+
+def _local_url(port: int) -> str:
+    return f"postgres://postgres@127.0.0.1:{port}/{_demo_db}"
+
+
+def _database(url: str, *, replica: bool) -> dict[str, Any]:
+    config: dict[str, Any] = env.db_url_config(url)
+    config["OPTIONS"] = {"connect_timeout": 2, **config.get("OPTIONS", {})}
+    if replica:
+        # Django's PostgreSQL backend plus failover to another replica (or the
+        # primary) when this replica cannot be reached.
+        config["ENGINE"] = "django_rwsplit.backends.postgresql"
+        # Under Django's test runner, reuse the primary's test database.
+        config["TEST"] = {"MIRROR": "default"}
+    return config
+
+
+_replica_urls = [
+    url
+    for url in env.list(
+        "REPLICA_URLS",
+        default=[_local_url(_cluster_port + 1), _local_url(_cluster_port + 2)],
+    )
+    if url.strip()
+]
+
+DATABASES = {
+    "default": _database(
+        env.str("DATABASE_URL", default=_local_url(_cluster_port)), replica=False
+    ),
+}
+for _number, _url in enumerate(_replica_urls, start=1):
+    DATABASES[f"replica{_number}"] = _database(_url, replica=True)
+REPLICAS = [alias for alias in DATABASES if alias != "default"]
+
+# -- django-rwsplit ---------------------------------------------------------
+
+DATABASE_ROUTERS = ["django_rwsplit.routers.ReadWriteRouter"]
+RWSPLIT = {
+    "REPLICAS": REPLICAS,
+    # After a write, the client's reads stay on the primary this long.
+    "STICKY_SECONDS": env.float("RWSPLIT_STICKY_SECONDS", default=5.0),
+    "CHECK_INTERVAL": 1.0,
+    # "time": the pin cookie sends the client's reads to the primary for
+    # STICKY_SECONDS. "lsn": to any replica that has replayed its last write.
+    "CONSISTENCY": env.str("RWSPLIT_CONSISTENCY", default="time"),
+}
+
+# -- Django -----------------------------------------------------------------
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django_rwsplit",
+    "example_project.shop",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django_rwsplit.middleware.PinPrimaryMiddleware",
+    # Records every SQL statement of the request and where it ran.
+    "example_project.shop.middleware.QueryLogMiddleware",
+    # Primary unreachable -> 503 instead of 500.
+    "example_project.shop.middleware.DatabaseUnavailableMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "example_project.urls"
+WSGI_APPLICATION = "example_project.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "example_project.shop.context_processors.rwsplit",
+            ],
+        },
+    },
+]
+
+AUTH_PASSWORD_VALIDATORS: list[dict[str, str]] = []
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+STATIC_URL = "static/"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+# Flash messages live in a cookie, so showing one costs no query.
+MESSAGE_STORAGE = "django.contrib.messages.storage.cookie.CookieStorage"
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "rwsplit": {"format": "[rwsplit] %(levelname)s %(message)s"},
+    },
+    "handlers": {
+        "rwsplit_console": {"class": "logging.StreamHandler", "formatter": "rwsplit"},
+    },
+    "loggers": {
+        "django_rwsplit": {
+            "handlers": ["rwsplit_console"],
+            "level": "INFO",
+            "propagate": False,
+        },
+    },
+}

@@ -1,0 +1,132 @@
+"""
+The demo's pages and JSON endpoints.
+
+Nothing here mentions databases: the router sends each query to the primary
+or a replica, and the page footer (see context_processors.py) shows where
+each one went and why.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from django.contrib import messages
+from django.db import transaction
+from django.db.models import F
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_GET, require_POST
+
+from django_rwsplit.pinning import current_scope
+from example_project.shop.forms import OrderForm
+from example_project.shop.middleware import Query, current_queries
+from example_project.shop.models import Note, Order, Product
+
+# -- Pages --------------------------------------------------------------------
+
+
+@require_GET
+def product_list(request: HttpRequest) -> HttpResponse:
+    products = list(Product.objects.all())
+    recent = list(Order.objects.select_related("product")[:5])
+    return render(
+        request,
+        "shop/product_list.html",
+        {"products": products, "recent_orders": recent, "form": OrderForm()},
+    )
+
+
+@require_POST
+def place_order(request: HttpRequest) -> HttpResponse:
+    """Buy: take the stock and create an order, then redirect (Post/Redirect/Get)."""
+    form = OrderForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Pick a product and a quantity from 1 to 10.")
+        return redirect("shop:product_list")
+    product_id = form.cleaned_data["product"]
+    quantity = form.cleaned_data["quantity"]
+    with transaction.atomic():
+        taken = Product.objects.filter(pk=product_id, stock__gte=quantity).update(
+            stock=F("stock") - quantity
+        )
+        if not taken:
+            messages.error(request, "Sorry, not enough stock for that order.")
+            return redirect("shop:product_list")
+        order = Order.objects.create(product_id=product_id, quantity=quantity)
+    messages.success(request, f"Order #{order.pk} placed.")
+    return redirect("shop:order_detail", pk=order.pk)
+
+
+@require_GET
+def order_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    # Right after the order was placed, this read must see it: the pin
+    # cookie sends it to the primary (a lagging replica might 404).
+    order = get_object_or_404(Order.objects.select_related("product"), pk=pk)
+    return render(request, "shop/order_detail.html", {"order": order})
+
+
+# -- JSON API (used by tests and the chaos suite) ------------------------------
+
+
+def _routing() -> dict[str, Any]:
+    scope = current_scope()
+    return {
+        "pinned": scope.pinned if scope else None,
+        "replica": scope.replica if scope else None,
+        "wrote": scope.wrote if scope else False,
+        "pid": os.getpid(),
+    }
+
+
+def _last(write: bool) -> Query | None:
+    return next((q for q in reversed(current_queries()) if q.write == write), None)
+
+
+@require_GET
+def api_whoami(request: HttpRequest) -> JsonResponse:
+    """Run two reads; say where they went and whether this client is pinned."""
+    Product.objects.exists()
+    Order.objects.count()
+    reads: dict[str, int] = {}
+    servers: list[int] = []
+    for query in current_queries():
+        if not query.write:
+            reads[query.alias] = reads.get(query.alias, 0) + 1
+            if query.port is not None and query.port not in servers:
+                servers.append(query.port)
+    return JsonResponse({**_routing(), "reads": reads, "servers": servers})
+
+
+@csrf_exempt
+@require_POST
+def api_write(request: HttpRequest) -> JsonResponse:
+    """Create a Note; return its id and the server that wrote it."""
+    note = Note.objects.create(text=request.POST.get("text", "")[:200])
+    query = _last(write=True)
+    return JsonResponse(
+        {
+            **_routing(),
+            "id": note.pk,
+            "alias": query.alias if query else None,
+            "port": query.port if query else None,
+        },
+        status=201,
+    )
+
+
+@require_GET
+def api_read(request: HttpRequest, pk: int) -> JsonResponse:
+    """Whether Note ``pk`` is visible to this client, and who answered."""
+    visible = Note.objects.filter(pk=pk).exists()
+    query = _last(write=False)
+    return JsonResponse(
+        {
+            **_routing(),
+            "id": pk,
+            "visible": visible,
+            "alias": query.alias if query else None,
+            "port": query.port if query else None,
+        }
+    )

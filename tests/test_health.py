@@ -1,0 +1,295 @@
+"""Replica health against the real cluster: lag, death, freezing, readmission."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections import Counter
+
+import pytest
+from django.db import connections, router
+from django.test import override_settings
+
+from django_rwsplit import conf, signals
+from django_rwsplit.health import registry
+from django_rwsplit.health.monitor import SharedRounds
+from tests.conftest import server_port, wait_until
+from tests.testapp.models import Item
+
+pytestmark = [
+    pytest.mark.cluster,
+    pytest.mark.django_db(transaction=True, databases="__all__"),
+]
+
+INTERVAL = 0.2
+TIMEOUT = 0.5
+FAST = {
+    "REPLICAS": ["replica1", "replica2"],
+    "ROUTE_TEST_MIRRORS_TO_PRIMARY": False,
+    "CHECK_INTERVAL": INTERVAL,
+    "CHECK_TIMEOUT": TIMEOUT,
+    "READMIT_AFTER": 3,
+    "MAX_LAG_SECONDS": 0.5,
+}
+
+
+class Transitions:
+    """Record replica_ejected / replica_readmitted signals."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str, str, int]] = []
+        signals.replica_ejected.connect(self.ejected)
+        signals.replica_readmitted.connect(self.readmitted)
+
+    def ejected(self, alias, reason, **kwargs):
+        self.events.append(("ejected", alias, reason, self._rounds()))
+
+    def readmitted(self, alias, reason, **kwargs):
+        self.events.append(("readmitted", alias, reason, self._rounds()))
+
+    def _rounds(self) -> int:
+        state = registry.current()
+        return state.monitor.rounds if state else 0
+
+    def of(self, kind: str, alias: str) -> list[tuple[str, str, str, int]]:
+        return [e for e in self.events if e[0] == kind and e[1] == alias]
+
+    def close(self) -> None:
+        signals.replica_ejected.disconnect(self.ejected)
+        signals.replica_readmitted.disconnect(self.readmitted)
+
+
+@pytest.fixture
+def transitions():
+    recorder = Transitions()
+    yield recorder
+    recorder.close()
+
+
+def rotation() -> frozenset[str]:
+    state = registry.process_health(conf.get_config())
+    return state.rotation.members
+
+
+def start_health() -> None:
+    router.db_for_read(Item)
+    wait_until(lambda: rotation() == {"replica1", "replica2"}, timeout=10)
+
+
+def fresh_connections() -> None:
+    """Behave like a new request under CONN_MAX_AGE=0: no connection reused."""
+    for alias in connections:
+        connections[alias].close()
+
+
+@override_settings(RWSPLIT=FAST)
+def test_idle_primary_with_caught_up_replicas_has_zero_lag(cluster):
+    cluster.wait_caught_up()
+    start_health()
+    state = registry.process_health(conf.get_config())
+    rounds = state.monitor.rounds
+    wait_until(lambda: state.monitor.rounds >= rounds + 2, timeout=5)
+    snapshot = registry.snapshot()
+    assert snapshot is not None and snapshot.status == "ok"
+    for replica in snapshot.replicas:
+        assert replica.in_rotation
+        assert replica.lag_seconds == 0.0 and replica.lag_bytes == 0
+
+
+@override_settings(RWSPLIT=FAST)
+def test_paused_replica_leaves_rotation_then_returns(cluster, ports, transitions):
+    start_health()
+    cluster.pause_replay("replica1")
+    first_write = time.monotonic()
+    bound = FAST["MAX_LAG_SECONDS"] + 3 * INTERVAL + TIMEOUT
+
+    def write_and_check() -> bool:
+        Item.objects.create(name="tick")
+        return "replica1" not in rotation()
+
+    wait_until(write_and_check, timeout=bound + 5)
+    ejected_after = time.monotonic() - first_write
+    assert ejected_after <= bound, f"ejected after {ejected_after:.2f} s"
+    (event,) = transitions.of("ejected", "replica1")
+    assert "lag" in event[2]
+    fresh_connections()
+    served = Counter(server_port(router.db_for_read(Item)) for _ in range(200))
+    assert set(served) == {ports["replica2"]}
+
+    cluster.resume_replay("replica1")
+    wait_until(lambda: "replica1" in rotation(), timeout=10)
+    readmitted = transitions.of("readmitted", "replica1")[-1]
+    assert transitions.events.index(readmitted) > transitions.events.index(event)
+    assert readmitted[3] - event[3] >= FAST["READMIT_AFTER"]
+
+
+@override_settings(RWSPLIT={**FAST, "CHECK_INTERVAL": 30.0})
+def test_stopped_replica_is_ejected_on_first_failed_connect(
+    cluster, ports, transitions
+):
+    """Passive detection: no health check runs during the test (30 s interval)."""
+    start_health()
+    cluster.stop_replica("replica1")
+    errors, served = 0, Counter()
+    for _ in range(100):
+        fresh_connections()
+        try:
+            served[server_port(router.db_for_read(Item))] += 1
+        except Exception:  # noqa: BLE001 - counted
+            errors += 1
+    assert errors == 0
+    assert ports["replica1"] not in served
+    (event,) = transitions.of("ejected", "replica1")
+    assert event[2].startswith("connection failed")
+    assert rotation() == {"replica2"}
+
+
+@override_settings(RWSPLIT=FAST)
+def test_stopped_replica_leaves_rotation_and_reads_keep_succeeding(cluster, ports):
+    start_health()
+    cluster.stop_replica("replica2")
+    wait_until(lambda: "replica2" not in rotation(), timeout=3 * INTERVAL + TIMEOUT + 1)
+    fresh_connections()
+    served = Counter(server_port(router.db_for_read(Item)) for _ in range(100))
+    assert set(served) == {ports["replica1"]}
+    cluster.start_replica("replica2")
+    wait_until(lambda: "replica2" in rotation(), timeout=15)
+
+
+@override_settings(RWSPLIT=FAST)
+def test_frozen_replica_never_holds_a_read_past_the_deadline(cluster, ports):
+    start_health()
+    cluster.freeze("replica1")
+    connect_timeout = 2  # OPTIONS["connect_timeout"] in tests/settings.py
+    limit = TIMEOUT + connect_timeout + 1.0
+    latencies: list[float] = []
+    errors: list[BaseException] = []
+
+    def one_request() -> None:
+        started = time.monotonic()
+        try:
+            server_port(router.db_for_read(Item))
+        except BaseException as error:  # noqa: BLE001 - reported below
+            errors.append(error)
+        finally:
+            connections.close_all()
+            latencies.append(time.monotonic() - started)
+
+    threads = [threading.Thread(target=one_request) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=limit + 5)
+    assert not errors
+    assert len(latencies) == 8 and max(latencies) < limit
+    wait_until(lambda: "replica1" not in rotation(), timeout=3 * INTERVAL + TIMEOUT)
+    fresh_connections()
+    served = {server_port(router.db_for_read(Item)) for _ in range(50)}
+    assert served == {ports["replica2"]}
+    cluster.thaw("replica1")
+    wait_until(lambda: "replica1" in rotation(), timeout=15)
+
+
+@override_settings(RWSPLIT=FAST)
+def test_all_replicas_down_sends_reads_to_primary(cluster, ports, caplog):
+    start_health()
+    cluster.stop_replica("replica1")
+    cluster.stop_replica("replica2")
+    wait_until(lambda: not rotation(), timeout=3 * INTERVAL + TIMEOUT + 1)
+    fresh_connections()
+    assert {server_port(router.db_for_read(Item)) for _ in range(20)} == {
+        ports["default"]
+    }
+    assert registry.snapshot().status == "critical"
+
+
+@override_settings(RWSPLIT={**FAST, "FALLBACK": "error"})
+def test_fallback_error_raises_a_clear_exception(cluster):
+    from django_rwsplit.exceptions import NoReplicaAvailable
+
+    start_health()
+    cluster.stop_replica("replica1")
+    cluster.stop_replica("replica2")
+    wait_until(lambda: not rotation(), timeout=3 * INTERVAL + TIMEOUT + 1)
+    with pytest.raises(NoReplicaAvailable, match="FALLBACK"):
+        list(Item.objects.all())
+
+
+@override_settings(RWSPLIT={**FAST, "MAX_LAG_SECONDS": 0.6, "READMIT_AFTER": 2})
+def test_threshold_hugging_replica_does_not_flap(cluster, transitions):
+    start_health()
+    cluster.set_apply_delay("replica1", 600)
+    deadline = time.monotonic() + 4.0
+    while time.monotonic() < deadline:
+        Item.objects.create(name="steady")
+        time.sleep(0.05)  # a steady write rate, not a wait for a condition
+    assert len(transitions.of("ejected", "replica1")) <= 1
+    initial = transitions.of("readmitted", "replica1")
+    assert len(initial) == 1 and transitions.events.index(initial[0]) < 2
+
+
+@override_settings(RWSPLIT=FAST)
+def test_forked_child_measures_for_itself(cluster):
+    start_health()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        ok = False
+        try:
+            ok = registry.current() is None
+            config = conf.get_config()
+            registry.choose_replica(config, None)
+            child = registry.current()
+            ok = ok and child is not None and child.monitor.is_alive()
+            ok = ok and child.monitor.rounds >= 1 and child.pid == os.getpid()
+        finally:
+            os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
+HEALTH_PROCESS = """
+import json, os, sys, time
+os.environ["DJANGO_SETTINGS_MODULE"] = "tests.settings"
+import django
+from django.conf import settings
+django.setup()
+for alias in settings.DATABASES:
+    settings.DATABASES[alias]["NAME"] = "postgres"
+settings.RWSPLIT = {**settings.RWSPLIT, "CHECK_INTERVAL": 0.2, "HEALTH_CACHE": "redis"}
+from django_rwsplit import conf
+from django_rwsplit.health import registry
+state = registry.process_health(conf.get_config())
+time.sleep(float(sys.argv[1]))  # the observation window of this process
+shared = state.monitor.shared
+print(json.dumps({"measured": shared.measured, "borrowed": shared.borrowed,
+                  "rotation": sorted(state.rotation.members)}))
+"""
+
+
+def test_two_processes_share_health_through_redis(cluster):
+    import json
+    import subprocess
+    import sys
+
+    from django.core.cache import caches
+
+    caches["redis"].delete_many([SharedRounds.LOCK_KEY, SharedRounds.ROUND_KEY])
+    window = 3.0
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", HEALTH_PROCESS, str(window)],
+            stdout=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "RWSPLIT_CLUSTER_PORT": str(cluster.primary.port)},
+        )
+        for _ in range(2)
+    ]
+    results = [json.loads(proc.communicate(timeout=60)[0]) for proc in procs]
+    assert all(r["rotation"] == ["replica1", "replica2"] for r in results)
+    measured = sum(r["measured"] for r in results)
+    borrowed = sum(r["borrowed"] for r in results)
+    intervals = window / 0.2
+    # One measurement per interval for the pair (plus start-up), not one each.
+    assert measured <= intervals + 3
+    assert borrowed >= intervals - 3

@@ -1,0 +1,159 @@
+"""Rotation policy on synthetic readings: pure logic, no server needed."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from django_rwsplit.conf import Config
+from django_rwsplit.health.probes import PrimaryStatus, ReplicaReading
+from django_rwsplit.health.tracker import Tracker
+
+CONFIG = Config(
+    replicas={"r1": 1, "r2": 1},
+    max_lag_seconds=1.0,
+    readmit_after=3,
+    check_interval=0.1,
+)
+
+
+def primary(at: float, lsn: int, reachable: bool = True) -> PrimaryStatus:
+    return PrimaryStatus(
+        alias="default",
+        endpoint="p:1",
+        reachable=reachable,
+        in_recovery=False if reachable else None,
+        current_lsn=lsn if reachable else None,
+        latency_ms=1.0,
+        error=None if reachable else "down",
+        checked_at=at,
+    )
+
+
+def reading(alias: str, at: float, replay: int, **changes: object) -> ReplicaReading:
+    base = ReplicaReading(
+        alias=alias,
+        endpoint=f"{alias}:1",
+        reachable=True,
+        in_recovery=True,
+        replay_paused=False,
+        streaming=True,
+        replay_lsn=replay,
+        receive_lsn=replay,
+        last_replay_at=at - 3600,
+        server_time=at,
+        latency_ms=1.0,
+        error=None,
+        checked_at=at + 0.001,
+    )
+    return replace(base, **changes)
+
+
+def test_unknown_replicas_are_out_until_a_check_passes():
+    tracker = Tracker(CONFIG)
+    assert tracker.rotation.members == frozenset()
+    snapshot = tracker.snapshot()
+    assert [r.in_rotation for r in snapshot.replicas] == [False, False]
+    tracker.apply(primary(0, 100), [reading("r1", 0, 100)])
+    assert tracker.rotation.members == {"r1"}
+
+
+def test_idle_primary_caught_up_replica_has_zero_lag_not_replay_age():
+    tracker = Tracker(CONFIG)
+    tracker.apply(primary(0, 100), [reading("r1", 0, 100), reading("r2", 0, 100)])
+    status = tracker.status("r1")
+    assert status is not None
+    assert status.lag_seconds == 0.0 and status.lag_bytes == 0
+    assert tracker.snapshot().status == "ok"
+
+
+def test_lag_seconds_come_from_primary_history():
+    tracker = Tracker(CONFIG)
+    tracker.apply(primary(0.0, 100), [reading("r1", 0.0, 100), reading("r2", 0, 100)])
+    tracker.apply(primary(0.5, 200), [reading("r1", 0.5, 100), reading("r2", 0.5, 200)])
+    status = tracker.status("r1")
+    assert status is not None and status.lag_bytes == 100
+    assert status.lag_seconds == pytest.approx(0.501)
+    assert status.in_rotation
+    tracker.apply(primary(1.2, 300), [reading("r1", 1.2, 100), reading("r2", 1.2, 300)])
+    assert tracker.rotation.members == {"r2"}
+    assert tracker.snapshot().status == "warning"
+
+
+@pytest.mark.parametrize(
+    ("changes", "reason"),
+    [
+        ({"reachable": False, "error": "refused"}, "unreachable"),
+        ({"in_recovery": False}, "not in recovery"),
+        ({"streaming": False}, "not streaming"),
+        ({"replay_lsn": None}, "lag unknown"),
+    ],
+)
+def test_failed_or_unknowable_checks_eject(changes, reason):
+    tracker = Tracker(CONFIG)
+    tracker.apply(primary(0, 100), [reading("r1", 0, 100)])
+    (transition,) = tracker.apply(primary(1, 100), [reading("r1", 1, 100, **changes)])
+    assert not transition.admitted and reason in transition.reason
+    assert "r1" not in tracker.rotation.members
+
+
+def test_primary_unreachable_and_replica_behind_last_known_position_is_out():
+    tracker = Tracker(CONFIG)
+    tracker.apply(primary(0, 100), [reading("r1", 0, 100), reading("r2", 0, 100)])
+    tracker.apply(
+        primary(1, 0, reachable=False), [reading("r1", 1, 90), reading("r2", 1, 100)]
+    )
+    assert tracker.rotation.members == {"r2"}
+    assert tracker.snapshot().status == "critical"
+
+
+def test_readmission_needs_consecutive_calm_checks():
+    tracker = Tracker(CONFIG)
+    t, lsn = 0.0, 100
+    tracker.apply(primary(t, lsn), [reading("r1", t, lsn)])
+    tracker.apply(primary(2.0, 200), [reading("r1", 2.0, 100)])
+    assert "r1" not in tracker.rotation.members
+    admitted_after = None
+    for check in range(1, 6):
+        t = 2.0 + check
+        lsn = 200 + check
+        transitions = tracker.apply(primary(t, lsn), [reading("r1", t, lsn)])
+        if transitions:
+            admitted_after = check
+            break
+    assert admitted_after == CONFIG.readmit_after
+
+
+def test_threshold_hugging_replica_does_not_flap():
+    """Lag alternating just under and just over the bound ejects once, then stays out."""
+    tracker = Tracker(CONFIG)
+    tracker.apply(primary(0, 0), [reading("r1", 0, 0)])
+    transitions = []
+    t = 0.0
+    for step in range(1, 40):
+        t += 0.1
+        lag = 0.95 if step % 2 else 1.05
+        # The replica has replayed what the primary had ``lag`` seconds ago.
+        seen_lsn = int((t - lag) * 1000)
+        transitions += tracker.apply(
+            primary(t, int(t * 1000)), [reading("r1", t, seen_lsn)]
+        )
+    assert [tr.admitted for tr in transitions] == [False]
+
+
+def test_passive_ejection_is_immediate_and_needs_readmission():
+    tracker = Tracker(CONFIG)
+    tracker.apply(primary(0, 100), [reading("r1", 0, 100)])
+    transition = tracker.eject("r1", "connection failed: refused")
+    assert transition is not None and not transition.admitted
+    assert tracker.eject("r1", "again") is None
+    assert tracker.rotation.members == frozenset()
+    assert tracker.apply(primary(1, 100), [reading("r1", 1, 100)]) == []
+
+
+def test_max_lag_bytes_bound():
+    tracker = Tracker(replace(CONFIG, max_lag_seconds=None, max_lag_bytes=50))
+    tracker.apply(primary(0, 100), [reading("r1", 0, 100)])
+    (transition,) = tracker.apply(primary(1, 200), [reading("r1", 1, 120)])
+    assert "80 bytes" in transition.reason
