@@ -126,7 +126,7 @@ def test_readmission_needs_consecutive_calm_checks():
 
 
 def test_threshold_hugging_replica_does_not_flap():
-    """Lag alternating just under and just over the bound ejects once, then stays out."""
+    """Lag hovering just under and over the bound ejects once, then stays out."""
     tracker = Tracker(CONFIG)
     tracker.apply(primary(0, 0), [reading("r1", 0, 0)])
     transitions = []
