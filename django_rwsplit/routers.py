@@ -29,6 +29,9 @@ class _PrimaryConnection(threading.local):
 
 
 _primary_connection = _PrimaryConnection()
+_pin_depth = pinning._pin_depth.get
+_current_scope = pinning._scope.get
+_choose_replica = registry.choose_replica
 
 
 def forget_primary_connection() -> None:
@@ -56,16 +59,20 @@ class ReadWriteRouter:
     """
 
     def db_for_read(self, model: type[Any], **hints: Any) -> str:
+        # This runs for every read: keep it to attribute reads, no I/O.
         config = conf._cached or conf.get_config()
         primary = config.primary
-        if not config.replicas or pinning._pin_depth.get():
+        if not config.replicas or _pin_depth():
             return primary
-        scope = pinning._scope.get()
+        scope = _current_scope()
         if scope is not None and scope.pinned is not None:
             return primary
-        if primary_in_atomic(primary):
+        wrapper = _primary_connection.wrapper
+        if wrapper is None or wrapper.alias != primary:
+            wrapper = _primary_connection.wrapper = connections[primary]
+        if wrapper.in_atomic_block:
             return primary
-        return registry.choose_replica(config, scope)
+        return _choose_replica(config, scope)
 
     def db_for_write(self, model: type[Any], **hints: Any) -> str:
         return (conf._cached or conf.get_config()).primary

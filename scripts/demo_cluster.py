@@ -1,10 +1,12 @@
 """Helpers for scripts/demo.sh around the demo cluster in ./.rwsplit-cluster.
 
-    python scripts/demo_cluster.py port DIR       print the primary port to use,
-                                                  or exit 2 if a port is taken
-    python scripts/demo_cluster.py createdb DIR NAME
-                                                  create NAME on the primary if
-                                                  missing, wait for the replicas
+Usage:
+
+- ``python scripts/demo_cluster.py port DIR``: print the primary port to use,
+  or exit 2 with a clear message if one of the cluster's ports is taken by
+  something other than the cluster in DIR.
+- ``python scripts/demo_cluster.py createdb DIR NAME``: create database NAME
+  on the primary if missing and wait until the replicas have it.
 """
 
 from __future__ import annotations

@@ -45,8 +45,10 @@ class ProcessHealth:
         self.fallback_active = False
         self.pid = os.getpid()
 
+
     @property
     def rotation(self) -> Rotation:
+        """The replicas in rotation now (kept current by the tracker)."""
         return self.tracker.rotation
 
     def _take_round(

@@ -1,0 +1,82 @@
+"""Shared set-up for benchmarks: a local cluster and Django settings for it."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from django_rwsplit.testing.cluster import ClusterError, LocalCluster  # noqa: E402
+
+DEFAULT_PORT = 19432
+
+
+@contextmanager
+def cluster(replicas: int = 2) -> Iterator[LocalCluster]:
+    """Yield a running cluster: reuse RWSPLIT_CLUSTER_DIR or start a throwaway one."""
+    try:
+        existing = LocalCluster.from_env()
+        if existing is not None:
+            existing.start()
+            yield existing
+            return
+        port = int(os.environ.get("RWSPLIT_BENCH_PORT", DEFAULT_PORT))
+        local = LocalCluster(primary_port=port, replicas=replicas)
+        local.start()
+    except ClusterError as error:
+        sys.exit(f"Cannot start the local PostgreSQL cluster: {error}")
+    try:
+        yield local
+    finally:
+        local.destroy()
+
+
+def configure(cluster: LocalCluster, **rwsplit: Any) -> None:
+    """Configure Django for ``cluster`` with ``RWSPLIT`` options and set it up."""
+    import django
+    from django.conf import settings
+
+    databases = cluster.django_databases("postgres")
+    for alias, entry in databases.items():
+        if alias != "default":
+            entry["ENGINE"] = "django_rwsplit.backends.postgresql"
+    replicas = [alias for alias in databases if alias != "default"]
+    settings.configure(
+        DATABASES=databases,
+        INSTALLED_APPS=[
+            "django.contrib.contenttypes",
+            "django.contrib.auth",
+            "django_rwsplit",
+        ],
+        DATABASE_ROUTERS=["django_rwsplit.routers.ReadWriteRouter"],
+        REPLICA_DATABASES=replicas,
+        RWSPLIT={"REPLICAS": replicas, **rwsplit},
+        SECRET_KEY="benchmark",
+        USE_TZ=True,
+    )
+    django.setup()
+
+
+def table(rows: list[list[str]], header: list[str]) -> str:
+    """Return ``rows`` as a Markdown table."""
+    widths = [
+        max(len(str(c)) for c in column) for column in zip(header, *rows, strict=True)
+    ]
+    lines = [
+        "| "
+        + " | ".join(str(c).ljust(w) for c, w in zip(header, widths, strict=True))
+        + " |",
+        "|" + "|".join("-" * (w + 2) for w in widths) + "|",
+    ]
+    lines += [
+        "| "
+        + " | ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True))
+        + " |"
+        for row in rows
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,289 @@
+"""``manage.py replica_health``: measure the primary and the replicas right now."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from typing import Any
+
+from django.core.exceptions import ImproperlyConfigured
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import connections
+
+from django_rwsplit.conf import Config, get_config
+from django_rwsplit.health import monitor
+from django_rwsplit.health.pgwire import describe_endpoint
+from django_rwsplit.health.probes import PrimaryStatus, format_lsn, probe_for
+from django_rwsplit.health.tracker import HealthSnapshot, ReplicaStatus, Tracker
+
+EXIT_CODES = {"ok": 0, "warning": 1, "critical": 2}
+# Exit status when interrupted before a single round finished (as "UNKNOWN").
+INTERRUPTED = 3
+CLEAR_SCREEN = "\x1b[H\x1b[2J"
+DEFAULT_WATCH = 2.0
+PENDING = "readmission pending"
+
+
+def positive_seconds(text: str) -> float:
+    """Parse a finite number of seconds greater than zero (argparse ``type``)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be greater than zero, not {text}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """Parse an integer of at least one (argparse ``type``)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {text}")
+    return value
+
+
+def _number(value: float | int | None, digits: int) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _yes_no(value: bool | None) -> str:
+    return "-" if value is None else ("yes" if value else "no")
+
+
+def _lsn(value: int | None) -> str:
+    return "-" if value is None else format_lsn(value)
+
+
+def primary_problem(primary: PrimaryStatus | None) -> str | None:
+    """Return why the primary cannot take writes, or None when it can."""
+    if primary is None:
+        return "not checked"
+    if not primary.reachable:
+        return f"unreachable: {primary.error}"
+    if primary.in_recovery is not False:
+        return "in recovery (read-only)"
+    return None
+
+
+def replica_reason(status: ReplicaStatus) -> str:
+    """Return why a replica is out of rotation ("" when it is in)."""
+    if status.error:
+        return status.error
+    return "" if status.in_rotation else PENDING
+
+
+def summary(snapshot: HealthSnapshot) -> str:
+    """Return a one-line explanation of a warning or critical snapshot."""
+    parts = []
+    problem = primary_problem(snapshot.primary)
+    if problem is not None:
+        alias = snapshot.primary.alias if snapshot.primary else "primary"
+        parts.append(f"primary {alias} {problem}")
+    out = [r for r in snapshot.replicas if not r.in_rotation]
+    if out:
+        detail = ", ".join(f"{r.alias} ({replica_reason(r)})" for r in out)
+        if len(out) == len(snapshot.replicas):
+            parts.append(f"no replica in rotation: {detail}")
+        else:
+            plural = "replica" if len(out) == 1 else "replicas"
+            parts.append(f"{len(out)} {plural} out of rotation: {detail}")
+    return "; ".join(parts) or f"status: {snapshot.status}"
+
+
+def render_table(snapshot: HealthSnapshot, *, verbose: bool = False) -> list[str]:
+    """Return the aligned table of the primary and replicas, one line per row."""
+    header = ["alias", "host:port", "role", "in rotation", "lag (s)", "lag (bytes)"]
+    header.append("check latency (ms)")
+    if verbose:
+        header += ["in recovery", "replay paused", "streaming", "replay LSN"]
+    header.append("error")
+    numeric = {4, 5, 6}
+    rows: list[list[str]] = []
+    primary = snapshot.primary
+    if primary is not None:
+        row = [primary.alias, primary.endpoint, "primary", "-", "-", "-"]
+        row.append(_number(primary.latency_ms, 1))
+        if verbose:
+            current = _lsn(primary.current_lsn)
+            row += [_yes_no(primary.in_recovery), "-", "-"]
+            row.append(current if current == "-" else f"{current} (current)")
+        row.append(primary_problem(primary) or "")
+        rows.append(row)
+    for status in snapshot.replicas:
+        row = [
+            status.alias,
+            status.endpoint,
+            "replica",
+            _yes_no(status.in_rotation),
+            _number(status.lag_seconds, 2),
+            _number(status.lag_bytes, 0),
+            _number(status.latency_ms, 1),
+        ]
+        if verbose:
+            row += [
+                _yes_no(status.in_recovery),
+                _yes_no(status.replay_paused),
+                _yes_no(status.streaming),
+                _lsn(status.replay_lsn),
+            ]
+        row.append(replica_reason(status))
+        rows.append(row)
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    rule = ["-" * width for width in widths]
+    lines = []
+    for row in [header, rule, *rows]:
+        cells = [
+            cell.rjust(width) if i in numeric else cell.ljust(width)
+            for i, (cell, width) in enumerate(zip(row, widths, strict=True))
+        ]
+        lines.append("  ".join(cells).rstrip())
+    return lines
+
+
+def as_json(snapshot: HealthSnapshot) -> dict[str, Any]:
+    """Return the ``--json`` document of one round."""
+    document = snapshot.as_dict()
+    document["checked_at"] = snapshot.taken_at
+    return document
+
+
+class Command(BaseCommand):
+    help = (
+        "Measure the primary and every replica of RWSPLIT now, with the router's "
+        "probes and rules (no running web process needed), and show which "
+        "replicas are in rotation. A fresh process has no history of the "
+        "primary's WAL position, so when a replica is behind in the first round "
+        "one quick extra round is taken before printing, to measure its lag in "
+        "seconds. Exit status: 0 every replica in rotation; 1 some replica out "
+        "of rotation; 2 primary unreachable or in recovery, no replica in "
+        "rotation, or RWSPLIT misconfigured."
+    )
+    # Report a broken RWSPLIT as exit status 2 rather than failing the checks.
+    requires_system_checks: Sequence[str] = []
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--json",
+            action="store_true",
+            help="Print JSON instead of a table (default: table). One document "
+            "per round: indented for a single check, one per line with --watch.",
+        )
+        parser.add_argument(
+            "--watch",
+            nargs="?",
+            const=DEFAULT_WATCH,
+            type=positive_seconds,
+            metavar="SECONDS",
+            help="Check again every SECONDS (default: 2 when given without a "
+            "value; off when omitted) until interrupted, keeping lag history and "
+            "the READMIT_AFTER hysteresis across rounds. Exits with the last "
+            "round's status.",
+        )
+        parser.add_argument(
+            "--timeout",
+            type=positive_seconds,
+            metavar="SECONDS",
+            help="Give up on each check after SECONDS (default: RWSPLIT "
+            "CHECK_TIMEOUT, 1.0 unless set).",
+        )
+        parser.add_argument("--rounds", type=positive_int, help=argparse.SUPPRESS)
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        try:
+            config = get_config()
+        except ImproperlyConfigured as exc:
+            raise CommandError(
+                f"RWSPLIT is misconfigured: {exc}", returncode=2
+            ) from None
+        if options["timeout"] is not None:
+            config = dataclasses.replace(config, check_timeout=options["timeout"])
+        databases = connections.settings
+        try:
+            probe_for(databases[config.primary])
+        except ValueError as exc:
+            raise CommandError(str(exc), returncode=2) from None
+        endpoints = {
+            alias: describe_endpoint(databases[alias]) for alias in config.replicas
+        }
+        tracker = Tracker(config, endpoints)
+        watch: float | None = options["watch"]
+        rounds: int | None = options["rounds"] if watch else 1
+        workers = max(1, len(config.replicas))
+        last: HealthSnapshot | None = None
+        with ThreadPoolExecutor(workers, thread_name_prefix="replica-health") as pool:
+
+            def check() -> None:
+                tracker.apply(*monitor.measure(config, databases, pool=pool))
+
+            done = 0
+            try:
+                while True:
+                    started = time.monotonic()
+                    check()
+                    if done == 0 and any(
+                        (r.lag_bytes or 0) > 0 for r in tracker.snapshot().replicas
+                    ):
+                        check()  # now the primary has a history to time lag by
+                    last = tracker.snapshot()
+                    self.show(last, config, options, first=done == 0)
+                    done += 1
+                    if watch is None or (rounds is not None and done >= rounds):
+                        break
+                    time.sleep(max(0.0, watch - (time.monotonic() - started)))
+            except KeyboardInterrupt:
+                if last is None:
+                    raise CommandError(
+                        "interrupted before the first check finished",
+                        returncode=INTERRUPTED,
+                    ) from None
+        assert last is not None
+        code = EXIT_CODES[last.status]
+        if code:
+            raise CommandError(summary(last), returncode=code)
+
+    def show(
+        self,
+        snapshot: HealthSnapshot,
+        config: Config,
+        options: dict[str, Any],
+        *,
+        first: bool,
+    ) -> None:
+        """Print one round as a table (or JSON), refreshing in place when asked."""
+        watch = options["watch"]
+        if options["json"]:
+            indent = None if watch else 2
+            self.stdout.write(json.dumps(as_json(snapshot), indent=indent))
+            self.stdout.flush()
+            return
+        if watch:
+            if self.stdout.isatty():
+                self.stdout.write(CLEAR_SCREEN, ending="")
+            elif not first:
+                self.stdout.write("")
+            at = datetime.fromtimestamp(snapshot.taken_at).strftime("%H:%M:%S")
+            self.stdout.write(
+                f"replica_health at {at}, every {watch:g} s "
+                f"(timeout {config.check_timeout:g} s); Ctrl-C to stop"
+            )
+        if options["verbosity"] >= 1:
+            for line in render_table(snapshot, verbose=options["verbosity"] >= 2):
+                self.stdout.write(line)
+        styles: dict[str, Callable[[str], str]] = {
+            "ok": self.style.SUCCESS,
+            "warning": self.style.WARNING,
+            "critical": self.style.ERROR,
+        }
+        status = snapshot.status
+        self.stdout.write(styles[status](f"status: {status}"))
+        self.stdout.flush()
