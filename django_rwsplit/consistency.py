@@ -150,17 +150,23 @@ def replica_reached(state: ProcessHealth, alias: str, scope: pinning.Scope) -> b
     """
     Return whether replica ``alias`` has replayed the scope's token position.
 
-    The health snapshot answers when it already shows the position. When the
-    snapshot was taken before the token was issued, the replica is asked once
-    (and again for up to ``CAUSAL_WAIT`` milliseconds, if set).
+    The health snapshot answers when it already shows the position, or when
+    it was taken after the write (the primary was already past the token)
+    and shows the replica behind. Otherwise the replica is asked once (and
+    again for up to ``CAUSAL_WAIT`` milliseconds, if set).
     """
     assert scope.min_lsn is not None
     status = state.tracker.status(alias)
     if status is not None and status.replay_lsn is not None:
         if status.replay_lsn >= scope.min_lsn:
             return True
-        checked_at = status.checked_at or 0.0
-        if checked_at > (scope.token_at or 0.0) and not state.config.causal_wait:
+        primary = state.tracker.primary
+        measured_after_write = (
+            primary is not None
+            and primary.current_lsn is not None
+            and primary.current_lsn >= scope.min_lsn
+        )
+        if measured_after_write and not state.config.causal_wait:
             return False
     deadline = time.monotonic() + state.config.causal_wait / 1000
     while True:

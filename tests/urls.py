@@ -11,4 +11,6 @@ urlpatterns = [
     path("post/", views.post_view),
     path("fail/", views.fail),
     path("async-read/", views.async_read),
+    path("create/", views.create),
+    path("item/<int:pk>/", views.item),
 ]

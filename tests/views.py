@@ -56,3 +56,19 @@ async def async_read(request: HttpRequest) -> JsonResponse:
 
     ports = [await sync_to_async(_port_of_read)() for _ in range(2)]
     return JsonResponse({"ports": ports})
+
+
+def create(request: HttpRequest) -> JsonResponse:
+    item = Item.objects.create(name=request.GET.get("name", "created"))
+    return JsonResponse({"id": item.pk})
+
+
+def item(request: HttpRequest, pk: int) -> JsonResponse:
+    alias = router.db_for_read(Item)
+    with connections[alias].cursor() as cursor:
+        cursor.execute(
+            "SELECT inet_server_port(), EXISTS(SELECT 1 FROM testapp_item WHERE id=%s)",
+            [pk],
+        )
+        port, visible = cursor.fetchone()
+    return JsonResponse({"port": port, "visible": visible})

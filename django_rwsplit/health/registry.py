@@ -45,7 +45,6 @@ class ProcessHealth:
         self.fallback_active = False
         self.pid = os.getpid()
 
-
     @property
     def rotation(self) -> Rotation:
         """The replicas in rotation now (kept current by the tracker)."""
@@ -209,10 +208,33 @@ def _causal_choice(
         if alias is not None and replica_reached(state, alias, scope):
             scope.replica = alias
             return alias
+    if not _token_plausible(state, config, scope.min_lsn):
+        scope.min_lsn = None
+        return choose_replica(config, scope)
     # No replica has the client's last write yet: the rest of the scope
     # reads from the primary without asking the replicas again.
     scope.pinned = "token"
     return config.primary
+
+
+def _token_plausible(state: ProcessHealth, config: Config, lsn: int | None) -> bool:
+    """
+    Return False for a token past the primary's current WAL position.
+
+    Such a token was not issued by this primary (forged with a leaked key, or
+    from before a restore); honouring it would pin the client to the primary
+    until it expires. The primary is asked only when the token is ahead of
+    the last health round.
+    """
+    from django_rwsplit.consistency import primary_position
+
+    if lsn is None:
+        return False
+    known = state.tracker.primary
+    if known is not None and known.current_lsn is not None and lsn <= known.current_lsn:
+        return True
+    current = primary_position(config.primary)
+    return current is None or lsn <= current
 
 
 def fallback(config: Config) -> str:
