@@ -63,7 +63,7 @@ if ! bindir=$(find_pg_bindir); then
         # Debian may create and start its own cluster on 5432 here; that one
         # is left alone (the demo and the tests use 15432 and up).
         apt-get update -qq || die 2 "apt-get update failed"
-        apt-get install -y -qq postgresql >/dev/null ||
+        apt-get install -y -qq postgresql ||
             die 2 "apt-get install postgresql failed"
         bindir=$(find_pg_bindir) ||
             die 2 "installed postgresql, but still no initdb/pg_ctl/pg_basebackup"
@@ -78,9 +78,11 @@ fi
 # -- 2. Python ---------------------------------------------------------------
 command -v "$PYTHON" >/dev/null 2>&1 ||
     die 2 "$PYTHON not found; install Python 3.11 or newer (or set PYTHON=...)"
+py_version=$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])') ||
+    die 2 "could not run $PYTHON; install Python 3.11 or newer (or set PYTHON=...)"
 "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' ||
-    die 2 "$("$PYTHON" -V 2>&1) is too old; django-rwsplit needs Python 3.11+" \
-        "(set PYTHON=/path/to/python3.11 or newer)"
+    die 2 "$PYTHON is Python $py_version; django-rwsplit needs Python 3.11 or" \
+        "newer (set PYTHON=/path/to/python3.11 or newer)"
 
 # -- 3. Virtualenv and packages ----------------------------------------------
 if [[ ! -x $VENV/bin/python ]]; then

@@ -68,13 +68,12 @@ def choose_port(directory: Path) -> int:
         if _listening(node_port) and not _served_by_our_node(
             directory / name, node_port
         ):
-            last = port + replicas
             raise DemoError(
                 f"port {node_port} (for the demo {name}) is already in use by "
                 f"another program, not by the demo cluster in {directory}. Stop "
-                "that program, or run the demo on other ports, e.g. "
-                "`RWSPLIT_CLUSTER_PORT=19432 make demo` (the cluster then uses "
-                f"19432-{19432 + replicas}; it needs {port}-{last} now)."
+                "that program, or run the demo on other ports: "
+                "`RWSPLIT_CLUSTER_PORT=19432 make demo` (primary on 19432, "
+                f"replicas on the next {replicas} ports)."
             )
     return port
 

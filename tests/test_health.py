@@ -293,3 +293,50 @@ def test_two_processes_share_health_through_redis(cluster):
     # One measurement per interval for the pair (plus start-up), not one each.
     assert measured <= intervals + 3
     assert borrowed >= intervals - 3
+
+
+@override_settings(RWSPLIT=FAST)
+def test_query_on_a_connection_to_a_stopped_replica_is_retried(cluster, ports):
+    start_health()
+    assert server_port("replica1") == ports["replica1"]
+    cluster.stop_replica("replica1")
+    # The same, now broken, connection: the retry runs on a substitute.
+    assert server_port("replica1") in (ports["replica2"], ports["default"])
+    assert "replica1" not in rotation()
+
+
+@override_settings(RWSPLIT=FAST)
+def test_query_in_flight_on_a_frozen_replica_is_released_and_retried(cluster, ports):
+    start_health()
+    outcome: dict[str, object] = {}
+
+    def long_read() -> None:
+        started = time.monotonic()
+        try:
+            with connections["replica1"].cursor() as cursor:
+                cursor.execute("SELECT pg_sleep(1), inet_server_port()")
+                outcome["port"] = cursor.fetchone()[1]
+        except BaseException as error:  # noqa: BLE001 - asserted below
+            outcome["error"] = error
+        finally:
+            outcome["elapsed"] = time.monotonic() - started
+            connections.close_all()
+
+    reader = threading.Thread(target=long_read)
+    reader.start()
+    wait_until(
+        lambda: (
+            cluster.execute(
+                "replica1",
+                "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(1)%'",
+            )[0][0]
+            == 1
+        ),
+        timeout=5,
+    )
+    cluster.freeze("replica1")
+    reader.join(timeout=30)
+    assert "error" not in outcome, outcome
+    assert outcome["port"] in (ports["replica2"], ports["default"])
+    # Released after one round found it hung, then retried (1 s of sleep again).
+    assert outcome["elapsed"] < 1 + 2 * (INTERVAL + TIMEOUT) + 1 + 1

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from django.db import connections
 
-from django_rwsplit import signals
+from django_rwsplit import inflight, signals
 from django_rwsplit.balancing import Rotation
 from django_rwsplit.conf import Config
 from django_rwsplit.exceptions import NoReplicaAvailable
@@ -56,6 +56,9 @@ class ProcessHealth:
         was_down = self.config.replicas and not self.tracker.rotation.members
         transitions = self.tracker.apply(primary, readings)
         self._announce(transitions)
+        for reading in readings:
+            if not reading.reachable and (reading.error or "").startswith("timeout"):
+                inflight.release(reading.alias)
         if not primary.reachable or primary.in_recovery:
             logger.error(
                 "Primary %r is %s.",

@@ -226,6 +226,15 @@ class Tracker:
             }
         )
 
+    def unreachable(self, alias: str) -> bool:
+        """Return whether ``alias`` was last found unreachable (not merely lagging)."""
+        status = self.status(alias)
+        return bool(
+            status is not None
+            and status.error is not None
+            and status.error.startswith(("unreachable", "connection failed"))
+        )
+
     def status(self, alias: str) -> ReplicaStatus | None:
         """Return the latest status of ``alias`` (None before its first check)."""
         state = self._states.get(alias)

@@ -1,9 +1,13 @@
 """factory-boy factories for the demo data (used by ``manage.py seed``)."""
 
+# factory-boy's declarations are untyped callables.
+# mypy: disable-error-code="no-untyped-call"
+
 from __future__ import annotations
 
-import factory
+from factory.declarations import Sequence, SubFactory
 from factory.django import DjangoModelFactory
+from factory.faker import Faker
 
 from example_project.shop.models import Note, Order, Product
 
@@ -19,28 +23,28 @@ def product_name(n: int) -> str:
     return f"{adjective} {noun}" + (f" {round_ + 1}" if round_ else "")
 
 
-class ProductFactory(DjangoModelFactory):
+class ProductFactory(DjangoModelFactory[Product]):
     class Meta:
         model = Product
         django_get_or_create = ("name",)
 
-    name = factory.Sequence(product_name)
-    price = factory.Faker(
+    name = Sequence(product_name)
+    price = Faker(
         "pydecimal", left_digits=3, right_digits=2, min_value=2, max_value=250
     )
-    stock = factory.Faker("random_int", min=3, max=40)
+    stock = Faker("random_int", min=3, max=40)
 
 
-class OrderFactory(DjangoModelFactory):
+class OrderFactory(DjangoModelFactory[Order]):
     class Meta:
         model = Order
 
-    product = factory.SubFactory(ProductFactory)
-    quantity = factory.Faker("random_int", min=1, max=3)
+    product = SubFactory(ProductFactory)
+    quantity = Faker("random_int", min=1, max=3)
 
 
-class NoteFactory(DjangoModelFactory):
+class NoteFactory(DjangoModelFactory[Note]):
     class Meta:
         model = Note
 
-    text = factory.Faker("sentence", nb_words=5)
+    text = Faker("sentence", nb_words=5)

@@ -86,9 +86,9 @@ def record_query(
                 host=host,
                 port=port,
                 node=node_of(host, port),
-                sql=sql if isinstance(sql, str) else repr(sql),
+                sql=sql,
                 ms=(time.perf_counter() - started) * 1000,
-                write=isinstance(sql, str) and is_write(sql),
+                write=is_write(sql),
                 failed_over_to=getattr(wrapper, "substitute_for", None),
             )
         )

@@ -9,6 +9,8 @@ class Product(models.Model):
     price = models.DecimalField(max_digits=8, decimal_places=2)
     stock = models.PositiveIntegerField(default=0)
 
+    objects: models.Manager[Product] = models.Manager()
+
     class Meta:
         ordering = ["name"]
 
@@ -23,6 +25,8 @@ class Order(models.Model):
     quantity = models.PositiveIntegerField(default=1)
     created_at = models.DateTimeField(default=timezone.now)
 
+    objects: models.Manager[Order] = models.Manager()
+
     class Meta:
         ordering = ["-created_at", "-id"]
 
@@ -35,6 +39,8 @@ class Note(models.Model):
 
     text = models.CharField(max_length=200, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
+
+    objects: models.Manager[Note] = models.Manager()
 
     def __str__(self) -> str:
         return f"Note #{self.pk}"

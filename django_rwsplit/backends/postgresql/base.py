@@ -5,6 +5,12 @@ When a connection to a replica cannot be opened, the replica leaves rotation
 at once and this connection is opened to another replica in rotation or to
 the primary instead, so the read that needed it still succeeds. Such a
 substitute connection is closed again after one ``CHECK_INTERVAL``.
+
+When a query on a replica fails because its connection broke (the server
+died, or the health monitor released it from a hung server) and the
+connection was not inside a transaction, the replica leaves rotation and the
+query runs once more on a substitute connection. Reads in autocommit are
+idempotent, so the retry is safe.
 """
 
 from __future__ import annotations
@@ -16,9 +22,33 @@ import psycopg
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connections
 from django.db.backends.postgresql import base
+from django.db.utils import InterfaceError, OperationalError
 
-from django_rwsplit import conf
+from django_rwsplit import conf, inflight
 from django_rwsplit.health import registry
+
+
+def retry_elsewhere(
+    execute: Any, sql: str, params: Any, many: bool, context: dict[str, Any]
+) -> Any:
+    """Execute wrapper of replica connections (see the module docstring)."""
+    wrapper = context["connection"]
+    alias = wrapper.alias
+    inflight.enter(alias, wrapper)
+    try:
+        return execute(sql, params, many, context)
+    except (OperationalError, InterfaceError) as error:
+        cursor = context["cursor"]
+        if not wrapper.can_retry(cursor):
+            raise
+        if wrapper.substitute_for is None:
+            registry.report_unreachable(alias, error)
+        wrapper.close()
+        wrapper.ensure_connection()
+        cursor.cursor = wrapper.create_cursor()
+    finally:
+        inflight.leave(alias, wrapper)
+    return execute(sql, params, many, context)
 
 
 class DatabaseWrapper(base.DatabaseWrapper):
@@ -26,6 +56,23 @@ class DatabaseWrapper(base.DatabaseWrapper):
 
     substitute_until: float | None = None
     substitute_for: str | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.execute_wrappers.append(retry_elsewhere)
+
+    def can_retry(self, cursor: Any) -> bool:
+        """Return whether a failed query may run again on another server."""
+        connection = self.connection
+        broken = connection is None or connection.closed or connection.broken
+        named = getattr(cursor.cursor, "name", None)
+        return broken and not named and not self.in_atomic_block and self._is_replica()
+
+    def _is_replica(self) -> bool:
+        try:
+            return self.alias in conf.get_config().replicas
+        except ImproperlyConfigured:
+            return False
 
     def ensure_connection(self) -> None:
         until = self.substitute_until
@@ -35,17 +82,32 @@ class DatabaseWrapper(base.DatabaseWrapper):
         super().ensure_connection()
 
     def get_new_connection(self, conn_params: dict[str, Any]) -> Any:
-        try:
-            return super().get_new_connection(conn_params)
-        except psycopg.Error as error:
-            target = self._failover_target(error)
-            if target is None:
-                raise
+        self.substitute_for = self.substitute_until = None
+        target = self._known_out_of_rotation()
+        if target is None:
+            try:
+                return super().get_new_connection(conn_params)
+            except psycopg.Error as error:
+                target = self._failover_target(error)
+                if target is None:
+                    raise
         substitute = connections[target].get_connection_params()
         connection = super().get_new_connection(substitute)
         self.substitute_for = target
         self.substitute_until = time.monotonic() + conf.get_config().check_interval
         return connection
+
+    def _known_out_of_rotation(self) -> str | None:
+        """Return a substitute alias if this replica was ejected as unreachable."""
+        state = registry.current()
+        if state is None or self.alias not in state.config.replicas:
+            return None
+        if self.alias in state.tracker.rotation.members:
+            return None
+        if not state.tracker.unreachable(self.alias):
+            return None
+        alias = state.tracker.rotation.pick()
+        return alias if alias is not None else state.config.primary
 
     def _failover_target(self, error: BaseException) -> str | None:
         """Eject this replica and return the alias to connect to instead."""

@@ -34,7 +34,7 @@ class Command(BaseCommand):
                     f"Already seeded ({existing} products); --force adds more."
                 )
                 return
-            ProductFactory.reset_sequence(existing)
+            ProductFactory.reset_sequence(existing)  # type: ignore[no-untyped-call]
             products = ProductFactory.create_batch(count)
             for _ in range(count // 2):
                 OrderFactory.create(product=random.choice(products))
