@@ -328,7 +328,8 @@ def test_query_in_flight_on_a_frozen_replica_is_released_and_retried(cluster, po
         lambda: (
             cluster.execute(
                 "replica1",
-                "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(1)%'",
+                "SELECT count(*) FROM pg_stat_activity"
+            " WHERE query LIKE 'SELECT pg_sleep(1)%'",
             )[0][0]
             == 1
         ),
