@@ -10,6 +10,7 @@ Needs ``pip install -r benchmarks/requirements.txt`` for the comparison.
 from __future__ import annotations
 
 import argparse
+import logging
 import platform
 import sys
 import time
@@ -31,6 +32,7 @@ def main() -> None:
             "pip install -r benchmarks/requirements.txt"
         )
 
+    logging.getLogger("django_rwsplit").setLevel(logging.CRITICAL)
     with cluster() as local:
         configure(local)
         from django.contrib.auth.models import User

@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
 from django.http import HttpRequest, HttpResponseBase
 
-from django_rwsplit import consistency, pinning
+from django_rwsplit import consistency, observe, pinning
 from django_rwsplit.conf import Config, get_config
 from django_rwsplit.routers import forget_primary_connection
 
@@ -82,6 +82,8 @@ def open_scope(request: HttpRequest, config: Config) -> pinning.Scope:
         else:
             scope.min_lsn = token.lsn
             scope.token_at = token.issued_at
+    if scope.pinned is not None:
+        observe.pin(scope.pinned)
     return scope
 
 

@@ -9,6 +9,8 @@ from contextvars import ContextVar
 from types import TracebackType
 from typing import Any, TypeVar, overload
 
+from django_rwsplit import observe
+
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 # How many ``pin_primary`` blocks enclose the current context.
@@ -68,6 +70,7 @@ def note_write() -> None:
     scope.wrote = True
     if scope.pinned is None:
         scope.pinned = "write"
+        observe.pin("write")
 
 
 class PinPrimary:
@@ -85,7 +88,10 @@ class PinPrimary:
     """
 
     def __enter__(self) -> None:
-        _pin_depth.set(_pin_depth.get() + 1)
+        depth = _pin_depth.get()
+        if not depth:
+            observe.pin("pin_primary")
+        _pin_depth.set(depth + 1)
 
     def __exit__(
         self,

@@ -8,7 +8,7 @@ from typing import Any
 from django.db import connections
 from django.db.backends.base.base import BaseDatabaseWrapper
 
-from django_rwsplit import conf, pinning
+from django_rwsplit import conf, observe, pinning
 from django_rwsplit.health import registry
 
 
@@ -62,17 +62,26 @@ class ReadWriteRouter:
         # This runs for every read: keep it to attribute reads, no I/O.
         config = conf._cached or conf.get_config()
         primary = config.primary
-        if not config.replicas or _pin_depth():
-            return primary
-        scope = _current_scope()
-        if scope is not None and scope.pinned is not None:
-            return primary
-        wrapper = _primary_connection.wrapper
-        if wrapper is None or wrapper.alias != primary:
-            wrapper = _primary_connection.wrapper = connections[primary]
-        if wrapper.in_atomic_block:
-            return primary
-        return _choose_replica(config, scope)
+        reason: str | None
+        if not config.replicas:
+            alias, reason = primary, "no_replicas"
+        elif _pin_depth():
+            alias, reason = primary, "pin_primary"
+        else:
+            scope = _current_scope()
+            if scope is not None and scope.pinned is not None:
+                alias, reason = primary, scope.pinned
+            else:
+                wrapper = _primary_connection.wrapper
+                if wrapper is None or wrapper.alias != primary:
+                    wrapper = _primary_connection.wrapper = connections[primary]
+                if wrapper.in_atomic_block:
+                    alias, reason = primary, "transaction"
+                else:
+                    alias, reason = _choose_replica(config, scope), None
+        if observe.observer is not None:
+            observe.observer.read(alias, reason)
+        return alias
 
     def db_for_write(self, model: type[Any], **hints: Any) -> str:
         return (conf._cached or conf.get_config()).primary

@@ -329,7 +329,7 @@ def test_query_in_flight_on_a_frozen_replica_is_released_and_retried(cluster, po
             cluster.execute(
                 "replica1",
                 "SELECT count(*) FROM pg_stat_activity"
-            " WHERE query LIKE 'SELECT pg_sleep(1)%'",
+                " WHERE query LIKE 'SELECT pg_sleep(1)%'",
             )[0][0]
             == 1
         ),

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from django.db import connections
 
-from django_rwsplit import inflight, signals
+from django_rwsplit import inflight, observe, signals
 from django_rwsplit.balancing import Rotation
 from django_rwsplit.conf import Config
 from django_rwsplit.exceptions import NoReplicaAvailable
@@ -217,6 +217,7 @@ def _causal_choice(
     # No replica has the client's last write yet: the rest of the scope
     # reads from the primary without asking the replicas again.
     scope.pinned = "token"
+    observe.pin("token")
     return config.primary
 
 
