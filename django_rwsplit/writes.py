@@ -10,6 +10,8 @@ from typing import Any
 from django.db.backends.base.base import BaseDatabaseWrapper
 
 from django_rwsplit import pinning
+from django_rwsplit.exceptions import PrimaryUnavailable
+from django_rwsplit.health import registry
 
 # Statements that never change data. Anything else counts as a write.
 READ_ONLY_VERBS = frozenset(
@@ -62,7 +64,20 @@ def detect_writes(
     """Execute wrapper: pin the current context when ``sql`` writes."""
     if isinstance(sql, str) and is_write(sql):
         pinning.note_write()
+        refuse_if_demoted(context["connection"].alias)
     return execute(sql, params, many, context)
+
+
+def refuse_if_demoted(alias: str) -> None:
+    """Raise PrimaryUnavailable if health checks found the primary read-only."""
+    state = registry.current()
+    primary = state.tracker.primary if state is not None else None
+    if primary is not None and primary.alias == alias and primary.in_recovery:
+        raise PrimaryUnavailable(
+            f"Primary database {alias!r} ({primary.endpoint}) is in recovery "
+            "(read-only, demoted by a failover?); refusing to write. Point "
+            f'DATABASES["{alias}"] at the new primary.'
+        )
 
 
 def install(connection: BaseDatabaseWrapper) -> None:

@@ -25,7 +25,13 @@ step() { printf '\n==> %s\n' "$*"; }
 
 step "PostgreSQL primary + 2 replicas in $DIR"
 cluster_port=$("$PY" scripts/demo_cluster.py port "$DIR")
-"$PY" -m django_rwsplit.testing up --dir "$DIR" --port "$cluster_port" >/dev/null
+if ! "$PY" -m django_rwsplit.testing up --dir "$DIR" --port "$cluster_port" >/dev/null
+then
+    echo "demo: error: the cluster in $DIR did not start (see above). If a port" \
+        "is taken, \`make demo-down\` and try other ports:" \
+        "RWSPLIT_CLUSTER_PORT=19432 make demo" >&2
+    exit 2
+fi
 "$PY" -m django_rwsplit.testing status --dir "$DIR"
 
 step "database $DB"

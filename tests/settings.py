@@ -16,9 +16,7 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 def database(port: int, *, replica: bool) -> dict[str, object]:
     """Return a DATABASES entry for one node of the local cluster."""
     entry: dict[str, object] = {
-        "ENGINE": "django_rwsplit.backends.postgresql"
-        if replica
-        else "django.db.backends.postgresql",
+        "ENGINE": "django_rwsplit.backends.postgresql",
         "NAME": "rwsplit",
         "USER": "postgres",
         "HOST": "127.0.0.1",
@@ -34,6 +32,8 @@ DATABASES = {
     "default": database(PRIMARY_PORT, replica=False),
     "replica1": database(PRIMARY_PORT + 1, replica=True),
     "replica2": database(PRIMARY_PORT + 2, replica=True),
+    # A node in recovery, named as the primary by tests of a demoted primary.
+    "demoted": database(PRIMARY_PORT + 1, replica=True),
 }
 DATABASE_ROUTERS = ["django_rwsplit.routers.ReadWriteRouter"]
 RWSPLIT = {

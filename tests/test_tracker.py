@@ -157,3 +157,14 @@ def test_max_lag_bytes_bound():
     tracker.apply(primary(0, 100), [reading("r1", 0, 100)])
     (transition,) = tracker.apply(primary(1, 200), [reading("r1", 1, 120)])
     assert "80 bytes" in transition.reason
+
+
+def test_caught_up_replica_keeps_serving_when_the_primary_is_gone():
+    """With no primary to stream from, 'not streaming' alone does not eject."""
+    tracker = Tracker(CONFIG)
+    tracker.apply(primary(0, 100), [reading("r1", 0, 100), reading("r2", 0, 100)])
+    tracker.apply(
+        primary(1, 0, reachable=False),
+        [reading("r1", 1, 100, streaming=False), reading("r2", 1, 90, streaming=False)],
+    )
+    assert tracker.rotation.members == {"r1"}

@@ -63,6 +63,9 @@ def assess(
         return Assessment(None, None, "not in recovery (promoted?)")
     if reading.replay_lsn is None:
         return Assessment(None, None, "lag unknown: no replayed position")
+    primary_known = (
+        primary is not None and primary.reachable and primary.current_lsn is not None
+    )
     if primary is not None and primary.reachable and primary.current_lsn is not None:
         primary_lsn = primary.current_lsn
     else:
@@ -81,7 +84,9 @@ def assess(
             lag_seconds = max(0.0, reading.server_time - reading.last_replay_at)
         else:
             lag_seconds = None
-    if reading.streaming is not True:
+    # Without a primary there is nothing to stream from: a replica that has
+    # replayed the primary's last known position keeps serving reads.
+    if reading.streaming is not True and primary_known:
         return Assessment(lag_bytes, lag_seconds, "WAL receiver not streaming")
     limit = config.max_lag_seconds
     if limit is not None:

@@ -25,6 +25,7 @@ from django.db.backends.postgresql import base
 from django.db.utils import InterfaceError, OperationalError
 
 from django_rwsplit import conf, inflight
+from django_rwsplit.exceptions import PrimaryUnavailable
 from django_rwsplit.health import registry
 
 
@@ -90,12 +91,27 @@ class DatabaseWrapper(base.DatabaseWrapper):
             except psycopg.Error as error:
                 target = self._failover_target(error)
                 if target is None:
+                    self._raise_if_primary(error)
                     raise
         substitute = connections[target].get_connection_params()
         connection = super().get_new_connection(substitute)
         self.substitute_for = target
         self.substitute_until = time.monotonic() + conf.get_config().check_interval
         return connection
+
+    def _raise_if_primary(self, error: BaseException) -> None:
+        """Name the primary in the error when it cannot be reached."""
+        try:
+            primary = conf.get_config().primary
+        except ImproperlyConfigured:
+            return
+        if self.alias == primary:
+            from django_rwsplit.health.pgwire import describe_endpoint
+
+            raise PrimaryUnavailable(
+                f"Primary database {primary!r} ({describe_endpoint(self.settings_dict)})"
+                f" is unreachable: {str(error).splitlines()[0][:200]}"
+            ) from error
 
     def _known_out_of_rotation(self) -> str | None:
         """Return a substitute alias if this replica was ejected as unreachable."""

@@ -1,0 +1,68 @@
+"""The primary down or demoted: writes fail with a clear error, reads go on."""
+
+from __future__ import annotations
+
+import pytest
+from django.db import connections, router
+from django.test import override_settings
+
+from django_rwsplit import conf
+from django_rwsplit.exceptions import PrimaryUnavailable
+from django_rwsplit.health import registry
+from tests.conftest import server_port, wait_until
+from tests.testapp.models import Item
+
+pytestmark = [
+    pytest.mark.cluster,
+    pytest.mark.django_db(transaction=True, databases="__all__"),
+]
+
+FAST = {
+    "REPLICAS": ["replica1", "replica2"],
+    "ROUTE_TEST_MIRRORS_TO_PRIMARY": False,
+    "CHECK_INTERVAL": 0.2,
+    "CHECK_TIMEOUT": 0.5,
+}
+
+
+@pytest.fixture
+def primary_restarted(cluster):
+    yield cluster
+    if not cluster.node_running("primary"):
+        cluster.start_primary()
+    for replica in cluster.replicas:
+        cluster.wait_streaming(replica.name, timeout=60)
+
+
+@override_settings(RWSPLIT=FAST)
+def test_primary_down_writes_fail_naming_it_and_reads_continue(
+    primary_restarted, ports
+):
+    cluster = primary_restarted
+    router.db_for_read(Item)
+    state = registry.process_health(conf.get_config())
+    wait_until(lambda: len(state.rotation.members) == 2, timeout=10)
+    cluster.stop_primary()
+    connections.close_all()
+    with pytest.raises(PrimaryUnavailable, match="'default'.*unreachable"):
+        Item.objects.create(name="nowhere")
+    # Replicas were caught up with the last primary position: still serving.
+    wait_until(lambda: not state.tracker.primary.reachable, timeout=5)
+    assert registry.snapshot().status == "critical"
+    connections.close_all()
+    assert server_port(router.db_for_read(Item)) in (
+        ports["replica1"],
+        ports["replica2"],
+    )
+
+
+@override_settings(RWSPLIT={**FAST, "PRIMARY": "demoted", "REPLICAS": ["replica2"]})
+def test_demoted_primary_refuses_writes_with_a_clear_error(cluster):
+    router.db_for_read(Item)
+    state = registry.process_health(conf.get_config())
+    wait_until(lambda: state.tracker.primary is not None, timeout=5)
+    assert state.tracker.primary.in_recovery is True
+    connections["demoted"].close()
+    with pytest.raises(PrimaryUnavailable, match="'demoted'.*in recovery"):
+        Item.objects.create(name="to-a-replica")
+    assert registry.snapshot().status == "critical"
