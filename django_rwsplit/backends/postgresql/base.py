@@ -108,9 +108,10 @@ class DatabaseWrapper(base.DatabaseWrapper):
         if self.alias == primary:
             from django_rwsplit.health.pgwire import describe_endpoint
 
+            endpoint = describe_endpoint(self.settings_dict)
             raise PrimaryUnavailable(
-                f"Primary database {primary!r} ({describe_endpoint(self.settings_dict)})"
-                f" is unreachable: {str(error).splitlines()[0][:200]}"
+                f"Primary database {primary!r} ({endpoint}) is unreachable: "
+                f"{str(error).splitlines()[0][:200]}"
             ) from error
 
     def _known_out_of_rotation(self) -> str | None:
