@@ -45,7 +45,18 @@ demo-down: bootstrap
 demo-status: bootstrap
 	@$(PYTHON) -m django_rwsplit.testing status --dir "$(DEMO_DIR)"
 
+# A demo cluster left running (make demo) holds the suite's default ports, so
+# the suite reuses it, as it would any cluster named by RWSPLIT_CLUSTER_DIR.
 test: bootstrap
+	@port=; \
+	if [ -z "$$RWSPLIT_CLUSTER_DIR" ]; then \
+		port=$$($(PYTHON) scripts/demo_cluster.py running "$(DEMO_DIR)"); \
+	fi; \
+	if [ -n "$$port" ] && [ "$${RWSPLIT_CLUSTER_PORT:-$$port}" = "$$port" ]; then \
+		echo "make test: reusing the running demo cluster in $(DEMO_DIR) (port $$port)"; \
+		export RWSPLIT_CLUSTER_DIR="$(abspath $(DEMO_DIR))" RWSPLIT_CLUSTER_PORT=$$port; \
+	fi; \
+	echo "$(TEST_CMD) $(ARGS)"; \
 	$(TEST_CMD) $(ARGS)
 
 lint: bootstrap

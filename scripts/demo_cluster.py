@@ -7,6 +7,8 @@ Usage:
   something other than the cluster in DIR.
 - ``python scripts/demo_cluster.py createdb DIR NAME``: create database NAME
   on the primary if missing and wait until the replicas have it.
+- ``python scripts/demo_cluster.py running DIR``: print the primary port if
+  the cluster in DIR is up (``make test`` then reuses it), else nothing.
 """
 
 from __future__ import annotations
@@ -78,6 +80,23 @@ def choose_port(directory: Path) -> int:
     return port
 
 
+def running_port(directory: Path) -> int | None:
+    """The primary port of the cluster in ``directory`` if all its nodes run."""
+    try:
+        state = json.loads((directory / "cluster.json").read_text())
+        port = int(state["primary_port"])
+        names = [
+            "primary",
+            *(f"replica{i}" for i in range(1, len(state["replicas"]) + 1)),
+        ]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    for offset, name in enumerate(names):
+        if not _served_by_our_node(directory / name, port + offset):
+            return None
+    return port
+
+
 def create_database(directory: Path, name: str) -> None:
     """Create ``name`` on the demo primary if missing and wait for the replicas."""
     from django_rwsplit.testing.cluster import ClusterError, LocalCluster
@@ -92,6 +111,10 @@ def main(argv: list[str]) -> int:
     try:
         if len(argv) == 2 and argv[0] == "port":
             print(choose_port(Path(argv[1]).absolute()))
+        elif len(argv) == 2 and argv[0] == "running":
+            port = running_port(Path(argv[1]).absolute())
+            if port is not None:
+                print(port)
         elif len(argv) == 3 and argv[0] == "createdb":
             create_database(Path(argv[1]).absolute(), argv[2])
         else:

@@ -154,6 +154,10 @@ def as_json(snapshot: HealthSnapshot) -> dict[str, Any]:
     """Return the ``--json`` document of one round."""
     document = snapshot.as_dict()
     document["checked_at"] = snapshot.taken_at
+    for entry in [document["primary"], *document["replicas"]]:
+        for key in ("latency_ms", "lag_seconds"):
+            if isinstance(entry.get(key), float):
+                entry[key] = round(entry[key], 3)
     return document
 
 
