@@ -89,4 +89,4 @@ def install(connection: BaseDatabaseWrapper) -> None:
     no router method sees.
     """
     if detect_writes not in connection.execute_wrappers:
-        connection.execute_wrappers.append(detect_writes)
+        connection.execute_wrappers.insert(0, detect_writes)

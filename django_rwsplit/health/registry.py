@@ -174,7 +174,8 @@ def report_unreachable(alias: str, error: BaseException) -> None:
     """Passive detection: a request could not connect to replica ``alias``."""
     state = _current
     if state is not None:
-        state.eject(alias, f"connection failed: {str(error).splitlines()[0][:200]}")
+        message = str(error).splitlines()[0][:200].removeprefix("connection failed: ")
+        state.eject(alias, f"connection failed: {message}")
 
 
 def choose_replica(config: Config, scope: Scope | None) -> str:

@@ -1,0 +1,123 @@
+"""
+Recent health rounds of this process, for the status page's lag chart.
+
+A bounded in-memory ring of per-replica samples. :func:`record` takes a
+:class:`~django_rwsplit.health.tracker.HealthSnapshot` and keeps it only when
+it holds a round newer than the last one kept, so calling it for every
+round (from the health monitor) and for every status request is harmless.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+from django_rwsplit.health.tracker import HealthSnapshot
+
+__all__ = ["WINDOW_SECONDS", "Sample", "clear", "record", "samples"]
+
+WINDOW_SECONDS = 300.0
+# Rounds kept at most: five minutes at a CHECK_INTERVAL of 0.1 s.
+MAX_ROUNDS = 3000
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One replica at one health round."""
+
+    t: float
+    alias: str
+    lag_seconds: float | None
+    in_rotation: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        """Return the JSON shape used by the status page."""
+        return {
+            "t": round(self.t, 3),
+            "alias": self.alias,
+            "lag_seconds": self.lag_seconds,
+            "in_rotation": self.in_rotation,
+        }
+
+
+def round_time(snapshot: HealthSnapshot) -> float | None:
+    """Return when the round behind ``snapshot`` was measured (None: never)."""
+    times = [r.checked_at for r in snapshot.replicas if r.checked_at is not None]
+    if snapshot.primary is not None:
+        times.append(snapshot.primary.checked_at)
+    return max(times) if times else None
+
+
+class History:
+    """A thread-safe ring of rounds, each a tuple of :class:`Sample`."""
+
+    def __init__(self, max_rounds: int = MAX_ROUNDS) -> None:
+        self._lock = threading.Lock()
+        self._rounds: deque[tuple[float, tuple[Sample, ...]]] = deque(
+            maxlen=max_rounds
+        )
+
+    def record(self, snapshot: HealthSnapshot | None) -> bool:
+        """Keep ``snapshot`` if it is a newer round; return whether it was kept."""
+        if snapshot is None:
+            return False
+        at = round_time(snapshot)
+        if at is None:
+            return False
+        with self._lock:
+            if self._rounds and at <= self._rounds[-1][0]:
+                return False
+            row = tuple(
+                Sample(
+                    t=status.checked_at if status.checked_at is not None else at,
+                    alias=status.alias,
+                    lag_seconds=status.lag_seconds,
+                    in_rotation=status.in_rotation,
+                )
+                for status in snapshot.replicas
+            )
+            self._rounds.append((at, row))
+            self._prune(at)
+        return True
+
+    def _prune(self, now: float) -> None:
+        horizon = now - WINDOW_SECONDS
+        while self._rounds and self._rounds[0][0] < horizon:
+            self._rounds.popleft()
+
+    def samples(self, seconds: float = WINDOW_SECONDS) -> list[Sample]:
+        """Return the samples of the last ``seconds``, oldest first."""
+        horizon = time.time() - seconds
+        with self._lock:
+            return [
+                sample
+                for at, row in self._rounds
+                if at >= horizon
+                for sample in row
+            ]
+
+    def clear(self) -> None:
+        """Forget every round."""
+        with self._lock:
+            self._rounds.clear()
+
+
+_history = History()
+
+
+def record(snapshot: HealthSnapshot | None) -> bool:
+    """Add ``snapshot`` to this process's history if it is a new round."""
+    return _history.record(snapshot)
+
+
+def samples(seconds: float = WINDOW_SECONDS) -> list[Sample]:
+    """Return this process's samples of the last ``seconds``, oldest first."""
+    return _history.samples(seconds)
+
+
+def clear() -> None:
+    """Forget this process's history (tests; a new configuration)."""
+    _history.clear()

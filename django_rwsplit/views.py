@@ -1,0 +1,298 @@
+"""
+Health endpoint and staff status page: ``include("django_rwsplit.urls")``.
+
+Both are off for the public. ``health/`` and ``status/data/`` answer 404
+unless the user is an active staff member (needs Django's authentication
+middleware) or ``RWSPLIT["HEALTH_ENDPOINT_TOKEN"]`` is set and presented as
+``Authorization: Bearer <token>`` or ``?token=<token>`` (a wrong one is
+403). ``status/`` is the same page for people: anonymous users are sent to
+the admin login. Host names and ports are shown only with
+``RWSPLIT["HEALTH_ENDPOINT_SHOW_HOSTS"]``; credentials never are.
+"""
+
+from __future__ import annotations
+
+import hmac
+import re
+import time
+from collections.abc import Iterable, Mapping
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from django.core.exceptions import ImproperlyConfigured
+from django.db import connections
+from django.http import (
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseRedirect,
+    JsonResponse,
+)
+from django.template import Engine, TemplateDoesNotExist, loader
+from django.urls import NoReverseMatch, reverse
+from django.utils.cache import add_never_cache_headers
+from django.utils.http import urlencode
+from django.views.decorators.http import require_safe
+
+from django_rwsplit import history
+from django_rwsplit.conf import Config, get_config
+from django_rwsplit.health import registry
+from django_rwsplit.health.tracker import HealthSnapshot
+
+__all__ = ["health", "redact", "status", "status_data"]
+
+HTTP_STATUS = {"ok": 200, "warning": 200, "critical": 503}
+TEMPLATE = "django_rwsplit/status.html"
+
+
+# -- access -------------------------------------------------------------------
+
+
+def endpoint_token(config: Config | None) -> str | None:
+    """Return ``RWSPLIT["HEALTH_ENDPOINT_TOKEN"]`` (None when unset or empty)."""
+    token = getattr(config, "health_endpoint_token", None)
+    return token if isinstance(token, str) and token else None
+
+
+def show_hosts(config: Config | None) -> bool:
+    """Return ``RWSPLIT["HEALTH_ENDPOINT_SHOW_HOSTS"]``."""
+    return getattr(config, "health_endpoint_show_hosts", False) is True
+
+
+def is_staff(request: HttpRequest) -> bool:
+    """Return whether the request comes from an active, logged-in staff user."""
+    user = getattr(request, "user", None)
+    return bool(
+        user is not None
+        and user.is_authenticated
+        and getattr(user, "is_active", False)
+        and getattr(user, "is_staff", False)
+    )
+
+
+def presented_token(request: HttpRequest) -> str | None:
+    """Return the bearer token of the request, from the header or ``?token=``."""
+    header = request.headers.get("Authorization", "")
+    scheme, _, credentials = header.partition(" ")
+    if scheme.lower() == "bearer" and credentials.strip():
+        return credentials.strip()
+    return request.GET.get("token") or None
+
+
+def token_matches(expected: str, presented: str) -> bool:
+    """Compare tokens in constant time (any characters)."""
+    return hmac.compare_digest(expected.encode(), presented.encode())
+
+
+def _allowed(request: HttpRequest, config: Config | None) -> bool | None:
+    """True: let in; False: a wrong token was presented; None: no credentials."""
+    if is_staff(request):
+        return True
+    token = endpoint_token(config)
+    presented = presented_token(request)
+    if token is None or presented is None:
+        return None
+    return token_matches(token, presented)
+
+
+def _forbidden() -> JsonResponse:
+    response = JsonResponse({"error": "forbidden"}, status=403)
+    add_never_cache_headers(response)
+    return response
+
+
+def _config_or_none() -> Config | None:
+    try:
+        return get_config()
+    except ImproperlyConfigured:
+        return None
+
+
+def _misconfigured() -> JsonResponse:
+    response = JsonResponse(
+        {"status": "critical", "error": "RWSPLIT is misconfigured; see manage.py check"},
+        status=503,
+    )
+    add_never_cache_headers(response)
+    return response
+
+
+# -- data -----------------------------------------------------------------------
+
+
+@cache
+def _host_patterns(settings_items: tuple[tuple[str, str], ...]) -> re.Pattern[str]:
+    hosts = sorted({h for kind, h in settings_items if kind == "host"}, key=len)
+    ports = sorted({p for kind, p in settings_items if kind == "port"})
+    parts = [re.escape(host) for host in reversed(hosts)]
+    parts += [rf"(?<=port ){port}\b" for port in ports]
+    parts += [rf"(?<=:){port}\b" for port in ports]
+    parts.append(r"\b\d{1,3}(?:\.\d{1,3}){3}\b")  # any IPv4 literal
+    return re.compile("|".join(parts))
+
+
+def _endpoint_parts(aliases: Iterable[str]) -> tuple[tuple[str, str], ...]:
+    found: set[tuple[str, str]] = set()
+    for alias in aliases:
+        settings_dict: Mapping[str, Any] = connections.settings.get(alias) or {}
+        options: Mapping[str, Any] = settings_dict.get("OPTIONS") or {}
+        for value in (
+            settings_dict.get("HOST"),
+            options.get("host"),
+            options.get("hostaddr"),
+        ):
+            for host in str(value or "").split(","):
+                if host.strip():
+                    found.add(("host", host.strip()))
+        for value in (settings_dict.get("PORT"), options.get("port")):
+            for port in str(value or "").split(","):
+                if port.strip().isdigit():
+                    found.add(("port", port.strip()))
+    return tuple(sorted(found))
+
+
+def redact(text: str | None, config: Config) -> str | None:
+    """Hide the host names, addresses and ports of ``config``'s databases."""
+    if not text:
+        return text
+    parts = _endpoint_parts([config.primary, *config.replicas])
+    return _host_patterns(parts).sub("<hidden>", text)
+
+
+def current_snapshot(config: Config) -> HealthSnapshot:
+    """Return this process's health snapshot, starting the monitor if needed."""
+    state = registry.current()
+    if state is None or state.config is not config:
+        state = registry.process_health(config)
+    snapshot = state.tracker.snapshot()
+    history.record(snapshot)
+    return snapshot
+
+
+def health_document(snapshot: HealthSnapshot, config: Config) -> dict[str, Any]:
+    """Return the ``replica_health --json`` document, hosts hidden unless allowed."""
+    visible = show_hosts(config)
+    document = snapshot.as_dict(show_endpoints=visible)
+    if not visible:
+        document["primary"]["error"] = redact(document["primary"]["error"], config)
+        for replica in document["replicas"]:
+            replica["error"] = redact(replica["error"], config)
+    document["checked_at"] = snapshot.taken_at
+    return document
+
+
+def status_document(snapshot: HealthSnapshot, config: Config) -> dict[str, Any]:
+    """Return what the status page shows: the snapshot, limits and history."""
+    from django_rwsplit.management.commands.replica_health import summary
+
+    text = summary(snapshot)
+    return {
+        "health": health_document(snapshot, config),
+        "summary": text if show_hosts(config) else redact(text, config),
+        "max_lag_seconds": config.max_lag_seconds,
+        "max_lag_bytes": config.max_lag_bytes,
+        "check_interval": config.check_interval,
+        "refresh_seconds": max(1.0, config.check_interval),
+        "window_seconds": history.WINDOW_SECONDS,
+        "now": time.time(),
+        "history": [sample.as_dict() for sample in history.samples()],
+    }
+
+
+# -- views ------------------------------------------------------------------------
+
+
+@require_safe
+def health(request: HttpRequest) -> HttpResponse:
+    """JSON health of the primary and replicas; 503 when critical."""
+    config = _config_or_none()
+    allowed = _allowed(request, config)
+    if allowed is None:
+        raise Http404
+    if not allowed:
+        return _forbidden()
+    if config is None:
+        return _misconfigured()
+    snapshot = current_snapshot(config)
+    response = JsonResponse(
+        health_document(snapshot, config), status=HTTP_STATUS[snapshot.status]
+    )
+    add_never_cache_headers(response)
+    return response
+
+
+@require_safe
+def status_data(request: HttpRequest) -> HttpResponse:
+    """The status page's data: snapshot and the last minutes of lag samples."""
+    config = _config_or_none()
+    allowed = _allowed(request, config)
+    if allowed is None:
+        raise Http404
+    if not allowed:
+        return _forbidden()
+    if config is None:
+        return _misconfigured()
+    response = JsonResponse(status_document(current_snapshot(config), config))
+    add_never_cache_headers(response)
+    return response
+
+
+def _login_redirect(request: HttpRequest) -> HttpResponse | None:
+    try:
+        login = reverse("admin:login")
+    except NoReverseMatch:
+        return None
+    return HttpResponseRedirect(
+        f"{login}?{urlencode({'next': request.get_full_path()})}"
+    )
+
+
+_own_engine = Engine(dirs=[str(Path(__file__).parent / "templates")])
+
+
+def _render(context: dict[str, Any], request: HttpRequest) -> str:
+    try:
+        return loader.render_to_string(TEMPLATE, context, request)
+    except TemplateDoesNotExist:
+        # A project without an app-directories template engine (an API).
+        return _own_engine.get_template(TEMPLATE).render(
+            _own_context(context, request)
+        )
+
+
+def _own_context(context: dict[str, Any], request: HttpRequest) -> Any:
+    from django.template import Context
+
+    return Context({**context, "request": request})
+
+
+def _data_url(request: HttpRequest) -> str:
+    match = request.resolver_match
+    name = f"{match.namespace}:status-data" if match and match.namespace else None
+    try:
+        return reverse(name) if name else "data/"
+    except NoReverseMatch:
+        return "data/"
+
+
+@require_safe
+def status(request: HttpRequest) -> HttpResponse:
+    """Staff page: replica states, a lag chart, refreshed every CHECK_INTERVAL."""
+    config = _config_or_none()
+    allowed = _allowed(request, config)
+    if allowed is False:
+        return _forbidden()
+    if allowed is None:
+        user = getattr(request, "user", None)
+        redirect = None
+        if user is None or not user.is_authenticated:
+            redirect = _login_redirect(request)
+        return redirect or _forbidden()
+    if config is None:
+        return _misconfigured()
+    document = status_document(current_snapshot(config), config)
+    html = _render({"initial": document, "data_url": _data_url(request)}, request)
+    response = HttpResponse(html, status=HTTP_STATUS[document["health"]["status"]])
+    add_never_cache_headers(response)
+    return response
