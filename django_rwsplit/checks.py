@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from django.conf import settings
@@ -62,8 +62,8 @@ def check_wiring(**kwargs: Any) -> list[checks.CheckMessage]:
     if any(p.id in ("rwsplit.E001", "rwsplit.E003") for p in problems):
         return messages
     for alias in config.replicas:
-        options = settings.DATABASES[alias]
-        if (options.get("TEST") or {}).get("MIRROR") != config.primary:
+        options: Mapping[str, Any] = settings.DATABASES[alias]
+        if conf.test_mirror_of(alias) != config.primary:
             messages.append(
                 checks.Warning(
                     f"Replica {alias!r} is not a test mirror of the primary, so "
@@ -84,7 +84,7 @@ def check_wiring(**kwargs: Any) -> list[checks.CheckMessage]:
                     id="rwsplit.W004",
                 )
             )
-    primary_engine = settings.DATABASES[config.primary].get("ENGINE", "")
+    primary_engine = str(settings.DATABASES[config.primary].get("ENGINE", ""))
     if config.consistency == "lsn" and "postgresql" not in primary_engine:
         messages.append(
             checks.Warning(

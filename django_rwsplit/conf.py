@@ -194,9 +194,11 @@ def _optional_alias(raw: Mapping[str, Any], problems: list[Problem]) -> str | No
     return value
 
 
-def _mirror_of(alias: str) -> object:
-    test = settings.DATABASES[alias].get("TEST") or {}
-    return test.get("MIRROR")
+def test_mirror_of(alias: str) -> object:
+    """Return the TEST["MIRROR"] of database ``alias`` (None when unset)."""
+    options: Mapping[str, Any] = settings.DATABASES[alias]
+    test = options.get("TEST") or {}
+    return test.get("MIRROR") if isinstance(test, Mapping) else None
 
 
 def parse(raw: object) -> tuple[Config, list[Problem]]:
@@ -292,7 +294,7 @@ def parse(raw: object) -> tuple[Config, list[Problem]]:
         causal_wait=float(_number(raw, "CAUSAL_WAIT", problems)),
         test_mirrors=route_mirrors
         and bool(replicas)
-        and all(_mirror_of(alias) == primary for alias in replicas),
+        and all(test_mirror_of(alias) == primary for alias in replicas),
     )
     return config, problems
 

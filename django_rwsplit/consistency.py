@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from django.core import signing
@@ -67,7 +68,7 @@ def decode(value: object, config: Config) -> Token | None:
         return None
     signer = _signer()
     try:
-        payload = signer.unsign(value, max_age=config.sticky_seconds)
+        payload = signer.unsign(value, max_age=timedelta(seconds=config.sticky_seconds))
         issued_at = float(signing.b62_decode(value.rsplit(signer.sep, 2)[1]))
     except (signing.BadSignature, ValueError, IndexError):
         return None

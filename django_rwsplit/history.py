@@ -56,9 +56,7 @@ class History:
 
     def __init__(self, max_rounds: int = MAX_ROUNDS) -> None:
         self._lock = threading.Lock()
-        self._rounds: deque[tuple[float, tuple[Sample, ...]]] = deque(
-            maxlen=max_rounds
-        )
+        self._rounds: deque[tuple[float, tuple[Sample, ...]]] = deque(maxlen=max_rounds)
 
     def record(self, snapshot: HealthSnapshot | None) -> bool:
         """Keep ``snapshot`` if it is a newer round; return whether it was kept."""
@@ -93,10 +91,7 @@ class History:
         horizon = time.time() - seconds
         with self._lock:
             return [
-                sample
-                for at, row in self._rounds
-                if at >= horizon
-                for sample in row
+                sample for at, row in self._rounds if at >= horizon for sample in row
             ]
 
     def clear(self) -> None:

@@ -222,8 +222,7 @@ class RwsplitCollector:
         yield family
         yield _counter(
             "rwsplit_primary_reads",
-            "Reads sent to the primary, by reason (fallback: no replica in "
-            "rotation).",
+            "Reads sent to the primary, by reason (fallback: no replica in rotation).",
             "reason",
             primary_reasons,
         )

@@ -49,7 +49,7 @@ class PinPrimaryMiddleware:
         scope = open_scope(request, config)
         reset = pinning._scope.set(scope)
         try:
-            response = self.get_response(request)  # type: ignore [assignment]
+            response = self.get_response(request)
             assert isinstance(response, HttpResponseBase)
             remember_write(request, response, scope, config)
         finally:

@@ -29,7 +29,7 @@ from django.http import (
     HttpResponseRedirect,
     JsonResponse,
 )
-from django.template import Engine, TemplateDoesNotExist, loader
+from django.template import Context, Engine, TemplateDoesNotExist, loader
 from django.urls import NoReverseMatch, reverse
 from django.utils.cache import add_never_cache_headers
 from django.utils.http import urlencode
@@ -111,7 +111,10 @@ def _config_or_none() -> Config | None:
 
 def _misconfigured() -> JsonResponse:
     response = JsonResponse(
-        {"status": "critical", "error": "RWSPLIT is misconfigured; see manage.py check"},
+        {
+            "status": "critical",
+            "error": "RWSPLIT is misconfigured; see manage.py check",
+        },
         status=503,
     )
     add_never_cache_headers(response)
@@ -256,15 +259,8 @@ def _render(context: dict[str, Any], request: HttpRequest) -> str:
         return loader.render_to_string(TEMPLATE, context, request)
     except TemplateDoesNotExist:
         # A project without an app-directories template engine (an API).
-        return _own_engine.get_template(TEMPLATE).render(
-            _own_context(context, request)
-        )
-
-
-def _own_context(context: dict[str, Any], request: HttpRequest) -> Any:
-    from django.template import Context
-
-    return Context({**context, "request": request})
+        template = _own_engine.get_template(TEMPLATE)
+        return template.render(Context({**context, "request": request}))
 
 
 def _data_url(request: HttpRequest) -> str:
@@ -293,6 +289,6 @@ def status(request: HttpRequest) -> HttpResponse:
         return _misconfigured()
     document = status_document(current_snapshot(config), config)
     html = _render({"initial": document, "data_url": _data_url(request)}, request)
-    response = HttpResponse(html, status=HTTP_STATUS[document["health"]["status"]])
+    response = HttpResponse(html)
     add_never_cache_headers(response)
     return response

@@ -56,13 +56,14 @@ def is_write(sql: str) -> bool:
 
 def detect_writes(
     execute: Callable[..., Any],
-    sql: str,
+    sql: object,
     params: Any,
     many: bool,
     context: dict[str, Any],
 ) -> Any:
     """Execute wrapper: pin the current context when ``sql`` writes."""
-    if isinstance(sql, str) and is_write(sql):
+    # Composed SQL objects (psycopg.sql) are not inspected: count them as writes.
+    if not isinstance(sql, str) or is_write(sql):
         pinning.note_write()
         refuse_if_demoted(context["connection"].alias)
     return execute(sql, params, many, context)

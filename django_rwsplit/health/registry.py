@@ -273,5 +273,5 @@ def mirrors_active(config: Config) -> bool:
     """
     for alias in config.replicas:
         name = connections.settings[alias].get("NAME")
-        return name != _startup_names.get(alias, name)
+        return bool(name != _startup_names.get(alias, name))
     return False

@@ -1,0 +1,3 @@
+"""Integrations with third-party Django apps."""
+
+from __future__ import annotations
