@@ -36,12 +36,12 @@ def cluster(replicas: int = 2) -> Iterator[LocalCluster]:
         local.destroy()
 
 
-def configure(cluster: LocalCluster, **rwsplit: Any) -> None:
+def configure(cluster: LocalCluster, dbname: str = "postgres", **rwsplit: Any) -> None:
     """Configure Django for ``cluster`` with ``RWSPLIT`` options and set it up."""
     import django
     from django.conf import settings
 
-    databases = cluster.django_databases("postgres")
+    databases = cluster.django_databases(dbname)
     for alias, entry in databases.items():
         if alias != "default":
             entry["ENGINE"] = "django_rwsplit.backends.postgresql"
@@ -57,6 +57,13 @@ def configure(cluster: LocalCluster, **rwsplit: Any) -> None:
         REPLICA_DATABASES=replicas,
         RWSPLIT={"REPLICAS": replicas, **rwsplit},
         SECRET_KEY="benchmark",
+        CACHES={
+            "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+            "redis": {
+                "BACKEND": "django.core.cache.backends.redis.RedisCache",
+                "LOCATION": "redis://127.0.0.1:6379/10",
+            },
+        },
         USE_TZ=True,
     )
     django.setup()

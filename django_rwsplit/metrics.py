@@ -81,6 +81,7 @@ class CountingObserver:
         self._local = _ThreadCounts(self)
         self.ejections: Counter[tuple[str, str]] = Counter()
         self.readmissions: Counter[str] = Counter()
+        self._out: set[str] = set()
 
     def _adopt(
         self, reads: dict[tuple[str, str | None], int], pins: dict[str, int]
@@ -123,11 +124,19 @@ class CountingObserver:
         """Receiver of :data:`~django_rwsplit.signals.replica_ejected`."""
         with self._lock:
             self.ejections[(alias, normalise_reason(reason))] += 1
+            self._out.add(alias)
 
     def readmitted(self, alias: str, **kwargs: Any) -> None:
-        """Receiver of :data:`~django_rwsplit.signals.replica_readmitted`."""
+        """
+        Receiver of :data:`~django_rwsplit.signals.replica_readmitted`.
+
+        Only a return after an ejection counts: the signal is also sent when
+        a replica first enters rotation after the monitor starts.
+        """
         with self._lock:
-            self.readmissions[alias] += 1
+            if alias in self._out:
+                self._out.discard(alias)
+                self.readmissions[alias] += 1
 
 
 class _Both:

@@ -85,15 +85,28 @@ def token_matches(expected: str, presented: str) -> bool:
     return hmac.compare_digest(expected.encode(), presented.encode())
 
 
-def _allowed(request: HttpRequest, config: Config | None) -> bool | None:
-    """True: let in; False: a wrong token was presented; None: no credentials."""
+def _denied(request: HttpRequest, config: Config | None) -> int | None:
+    """
+    Return None to let the request in, else the status to refuse it with.
+
+    Staff users are let in. With a token configured, a request presenting
+    it is let in and any other gets 403; without one, the answer is 404.
+    """
     if is_staff(request):
-        return True
-    token = endpoint_token(config)
-    presented = presented_token(request)
-    if token is None or presented is None:
         return None
-    return token_matches(token, presented)
+    token = endpoint_token(config)
+    if token is None:
+        return 404
+    presented = presented_token(request)
+    if presented is not None and token_matches(token, presented):
+        return None
+    return 403
+
+
+def _refuse(status: int) -> HttpResponse:
+    if status == 404:
+        raise Http404
+    return _forbidden()
 
 
 def _forbidden() -> JsonResponse:
@@ -210,11 +223,9 @@ def status_document(snapshot: HealthSnapshot, config: Config) -> dict[str, Any]:
 def health(request: HttpRequest) -> HttpResponse:
     """JSON health of the primary and replicas; 503 when critical."""
     config = _config_or_none()
-    allowed = _allowed(request, config)
-    if allowed is None:
-        raise Http404
-    if not allowed:
-        return _forbidden()
+    denied = _denied(request, config)
+    if denied is not None:
+        return _refuse(denied)
     if config is None:
         return _misconfigured()
     snapshot = current_snapshot(config)
@@ -229,11 +240,9 @@ def health(request: HttpRequest) -> HttpResponse:
 def status_data(request: HttpRequest) -> HttpResponse:
     """The status page's data: snapshot and the last minutes of lag samples."""
     config = _config_or_none()
-    allowed = _allowed(request, config)
-    if allowed is None:
-        raise Http404
-    if not allowed:
-        return _forbidden()
+    denied = _denied(request, config)
+    if denied is not None:
+        return _refuse(denied)
     if config is None:
         return _misconfigured()
     response = JsonResponse(status_document(current_snapshot(config), config))
@@ -276,15 +285,14 @@ def _data_url(request: HttpRequest) -> str:
 def status(request: HttpRequest) -> HttpResponse:
     """Staff page: replica states, a lag chart, refreshed every CHECK_INTERVAL."""
     config = _config_or_none()
-    allowed = _allowed(request, config)
-    if allowed is False:
-        return _forbidden()
-    if allowed is None:
+    if _denied(request, config) is not None:
         user = getattr(request, "user", None)
-        redirect = None
-        if user is None or not user.is_authenticated:
+        anonymous = user is None or not user.is_authenticated
+        if anonymous and presented_token(request) is None:
             redirect = _login_redirect(request)
-        return redirect or _forbidden()
+            if redirect is not None:
+                return redirect
+        return _forbidden()
     if config is None:
         return _misconfigured()
     document = status_document(current_snapshot(config), config)

@@ -54,4 +54,6 @@ def heal(cluster: LocalCluster) -> None:
             cluster.start_replica(name)
         cluster.set_apply_delay(name, 0)
         cluster.resume_replay(name)
+    for replica in cluster.replicas:
+        cluster.wait_streaming(replica.name, timeout=60)
     cluster.wait_caught_up(timeout=60)

@@ -1,0 +1,212 @@
+"""
+Health-check timing and load, against a real local cluster.
+
+1. Time from lag onset (replay paused while the primary keeps writing) to
+   ejection, and from resume to readmission, as medians over trials, in
+   seconds and in CHECK_INTERVALs.
+2. The checks' load on the primary (transactions per second, from
+   pg_stat_database) for 1 and 8 processes, without and with HEALTH_CACHE
+   (Redis on 127.0.0.1:6379).
+
+    python benchmarks/health.py [--trials 5] [--window 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from _setup import cluster, configure, table
+
+DB = "rwsplit_bench"
+INTERVAL = 0.5
+MAX_LAG = 1.0
+READMIT_AFTER = 3
+
+PROCESS = """
+import os, sys, time, django
+from django.conf import settings
+sys.path.insert(0, {bench!r})
+from _setup import configure
+from django_rwsplit.testing.cluster import LocalCluster
+configure(
+    LocalCluster({base!r}),
+    dbname={db!r},
+    CHECK_INTERVAL={interval},
+    HEALTH_CACHE={cache!r},
+)
+from django_rwsplit import conf
+from django_rwsplit.health import registry
+registry.process_health(conf.get_config())
+time.sleep(float(sys.argv[1]))  # keep checking for the measurement window
+"""
+
+
+def timing(local, trials: int) -> list[list[str]]:
+    from django_rwsplit import conf, signals
+    from django_rwsplit.health import registry
+
+    state = registry.process_health(conf.get_config())
+    events: dict[str, threading.Event] = {
+        "ejected": threading.Event(),
+        "readmitted": threading.Event(),
+    }
+
+    def on_ejected(alias: str, **kwargs: object) -> None:
+        if alias == "replica1":
+            events["ejected"].set()
+
+    def on_readmitted(alias: str, **kwargs: object) -> None:
+        if alias == "replica1":
+            events["readmitted"].set()
+
+    signals.replica_ejected.connect(on_ejected)
+    signals.replica_readmitted.connect(on_readmitted)
+    stop = threading.Event()
+
+    def writer() -> None:
+        while not stop.is_set():
+            local.execute("primary", "INSERT INTO ticks DEFAULT VALUES", DB)
+            stop.wait(0.02)  # a steady 50 writes per second
+
+    local.execute("primary", "CREATE TABLE IF NOT EXISTS ticks (id serial)", DB)
+    thread = threading.Thread(target=writer, daemon=True)
+    thread.start()
+    eject, readmit = [], []
+    try:
+        for _ in range(trials):
+            deadline = time.monotonic() + 30
+            while "replica1" not in state.rotation.members:
+                if time.monotonic() > deadline:
+                    sys.exit("replica1 never entered rotation")
+                time.sleep(0.01)
+            for event in events.values():
+                event.clear()
+            local.pause_replay("replica1")
+            paused = time.monotonic()
+            if not events["ejected"].wait(30):
+                sys.exit("replica1 was not ejected")
+            eject.append(time.monotonic() - paused)
+            local.resume_replay("replica1")
+            resumed = time.monotonic()
+            if not events["readmitted"].wait(60):
+                sys.exit("replica1 was not readmitted")
+            readmit.append(time.monotonic() - resumed)
+    finally:
+        stop.set()
+        thread.join()
+        registry.reset()
+    median_eject, median_readmit = statistics.median(eject), statistics.median(readmit)
+    return [
+        [
+            "lag onset to ejection",
+            f"{median_eject:.2f}",
+            f"{(median_eject - MAX_LAG) / INTERVAL:.1f} intervals past the "
+            f"{MAX_LAG:g} s bound",
+            f"{min(eject):.2f} / {max(eject):.2f}",
+        ],
+        [
+            "resume to readmission",
+            f"{median_readmit:.2f}",
+            f"{median_readmit / INTERVAL:.1f} intervals "
+            f"(READMIT_AFTER={READMIT_AFTER})",
+            f"{min(readmit):.2f} / {max(readmit):.2f}",
+        ],
+    ]
+
+
+def primary_xacts(local) -> int:
+    rows = local.execute(
+        "primary",
+        f"SELECT xact_commit + xact_rollback FROM pg_stat_database "
+        f"WHERE datname = '{DB}'",
+    )
+    return int(rows[0][0])
+
+
+def load(local, window: float) -> list[list[str]]:
+    from django.core.cache import caches
+
+    bench = str(Path(__file__).resolve().parent)
+    rows = []
+    for processes in (1, 8):
+        for cache in (None, "redis"):
+            if cache:
+                caches["redis"].clear()
+            env = {**os.environ, "PYTHONPATH": str(Path(bench).parent)}
+            script = PROCESS.format(
+                bench=bench,
+                base=str(local.base_dir),
+                db=DB,
+                interval=INTERVAL,
+                cache=cache,
+            )
+            before = primary_xacts(local)
+            started = time.monotonic()
+            procs = [
+                subprocess.Popen([sys.executable, "-c", script, str(window)], env=env)
+                for _ in range(processes)
+            ]
+            for proc in procs:
+                proc.wait(timeout=window + 60)
+            elapsed = time.monotonic() - started
+            time.sleep(1.0)  # let the statistics collector flush the last counts
+            qps = (primary_xacts(local) - before) / elapsed
+            rows.append(
+                [
+                    str(processes),
+                    "Redis" if cache else "none",
+                    f"{qps:.2f}",
+                    f"{qps * INTERVAL:.2f}",
+                ]
+            )
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--trials", type=int, default=5)
+    parser.add_argument("--window", type=float, default=10.0)
+    args = parser.parse_args()
+    logging.getLogger("django_rwsplit").setLevel(logging.CRITICAL)
+    with cluster() as local:
+        local.create_database(DB)
+        configure(
+            local,
+            CHECK_INTERVAL=INTERVAL,
+            CHECK_TIMEOUT=0.5,
+            MAX_LAG_SECONDS=MAX_LAG,
+            READMIT_AFTER=READMIT_AFTER,
+            dbname=DB,
+        )
+        print(
+            f"CHECK_INTERVAL={INTERVAL} s, MAX_LAG_SECONDS={MAX_LAG} s, "
+            f"READMIT_AFTER={READMIT_AFTER}, {args.trials} trials"
+        )
+        print(
+            table(
+                timing(local, args.trials),
+                ["transition", "median (s)", "in intervals", "min / max (s)"],
+            )
+        )
+        print()
+        print(f"Checks' load on the primary over {args.window:g} s windows")
+        print(
+            table(
+                load(local, args.window),
+                ["processes", "HEALTH_CACHE", "primary xact/s", "per interval"],
+            )
+        )
+    print(json.dumps({"done": True}))
+
+
+if __name__ == "__main__":
+    main()

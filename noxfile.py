@@ -1,0 +1,54 @@
+"""
+The test matrix: Django 5.2 LTS on Python 3.11 and Django 6.1 on Python 3.12.
+
+``make test`` runs every session here (lint and typecheck, then both test
+sessions); ``nox -s "tests-3.12(django='6.1')"`` runs one.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import subprocess
+
+import nox
+
+nox.options.sessions = ["lint", "tests"]
+nox.options.error_on_missing_interpreters = True
+
+MATRIX = [("3.11", "5.2"), ("3.12", "6.1")]
+
+
+def interpreter(version: str) -> str:
+    """Return a working ``pythonX.Y``: on PATH, or installed by pyenv."""
+    candidates = [shutil.which(f"python{version}") or ""]
+    root = os.environ.get("PYENV_ROOT", os.path.expanduser("~/.pyenv"))
+    candidates += sorted(glob.glob(f"{root}/versions/{version}.*/bin/python{version}"))
+    for candidate in filter(None, candidates):
+        probe = subprocess.run([candidate, "-c", "pass"], capture_output=True)
+        if probe.returncode == 0:
+            return candidate
+    return f"python{version}"  # nox reports it missing, clearly
+
+
+@nox.session(python=interpreter("3.11"))
+def lint(session: nox.Session) -> None:
+    """ruff and mypy --strict."""
+    session.install("-e", ".", "-r", "requirements-dev.txt", "django~=5.2.0")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+    session.run("mypy", "django_rwsplit", "example_project")
+
+
+@nox.session
+@nox.parametrize(
+    ("python", "django"),
+    [(interpreter(python), django) for python, django in MATRIX],
+    ids=[f"py{python}-django{django}" for python, django in MATRIX],
+)
+def tests(session: nox.Session, django: str) -> None:
+    """The whole suite against the local cluster, for one Django version."""
+    session.install("-e", ".", "-r", "requirements-dev.txt", f"django~={django}.0")
+    session.run("python", "-c", "import django; print('Django', django.__version__)")
+    session.run("pytest", *session.posargs)

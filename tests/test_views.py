@@ -1,0 +1,327 @@
+"""The health endpoint and status page: access rules, JSON shape, status codes."""
+
+from __future__ import annotations
+
+import json
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import User
+from django.db import router
+from django.http import HttpResponse
+from django.test import Client, override_settings
+from django.urls import include, path
+
+from django_rwsplit import conf, history
+from django_rwsplit.health import registry
+from django_rwsplit.health.probes import PrimaryStatus
+from django_rwsplit.health.tracker import HealthSnapshot, ReplicaStatus
+from django_rwsplit.management.commands.replica_health import as_json
+from tests.conftest import wait_until
+from tests.testapp.models import Item
+
+pytestmark = [
+    pytest.mark.cluster,
+    pytest.mark.django_db(transaction=True, databases="__all__"),
+]
+
+
+def _fake_admin_login(request):
+    return HttpResponse("login")
+
+
+urlpatterns = [
+    path("rwsplit/", include("django_rwsplit.urls")),
+    path(
+        "admin/",
+        include(([path("login/", _fake_admin_login, name="login")], "admin")),
+    ),
+]
+URLS = __name__
+
+FAST = {
+    "REPLICAS": ["replica1", "replica2"],
+    "ROUTE_TEST_MIRRORS_TO_PRIMARY": False,
+    "CHECK_INTERVAL": 0.2,
+    "CHECK_TIMEOUT": 0.5,
+    "READMIT_AFTER": 2,
+}
+ENDPOINT_KEYS = {
+    "HEALTH_ENDPOINT_TOKEN": "health_endpoint_token",
+    "HEALTH_ENDPOINT_SHOW_HOSTS": "health_endpoint_show_hosts",
+}
+TOKEN = "s3cret-token-ü"
+AUTH_MIDDLEWARE = [
+    "django_rwsplit.middleware.PinPrimaryMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.middleware.common.CommonMiddleware",
+]
+
+
+@contextmanager
+def endpoint_settings(**rwsplit: Any):
+    """
+    ``override_settings(RWSPLIT=FAST + rwsplit, ROOT_URLCONF=this module)``.
+
+    Until conf knows HEALTH_ENDPOINT_TOKEN / HEALTH_ENDPOINT_SHOW_HOSTS, they
+    are set on the parsed Config instead of in RWSPLIT (which would reject
+    them as unknown keys).
+    """
+    raw = {**FAST, **rwsplit}
+    known = "HEALTH_ENDPOINT_TOKEN" in conf.DEFAULTS
+    extra = {} if known else {k: raw.pop(k) for k in ENDPOINT_KEYS if k in raw}
+    with override_settings(RWSPLIT=raw, ROOT_URLCONF=URLS):
+        config = conf.get_config()
+        for key, value in extra.items():
+            object.__setattr__(config, ENDPOINT_KEYS[key], value)
+        yield config
+    history.clear()
+
+
+def start_health() -> None:
+    router.db_for_read(Item)
+    state = registry.process_health(conf.get_config())
+    wait_until(lambda: state.rotation.members == {"replica1", "replica2"}, 10)
+
+
+def rotation() -> frozenset[str]:
+    return registry.process_health(conf.get_config()).rotation.members
+
+
+def staff_client(cluster, **flags: bool) -> Client:
+    """A client logged in as a user with ``flags`` (is_staff, is_active)."""
+    user = User.objects.create_user("someone", password="pw", **flags)
+    client = Client()
+    client.force_login(user)
+    cluster.wait_caught_up()  # the session and user are read from a replica
+    return client
+
+
+# -- access ----------------------------------------------------------------------
+
+
+def test_off_by_default(cluster):
+    with endpoint_settings():
+        client = Client()
+        assert client.get("/rwsplit/health/").status_code == 404
+        assert client.get("/rwsplit/status/data/").status_code == 404
+        # A token presented while none is configured does not help.
+        assert client.get("/rwsplit/health/?token=x").status_code == 404
+        page = client.get("/rwsplit/status/")
+        assert page.status_code == 302
+        assert page["Location"] == "/admin/login/?next=%2Frwsplit%2Fstatus%2F"
+
+
+def test_token_required_when_configured(cluster):
+    with endpoint_settings(HEALTH_ENDPOINT_TOKEN=TOKEN):
+        client = Client()
+        for response in (
+            client.get("/rwsplit/health/"),
+            client.get("/rwsplit/health/", headers={"Authorization": "Bearer nope"}),
+            client.get("/rwsplit/health/", {"token": TOKEN[:-1]}),
+            client.get("/rwsplit/health/", headers={"Authorization": TOKEN}),
+            client.get("/rwsplit/status/data/"),
+            client.get("/rwsplit/status/", {"token": "nope"}),
+        ):
+            assert response.status_code == 403
+            assert "no-store" in response["Cache-Control"]
+        for response in (
+            client.get(
+                "/rwsplit/health/", headers={"Authorization": f"Bearer {TOKEN}"}
+            ),
+            client.get(
+                "/rwsplit/health/", headers={"Authorization": f"bearer {TOKEN}"}
+            ),
+            client.get("/rwsplit/health/", {"token": TOKEN}),
+        ):
+            assert response.status_code == 200, response.content
+            assert response["Cache-Control"].count("no-store") == 1
+            assert response.json()["status"] == "ok"
+        # Anonymous and without a token, the page still points at the login.
+        assert client.get("/rwsplit/status/").status_code == 302
+        assert client.post("/rwsplit/health/", {"token": TOKEN}).status_code == 405
+
+
+@override_settings(MIDDLEWARE=AUTH_MIDDLEWARE)
+def test_active_staff_user_needs_no_token(cluster):
+    with endpoint_settings(HEALTH_ENDPOINT_TOKEN=TOKEN):
+        client = staff_client(cluster, is_staff=True)
+        assert client.get("/rwsplit/health/").status_code == 200
+        assert client.get("/rwsplit/status/data/").status_code == 200
+        page = client.get("/rwsplit/status/")
+        assert page.status_code == 200
+        assert page["Content-Type"].startswith("text/html")
+    with endpoint_settings():
+        assert client.get("/rwsplit/health/").status_code == 200
+
+
+@override_settings(MIDDLEWARE=AUTH_MIDDLEWARE)
+@pytest.mark.parametrize("flags", [{}, {"is_staff": True, "is_active": False}])
+def test_other_users_are_turned_away(cluster, flags):
+    with endpoint_settings():
+        client = staff_client(cluster, **flags)
+        assert client.get("/rwsplit/health/").status_code == 404
+        assert client.get("/rwsplit/status/data/").status_code == 404
+        # Logged in but not staff: no redirect loop through the login page.
+        expected = 403 if flags.get("is_active", True) else 302
+        assert client.get("/rwsplit/status/").status_code == expected
+
+
+@override_settings(MIDDLEWARE=["django.middleware.common.CommonMiddleware"])
+def test_misconfigured_rwsplit_reveals_nothing(cluster):
+    with override_settings(RWSPLIT={"REPLICAS": "oops"}, ROOT_URLCONF=URLS):
+        assert Client().get("/rwsplit/health/", {"token": "x"}).status_code == 404
+        assert Client().get("/rwsplit/status/data/").status_code == 404
+
+
+# -- content ---------------------------------------------------------------------
+
+
+def test_health_json_has_the_replica_health_shape_without_hosts(cluster):
+    with endpoint_settings(HEALTH_ENDPOINT_TOKEN=TOKEN):
+        start_health()
+        response = Client().get("/rwsplit/health/", {"token": TOKEN})
+        assert response.status_code == 200
+        assert response["Content-Type"] == "application/json"
+        document = response.json()
+        expected = as_json(registry.snapshot())
+        assert document.keys() == expected.keys()
+        assert document["status"] == "ok"
+        assert [r["alias"] for r in document["replicas"]] == ["replica1", "replica2"]
+        assert "endpoint" not in document["primary"]
+        for replica in document["replicas"]:
+            assert "endpoint" not in replica
+            assert replica["in_rotation"] is True
+            assert replica.keys() <= expected["replicas"][0].keys()
+        assert "127.0.0.1" not in response.content.decode()
+        assert str(cluster.primary.port) not in response.content.decode()
+
+
+@pytest.mark.parametrize("show", [False, True])
+def test_status_codes_and_redacted_errors(cluster, show):
+    with endpoint_settings(
+        HEALTH_ENDPOINT_TOKEN=TOKEN, HEALTH_ENDPOINT_SHOW_HOSTS=show
+    ):
+        start_health()
+        client = Client(headers={"Authorization": f"Bearer {TOKEN}"})
+        cluster.stop_replica("replica1")
+        wait_until(lambda: "replica1" not in rotation(), timeout=5)
+        wait_until(
+            lambda: (
+                registry.snapshot().replica("replica1").error.startswith("unreachable")
+            ),
+            timeout=5,
+        )
+        response = client.get("/rwsplit/health/")
+        assert response.status_code == 200
+        document = response.json()
+        assert document["status"] == "warning"
+        replica1 = document["replicas"][0]
+        assert replica1["in_rotation"] is False
+        assert replica1["error"].startswith("unreachable")
+        body = response.content.decode()
+        port = str(cluster.replicas[0].port)
+        if show:
+            assert replica1["endpoint"] == f"127.0.0.1:{port}"
+        else:
+            assert "127.0.0.1" not in body and port not in body
+            assert "<hidden>" in replica1["error"]
+
+        if show:
+            return
+        cluster.stop_replica("replica2")
+        wait_until(lambda: not rotation(), timeout=5)
+        response = client.get("/rwsplit/health/")
+        assert response.status_code == 503
+        assert response.json()["status"] == "critical"
+        assert "no-store" in response["Cache-Control"]
+        data = client.get("/rwsplit/status/data/").json()
+        assert data["health"]["status"] == "critical"
+        assert data["summary"].startswith("no replica in rotation")
+        assert "127.0.0.1" not in json.dumps(data)
+
+
+def test_status_page_and_data(cluster):
+    with endpoint_settings(HEALTH_ENDPOINT_TOKEN=TOKEN, MAX_LAG_SECONDS=2.5):
+        start_health()
+        client = Client()
+        page = client.get("/rwsplit/status/", {"token": TOKEN})
+        assert page.status_code == 200
+        html = page.content.decode()
+        assert 'id="rwsplit-initial"' in html
+        assert 'var DATA_URL = "/rwsplit/status/data/"' in html
+        assert "<svg" not in html  # drawn by the page's script, no CDN
+        assert "https://" not in html and "http://cdn" not in html
+        wait_until(
+            lambda: (
+                len(
+                    client.get("/rwsplit/status/data/", {"token": TOKEN}).json()[
+                        "history"
+                    ]
+                )
+                >= 4
+            ),
+            timeout=5,
+            interval=0.25,
+        )
+        data = client.get("/rwsplit/status/data/", {"token": TOKEN}).json()
+        assert data["max_lag_seconds"] == 2.5
+        assert data["refresh_seconds"] == 1.0
+        assert data["window_seconds"] == 300
+        assert {s["alias"] for s in data["history"]} == {"replica1", "replica2"}
+        sample = data["history"][-1]
+        assert sample.keys() == {"t", "alias", "lag_seconds", "in_rotation"}
+        assert sample["t"] <= data["now"]
+
+
+@override_settings(
+    TEMPLATES=[
+        {
+            "BACKEND": "django.template.backends.django.DjangoTemplates",
+            "APP_DIRS": True,
+        }
+    ]
+)
+def test_status_page_through_the_project_template_engine(cluster):
+    with endpoint_settings(HEALTH_ENDPOINT_TOKEN=TOKEN):
+        page = Client().get("/rwsplit/status/", {"token": TOKEN})
+        assert page.status_code == 200
+        assert page.templates[0].name == "django_rwsplit/status.html"
+
+
+# -- history ---------------------------------------------------------------------
+
+
+def _snapshot(at: float, lag: float | None, in_rotation: bool) -> HealthSnapshot:
+    primary = PrimaryStatus("default", "h:1", True, False, 100, 1.0, None, at)
+    replica = ReplicaStatus(
+        "replica1", "h:2", in_rotation, lag_seconds=lag, checked_at=at + 0.01
+    )
+    return HealthSnapshot(primary, (replica,))
+
+
+def test_history_keeps_each_round_once_within_the_window():
+    import time
+
+    ring = history.History(max_rounds=3)
+    now = time.time()
+    assert not ring.record(None)
+    assert not ring.record(HealthSnapshot(None, ()))
+    assert ring.record(_snapshot(now - 400, 1.0, True))  # older than the window
+    assert ring.record(_snapshot(now - 2, 0.5, True))
+    assert not ring.record(_snapshot(now - 2, 0.5, True))  # the same round
+    assert not ring.record(_snapshot(now - 3, 0.5, True))  # an older one
+    assert ring.record(_snapshot(now - 1, None, False))
+    samples = ring.samples()
+    assert [(s.lag_seconds, s.in_rotation) for s in samples] == [
+        (0.5, True),
+        (None, False),
+    ]
+    assert samples[0].as_dict()["alias"] == "replica1"
+    for offset in range(3):
+        ring.record(_snapshot(now + offset, 0.0, True))
+    assert len(ring.samples(seconds=1000)) == 3  # max_rounds
+    ring.clear()
+    assert ring.samples() == []
