@@ -36,7 +36,12 @@ def cluster(replicas: int = 2) -> Iterator[LocalCluster]:
         local.destroy()
 
 
-def configure(cluster: LocalCluster, dbname: str = "postgres", **rwsplit: Any) -> None:
+def configure(
+    cluster: LocalCluster,
+    dbname: str = "postgres",
+    django_settings: dict[str, Any] | None = None,
+    **rwsplit: Any,
+) -> None:
     """Configure Django for ``cluster`` with ``RWSPLIT`` options and set it up."""
     import django
     from django.conf import settings
@@ -65,6 +70,7 @@ def configure(cluster: LocalCluster, dbname: str = "postgres", **rwsplit: Any) -
             },
         },
         USE_TZ=True,
+        **(django_settings or {}),
     )
     django.setup()
 
