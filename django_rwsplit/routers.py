@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+from django.core.exceptions import ImproperlyConfigured
 from django.db import connections
 from django.db.backends.base.base import BaseDatabaseWrapper
 
@@ -87,13 +88,29 @@ class ReadWriteRouter:
         return (conf._cached or conf.get_config()).primary
 
     def allow_relation(self, obj1: Any, obj2: Any, **hints: Any) -> bool | None:
-        config = conf._cached or conf.get_config()
+        config = _config_or_none()
+        if config is None:
+            return None
         ours = {config.primary, *config.replicas}
         if obj1._state.db in ours and obj2._state.db in ours:
             return True
         return None
 
     def allow_migrate(self, db: str, app_label: str, **hints: Any) -> bool | None:
-        if db in (conf._cached or conf.get_config()).replicas:
+        config = _config_or_none()
+        if config is not None and db in config.replicas:
             return False
+        return None
+
+
+def _config_or_none() -> conf.Config | None:
+    """
+    Return the config, or None while RWSPLIT is invalid.
+
+    Django's own system checks call ``allow_migrate``; an invalid setting must
+    reach the user as our check errors, not as an exception from the router.
+    """
+    try:
+        return conf._cached or conf.get_config()
+    except ImproperlyConfigured:
         return None

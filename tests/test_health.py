@@ -73,7 +73,7 @@ def rotation() -> frozenset[str]:
 
 
 def start_health() -> None:
-    router.db_for_read(Item)
+    registry.process_health(conf.get_config())
     wait_until(lambda: rotation() == {"replica1", "replica2"}, timeout=10)
 
 

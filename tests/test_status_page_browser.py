@@ -53,6 +53,25 @@ def browser() -> str:
     return found
 
 
+@pytest.fixture
+def server():
+    """
+    pytest-django's live server, started with a STATIC_URL.
+
+    Its static-files wrapper fails on every request when STATIC_URL is None,
+    as in tests/settings.py, so the ``live_server`` fixture cannot be used.
+    """
+    from django.test import override_settings
+    from pytest_django.live_server_helper import LiveServer
+
+    with override_settings(STATIC_URL="/static/"):
+        live = LiveServer("127.0.0.1:0")
+    try:
+        yield live
+    finally:
+        live.stop()
+
+
 def load(browser: str, url: str, profile: Path, screenshot: Path) -> str:
     """Load ``url`` headless, let its script run 4 s, save a PNG, return the DOM."""
     screenshot.parent.mkdir(parents=True, exist_ok=True)
@@ -123,9 +142,7 @@ def record_round() -> None:
     history.record(registry.snapshot())
 
 
-def test_lagging_replica_is_shown_out_of_rotation(
-    cluster, live_server, browser, tmp_path
-):
+def test_lagging_replica_is_shown_out_of_rotation(cluster, server, browser, tmp_path):
     with endpoint_settings(
         HEALTH_ENDPOINT_TOKEN=TOKEN,
         MAX_LAG_SECONDS=0.5,
@@ -152,7 +169,7 @@ def test_lagging_replica_is_shown_out_of_rotation(
             record_round()
             time.sleep(0.1)
 
-        url = f"{live_server.url}/rwsplit/status/?token={TOKEN}"
+        url = f"{server.url}/rwsplit/status/?token={TOKEN}"
         dom = load(browser, url, tmp_path / "profile", SCREENSHOT)
         assert "replica1" not in rotation()  # still out while the page loaded
 
