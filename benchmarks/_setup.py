@@ -11,7 +11,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from django_rwsplit.testing.cluster import ClusterError, LocalCluster  # noqa: E402
+from django_rwsplit.testing.cluster import (  # noqa: E402
+    ClusterError,
+    LocalCluster,
+    running_cluster,
+)
 
 DEFAULT_PORT = 19432
 
@@ -19,21 +23,12 @@ DEFAULT_PORT = 19432
 @contextmanager
 def cluster(replicas: int = 2) -> Iterator[LocalCluster]:
     """Yield a running cluster: reuse RWSPLIT_CLUSTER_DIR or start a throwaway one."""
+    port = int(os.environ.get("RWSPLIT_BENCH_PORT", DEFAULT_PORT))
     try:
-        existing = LocalCluster.from_env()
-        if existing is not None:
-            existing.start()
-            yield existing
-            return
-        port = int(os.environ.get("RWSPLIT_BENCH_PORT", DEFAULT_PORT))
-        local = LocalCluster(primary_port=port, replicas=replicas)
-        local.start()
+        with running_cluster(port, replicas) as local:
+            yield local
     except ClusterError as error:
         sys.exit(f"Cannot start the local PostgreSQL cluster: {error}")
-    try:
-        yield local
-    finally:
-        local.destroy()
 
 
 def configure(

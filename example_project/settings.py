@@ -5,6 +5,10 @@ DATABASE_URL   the primary (default: the local demo cluster on
                $RWSPLIT_CLUSTER_PORT, 15432 unless set, database rwsplit_demo)
 REPLICA_URLS   comma-separated streaming replicas (default: the next two ports)
                -> database aliases "replica1", "replica2", ...
+CONN_MAX_AGE   seconds a database connection is kept (default 0: per request)
+RWSPLIT_*      RWSPLIT settings: CONSISTENCY ("time"), STICKY_SECONDS (5),
+               CHECK_INTERVAL (1), CHECK_TIMEOUT (1), MAX_LAG_SECONDS (5),
+               READMIT_AFTER (3); the chaos tests set them (tests/chaos/)
 
 ``make demo`` starts that local cluster; see scripts/demo.sh.
 """
@@ -28,6 +32,7 @@ ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[:
 
 _cluster_port = env.int("RWSPLIT_CLUSTER_PORT", default=15432)
 _demo_db = env.str("RWSPLIT_DEMO_DB", default="rwsplit_demo")
+_conn_max_age = env.int("CONN_MAX_AGE", default=0)
 
 
 def _local_url(port: int) -> str:
@@ -37,6 +42,7 @@ def _local_url(port: int) -> str:
 def _database(url: str, *, replica: bool) -> dict[str, Any]:
     config: dict[str, Any] = env.db_url_config(url)
     config["OPTIONS"] = {"connect_timeout": 2, **config.get("OPTIONS", {})}
+    config.setdefault("CONN_MAX_AGE", _conn_max_age)
     if replica:
         # Django's PostgreSQL backend plus failover to another replica (or the
         # primary) when this replica cannot be reached.
@@ -71,7 +77,13 @@ RWSPLIT = {
     "REPLICAS": REPLICAS,
     # After a write, the client's reads stay on the primary this long.
     "STICKY_SECONDS": env.float("RWSPLIT_STICKY_SECONDS", default=5.0),
-    "CHECK_INTERVAL": 1.0,
+    # Health checks: every CHECK_INTERVAL seconds, each bounded by CHECK_TIMEOUT;
+    # a replica lagging more than MAX_LAG_SECONDS leaves rotation and returns
+    # after READMIT_AFTER good checks.
+    "CHECK_INTERVAL": env.float("RWSPLIT_CHECK_INTERVAL", default=1.0),
+    "CHECK_TIMEOUT": env.float("RWSPLIT_CHECK_TIMEOUT", default=1.0),
+    "MAX_LAG_SECONDS": env.float("RWSPLIT_MAX_LAG_SECONDS", default=5.0),
+    "READMIT_AFTER": env.int("RWSPLIT_READMIT_AFTER", default=3),
     # "time": the pin cookie sends the client's reads to the primary for
     # STICKY_SECONDS. "lsn": to any replica that has replayed its last write.
     "CONSISTENCY": env.str("RWSPLIT_CONSISTENCY", default="time"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 from django.test import Client, override_settings
@@ -42,7 +43,7 @@ urlpatterns = [
 ]
 
 
-def result(check):
+def result(check: Any) -> Any:
     """Run a check as HealthCheckView does; return its error (None: healthy)."""
     return asyncio.run(check.get_result()).error
 
@@ -57,11 +58,14 @@ def test_healthy_cluster_measured_without_a_running_monitor(cluster, monkeypatch
     assert registry.current() is None
     calls = []
     real = rwsplit_check.measure_now
-    monkeypatch.setattr(
-        rwsplit_check, "measure_now", lambda config: calls.append(1) or real(config)
-    )
+
+    def counted(config):
+        calls.append(config)
+        return real(config)
+
+    monkeypatch.setattr(rwsplit_check, "measure_now", counted)
     assert result(rwsplit_check.ReadWriteSplit()) is None
-    assert calls == [1]
+    assert calls == [conf.get_config()]
     assert registry.current() is None  # no monitor thread started for a check
     for check, options in rwsplit_check.checks():
         assert check == CHECK

@@ -9,7 +9,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import router, transaction
 from django.test import override_settings
 
-from django_rwsplit import metrics, observe, pin_primary, pinning
+from django_rwsplit import conf, metrics, observe, pin_primary, pinning
 from tests.conftest import wait_until
 from tests.testapp.models import Item
 
@@ -86,10 +86,10 @@ def test_an_existing_observer_keeps_receiving_events():
     seen: list[tuple[str, str | None]] = []
 
     class Mine:
-        def read(self, alias, reason):
+        def read(self, alias: str, reason: str | None) -> None:
             seen.append((alias, reason))
 
-        def pin(self, reason):
+        def pin(self, reason: str) -> None:
             seen.append(("pin", reason))
 
     mine = Mine()
@@ -97,6 +97,7 @@ def test_an_existing_observer_keeps_receiving_events():
     try:
         registry = prometheus_client.CollectorRegistry()
         metrics.install(registry)
+        assert observe.observer is not None
         observe.observer.read("replica1", None)
         observe.pin("cookie")
         assert seen == [("replica1", None), ("pin", "cookie")]
@@ -235,3 +236,22 @@ def test_ejection_fallback_and_readmission_are_counted(cluster, prom):
         timeout=15,
     )
     assert value(prom, "rwsplit_replica_in_rotation", alias="replica1") == 1
+
+
+@pytest.mark.skipif(
+    "METRICS" not in conf.DEFAULTS, reason="RWSPLIT['METRICS'] not in conf yet"
+)
+def test_metrics_setting_installs_at_start_up():
+    from django_rwsplit import apps
+
+    with override_settings(RWSPLIT={**FAST, "METRICS": False}):
+        apps._install_metrics()
+        assert observe.observer is None
+    with override_settings(RWSPLIT={**FAST, "METRICS": True}):
+        apps._install_metrics()
+        try:
+            assert isinstance(observe.observer, metrics.CountingObserver)
+            names = {m.name for m in prometheus_client.REGISTRY.collect()}
+            assert "rwsplit_reads" in names
+        finally:
+            metrics.uninstall()

@@ -29,6 +29,8 @@ pytestmark = [
 
 ROOT = Path(__file__).resolve().parent.parent
 SCREENSHOT = ROOT / "artifacts" / "status-page.png"
+# Elements without children here (SVG shapes) or without an end tag (void).
+LEAVES = frozenset({"circle", "polyline", "rect", "line", "text", "meta", "br"})
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 
 
@@ -118,13 +120,12 @@ class Elements(HTMLParser):
             "_parent_alias"
         )
         self.found.append((tag, attributes))
-        if tag not in ("circle", "polyline", "rect", "line", "text", "meta", "br"):
+        if tag not in LEAVES:
             self.stack.append(attributes)
 
     def handle_endtag(self, tag):
-        if tag not in ("circle", "polyline", "rect", "line", "text", "meta", "br"):
-            if self.stack:
-                self.stack.pop()
+        if tag not in LEAVES and self.stack:
+            self.stack.pop()
 
     def all(self, tag: str, **wanted: str) -> list[dict[str, str | None]]:
         def matches(attrs: dict[str, str | None]) -> bool:

@@ -90,9 +90,18 @@ def rotation() -> frozenset[str]:
     return registry.process_health(conf.get_config()).rotation.members
 
 
+def replica_error(alias: str) -> str:
+    snapshot = registry.snapshot()
+    status = snapshot.replica(alias) if snapshot else None
+    return (status.error if status else None) or ""
+
+
 def staff_client(cluster, **flags: bool) -> Client:
     """A client logged in as a user with ``flags`` (is_staff, is_active)."""
-    user = User.objects.create_user("someone", password="pw", **flags)
+    user = User.objects.create_user("someone", password="pw")
+    for flag, value in flags.items():
+        setattr(user, flag, value)
+    user.save()
     client = Client()
     client.force_login(user)
     cluster.wait_caught_up()  # the session and user are read from a replica
@@ -176,6 +185,19 @@ def test_misconfigured_rwsplit_reveals_nothing(cluster):
         assert Client().get("/rwsplit/status/data/").status_code == 404
 
 
+def test_misconfigured_rwsplit_is_critical_for_staff(rf):
+    from types import SimpleNamespace
+
+    from django_rwsplit import views
+
+    request = rf.get("/rwsplit/health/")
+    request.user = SimpleNamespace(is_authenticated=True, is_active=True, is_staff=True)
+    with override_settings(RWSPLIT={"REPLICAS": "oops"}):
+        response = views.health(request)
+    assert response.status_code == 503
+    assert json.loads(response.content)["status"] == "critical"
+
+
 # -- content ---------------------------------------------------------------------
 
 
@@ -186,7 +208,9 @@ def test_health_json_has_the_replica_health_shape_without_hosts(cluster):
         assert response.status_code == 200
         assert response["Content-Type"] == "application/json"
         document = response.json()
-        expected = as_json(registry.snapshot())
+        snapshot = registry.snapshot()
+        assert snapshot is not None
+        expected = as_json(snapshot)
         assert document.keys() == expected.keys()
         assert document["status"] == "ok"
         assert [r["alias"] for r in document["replicas"]] == ["replica1", "replica2"]
@@ -208,12 +232,7 @@ def test_status_codes_and_redacted_errors(cluster, show):
         client = Client(headers={"Authorization": f"Bearer {TOKEN}"})
         cluster.stop_replica("replica1")
         wait_until(lambda: "replica1" not in rotation(), timeout=5)
-        wait_until(
-            lambda: (
-                registry.snapshot().replica("replica1").error.startswith("unreachable")
-            ),
-            timeout=5,
-        )
+        wait_until(lambda: replica_error("replica1").startswith("unreachable"), 5)
         response = client.get("/rwsplit/health/")
         assert response.status_code == 200
         document = response.json()

@@ -20,7 +20,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -869,3 +869,24 @@ class LocalCluster:
             "RWSPLIT_CLUSTER_DIR": str(self.base_dir),
             "RWSPLIT_CLUSTER_PORT": str(self.primary.port),
         }
+
+
+@contextlib.contextmanager
+def running_cluster(port: int, replicas: int = 2) -> Iterator[LocalCluster]:
+    """
+    Yield a running cluster, and clean up what this call started.
+
+    The cluster named by ``RWSPLIT_CLUSTER_DIR`` is reused (and left running);
+    otherwise a throwaway one starts on ``port`` and is destroyed afterwards.
+    """
+    existing = LocalCluster.from_env()
+    if existing is not None:
+        existing.start()
+        yield existing
+        return
+    local = LocalCluster(primary_port=port, replicas=replicas)
+    try:
+        local.start()
+        yield local
+    finally:
+        local.destroy()

@@ -14,27 +14,18 @@ from collections.abc import Iterator
 
 import pytest
 
-from django_rwsplit.testing.cluster import ClusterError, LocalCluster
+from django_rwsplit.testing.cluster import ClusterError, LocalCluster, running_cluster
 
 
 @pytest.fixture(scope="session")
 def rwsplit_cluster() -> Iterator[LocalCluster]:
     """Return the running local cluster, starting it for this session if needed."""
+    port = int(os.environ.get("RWSPLIT_CLUSTER_PORT", "15432"))
     try:
-        existing = LocalCluster.from_env()
-        if existing is not None:
-            existing.start()
-            yield existing
-            return
-        port = int(os.environ.get("RWSPLIT_CLUSTER_PORT", "15432"))
-        cluster = LocalCluster(primary_port=port)
-        cluster.start()
+        with running_cluster(port) as cluster:
+            yield cluster
     except ClusterError as error:
         pytest.exit(f"Cannot start the local PostgreSQL cluster: {error}", 2)
-    try:
-        yield cluster
-    finally:
-        cluster.destroy()
 
 
 @pytest.fixture(scope="session")

@@ -7,18 +7,24 @@ talks to, which differs from the alias's settings when the replica backend
 failed over). Pages show the log as a table; ``/api/`` views summarise it.
 
 DatabaseUnavailableMiddleware turns "cannot reach the database" into a 503.
+
+Both work under WSGI and ASGI (with async views, the log is a context
+variable that the ORM's worker thread shares with the request's task).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.db import InterfaceError, OperationalError, connections
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.utils.deprecation import MiddlewareMixin
 from django.utils.html import escape
 
 from django_rwsplit.writes import is_write
@@ -78,8 +84,11 @@ def record_query(
         return execute(sql, params, many, context)
     finally:
         wrapper = context["connection"]
-        info = wrapper.connection.info if wrapper.connection is not None else None
-        host, port = (info.host, info.port) if info else ("?", None)
+        try:
+            info = wrapper.connection.info
+            host, port = info.host, info.port
+        except Exception:  # noqa: BLE001 - no connection, or it was closed
+            host, port = "?", None
         log.append(
             Query(
                 alias=wrapper.alias,
@@ -94,35 +103,56 @@ def record_query(
         )
 
 
+def install_query_log(
+    sender: object, connection: BaseDatabaseWrapper, **kwargs: Any
+) -> None:
+    """``connection_created`` receiver: add :func:`record_query` once.
+
+    Connections are per thread (and, under ASGI, the ORM of an async view runs
+    in a worker thread), so the wrapper is installed on each new connection,
+    outermost: it sees the server that finally answered, after any failover.
+    (Installed for good rather than with the execute_wrapper() context
+    manager, whose exit pops the *last* wrapper of the list.)
+    """
+    if record_query not in connection.execute_wrappers:
+        connection.execute_wrappers.insert(0, record_query)
+
+
 class QueryLogMiddleware:
     """Log each request's statements (see :func:`current_queries`)."""
 
-    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
-        self.get_response = get_response
+    sync_capable = True
+    async_capable = True
 
-    def __call__(self, request: HttpRequest) -> HttpResponse:
-        # Connections are per thread: make sure this thread's have the
-        # wrapper. (Installed for good rather than with the execute_wrapper()
-        # context manager, whose exit pops the *last* wrapper of the list.)
-        for alias in connections:
-            wrappers = connections[alias].execute_wrappers
-            if record_query not in wrappers:
-                wrappers.insert(0, record_query)
+    def __init__(
+        self,
+        get_response: Callable[[HttpRequest], HttpResponse]
+        | Callable[[HttpRequest], Awaitable[HttpResponse]],
+    ) -> None:
+        self.get_response = get_response
+        self.async_mode = iscoroutinefunction(get_response)
+        if self.async_mode:
+            markcoroutinefunction(self)
+
+    def __call__(self, request: HttpRequest) -> Any:
+        if self.async_mode:
+            return self.__acall__(request)
         token = _log.set([])
         try:
             return self.get_response(request)
         finally:
             _log.reset(token)
 
+    async def __acall__(self, request: HttpRequest) -> HttpResponse:
+        token = _log.set([])
+        try:
+            return await self.get_response(request)  # type: ignore [no-any-return, misc]
+        finally:
+            _log.reset(token)
 
-class DatabaseUnavailableMiddleware:
+
+class DatabaseUnavailableMiddleware(MiddlewareMixin):
     """Answer 503 Service Unavailable when the database cannot be reached."""
-
-    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
-        self.get_response = get_response
-
-    def __call__(self, request: HttpRequest) -> HttpResponse:
-        return self.get_response(request)
 
     def process_exception(
         self, request: HttpRequest, exception: Exception

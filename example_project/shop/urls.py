@@ -12,4 +12,6 @@ urlpatterns = [
     path("api/whoami/", views.api_whoami, name="api_whoami"),
     path("api/write/", views.api_write, name="api_write"),
     path("api/read/<int:pk>/", views.api_read, name="api_read"),
+    path("api/pin/", views.api_pin, name="api_pin"),
+    path("api/health/", views.api_health, name="api_health"),
 ]

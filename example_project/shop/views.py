@@ -8,17 +8,20 @@ each one went and why.
 
 from __future__ import annotations
 
+import asyncio
 import os
 from typing import Any
 
 from django.contrib import messages
+from django.core.handlers.asgi import ASGIRequest
 from django.db import transaction
 from django.db.models import F
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.csrf import csrf_exempt
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from django_rwsplit.health import registry
 from django_rwsplit.pinning import current_scope
 from example_project.shop.forms import OrderForm
 from example_project.shop.middleware import Query, current_queries
@@ -70,14 +73,17 @@ def order_detail(request: HttpRequest, pk: int) -> HttpResponse:
 # -- JSON API (used by tests and the chaos suite) ------------------------------
 
 
-def _routing() -> dict[str, Any]:
+def _routing(request: HttpRequest | None = None) -> dict[str, Any]:
     scope = current_scope()
-    return {
+    routing = {
         "pinned": scope.pinned if scope else None,
         "replica": scope.replica if scope else None,
         "wrote": scope.wrote if scope else False,
         "pid": os.getpid(),
     }
+    if request is not None:
+        routing["interface"] = "asgi" if isinstance(request, ASGIRequest) else "wsgi"
+    return routing
 
 
 def _last(write: bool) -> Query | None:
@@ -107,7 +113,7 @@ def api_write(request: HttpRequest) -> JsonResponse:
     query = _last(write=True)
     return JsonResponse(
         {
-            **_routing(),
+            **_routing(request),
             "id": note.pk,
             "alias": query.alias if query else None,
             "port": query.port if query else None,
@@ -123,10 +129,57 @@ def api_read(request: HttpRequest, pk: int) -> JsonResponse:
     query = _last(write=False)
     return JsonResponse(
         {
-            **_routing(),
+            **_routing(request),
             "id": pk,
             "visible": visible,
             "alias": query.alias if query else None,
             "port": query.port if query else None,
+        }
+    )
+
+
+MAX_HOLD_MS = 1000
+
+
+@csrf_exempt
+@require_http_methods(["GET", "POST"])
+async def api_pin(request: HttpRequest) -> JsonResponse:
+    """
+    Report this request's pin and the server its one read used (an async view).
+
+    A POST is pinned by its method, a client with a pin cookie by the cookie,
+    others not at all. ``?hold_ms=N`` (up to 1000) waits before the read, so
+    that many requests overlap on the event loop (ASGI) or on threads (WSGI).
+    """
+    scope = current_scope()
+    pinned_at_start = scope.pinned if scope else None
+    try:
+        hold_ms = float(request.GET.get("hold_ms", 0))
+    except ValueError:
+        hold_ms = 0.0
+    if 0 < hold_ms <= MAX_HOLD_MS:
+        await asyncio.sleep(hold_ms / 1000)
+    latest = await Note.objects.order_by("-pk").values_list("pk", flat=True).afirst()
+    query = _last(write=False)
+    return JsonResponse(
+        {
+            **_routing(request),
+            "pinned_at_start": pinned_at_start,
+            "method": request.method,
+            "latest_note": latest,
+            "alias": query.alias if query else None,
+            "port": query.port if query else None,
+        }
+    )
+
+
+@require_GET
+def api_health(request: HttpRequest) -> JsonResponse:
+    """This process's view of the replicas (``null`` before its first read)."""
+    snapshot = registry.snapshot()
+    return JsonResponse(
+        {
+            "pid": os.getpid(),
+            "health": snapshot.as_dict(show_endpoints=False) if snapshot else None,
         }
     )

@@ -1,0 +1,296 @@
+"""
+The example project under real servers: gunicorn (WSGI) and uvicorn (ASGI).
+
+Both run on loopback ports below 32768, against a dedicated database of a
+:class:`~django_rwsplit.testing.cluster.LocalCluster`, configured through the
+example's environment variables (see ``example_project/settings.py``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from django_rwsplit.testing.cluster import LocalCluster
+
+ROOT = Path(__file__).resolve().parents[2]
+PORTS = range(18200, 18300)
+START_TIMEOUT = 60.0
+STOP_TIMEOUT = 15.0
+
+
+@dataclass(frozen=True)
+class ChaosSettings:
+    """The example's RWSPLIT knobs for a chaos run (the issue's values)."""
+
+    database: str = "rwsplit_chaos"
+    consistency: str = "lsn"
+    check_interval: float = 0.5
+    check_timeout: float = 0.5
+    max_lag_seconds: float = 1.0
+    readmit_after: int = 2
+    sticky_seconds: float = 5.0
+    connect_timeout: float = 2.0  # the example's OPTIONS["connect_timeout"]
+    conn_max_age: int = 0
+    secret_key: str = "rwsplit-chaos-not-secret"
+
+    @property
+    def ejection_bound(self) -> float:
+        """Seconds after a fault by which every process has ejected the replica."""
+        return 3 * self.check_interval + self.check_timeout
+
+    @property
+    def readmit_window(self) -> float:
+        """Seconds after a heal by which a process readmits the replica (no slack)."""
+        return self.readmit_after * self.check_interval + self.check_timeout
+
+
+def example_env(cluster: LocalCluster, settings: ChaosSettings) -> dict[str, str]:
+    """The environment that points the example project at ``cluster``."""
+
+    def url(port: int) -> str:
+        return f"postgres://postgres@127.0.0.1:{port}/{settings.database}"
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    env.update(
+        {
+            # pytest-django exported the suite's settings module; replace it.
+            "DJANGO_SETTINGS_MODULE": "example_project.settings",
+            "DATABASE_URL": url(cluster.primary.port),
+            "REPLICA_URLS": ",".join(url(r.port) for r in cluster.replicas),
+            "DEBUG": "false",
+            "SECRET_KEY": settings.secret_key,
+            "CONN_MAX_AGE": str(settings.conn_max_age),
+            "RWSPLIT_CONSISTENCY": settings.consistency,
+            "RWSPLIT_CHECK_INTERVAL": str(settings.check_interval),
+            "RWSPLIT_CHECK_TIMEOUT": str(settings.check_timeout),
+            "RWSPLIT_MAX_LAG_SECONDS": str(settings.max_lag_seconds),
+            "RWSPLIT_READMIT_AFTER": str(settings.readmit_after),
+            "RWSPLIT_STICKY_SECONDS": str(settings.sticky_seconds),
+            "PYTHONUNBUFFERED": "1",
+            "PYTHONPATH": os.pathsep.join(
+                p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p
+            ),
+        }
+    )
+    return env
+
+
+def prepare_database(cluster: LocalCluster, settings: ChaosSettings) -> None:
+    """Create the run's database afresh, migrate it, wait for the replicas."""
+    name = settings.database
+    cluster.execute(cluster.primary, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    cluster.create_database(name)
+    done = subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"],
+        cwd=ROOT,
+        env=example_env(cluster, settings),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"migrate failed:\n{done.stdout}\n{done.stderr}")
+    cluster.wait_caught_up(timeout=60)
+
+
+def free_port(taken: Sequence[int] = ()) -> int:
+    """A port of :data:`PORTS` that nobody listens on (below the ephemeral range)."""
+    candidates = [p for p in PORTS if p not in taken]
+    random.shuffle(candidates)
+    for port in candidates:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {PORTS.start}-{PORTS.stop - 1}")
+
+
+@dataclass
+class Server:
+    """One running web server (its own process group)."""
+
+    name: str
+    port: int
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            text = self.log.read_text(errors="replace").splitlines()
+        except OSError:
+            return f"(no log at {self.log})"
+        return "\n".join(text[-lines:])
+
+    def stop(self) -> None:
+        """SIGTERM (graceful), then SIGKILL the group if it does not exit."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                # Its own process group (start_new_session): it and its workers.
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=STOP_TIMEOUT)
+
+
+def command(name: str, port: int, workers: int, threads: int) -> list[str]:
+    """The command line of server ``name`` ("wsgi" or "asgi")."""
+    if name == "wsgi":
+        return [
+            *(sys.executable, "-m", "gunicorn", "example_project.wsgi:application"),
+            *("--bind", f"127.0.0.1:{port}", "--workers", str(workers)),
+            *("--threads", str(threads), "--worker-class", "gthread"),
+            *("--timeout", "60", "--graceful-timeout", "5", "--log-level", "warning"),
+        ]
+    return [
+        *(sys.executable, "-m", "uvicorn", "example_project.asgi:application"),
+        *("--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)),
+        *("--lifespan", "off", "--no-access-log", "--log-level", "warning"),
+        *("--timeout-graceful-shutdown", "5"),
+    ]
+
+
+def start_server(
+    name: str,
+    env: dict[str, str],
+    log_dir: Path,
+    *,
+    workers: int = 2,
+    threads: int = 8,
+    taken: Sequence[int] = (),
+) -> Server:
+    """Start server ``name`` on a free port and wait until it answers."""
+    last = ""
+    for _ in range(3):  # another process may grab the port in between
+        port = free_port(taken)
+        log = log_dir / f"{name}-{port}.log"
+        with log.open("wb") as out:
+            process = subprocess.Popen(
+                command(name, port, workers, threads),
+                cwd=ROOT,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        server = Server(name, port, process, log)
+        try:
+            wait_answering(server)
+            return server
+        except RuntimeError as error:
+            server.stop()
+            last = str(error)
+    raise RuntimeError(last)
+
+
+def wait_answering(server: Server, timeout: float = START_TIMEOUT) -> None:
+    """Poll ``/api/health/`` until it answers 200 (fail early if it exits)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if server.process.poll() is not None:
+            raise RuntimeError(
+                f"{server.name} server exited ({server.process.returncode}):\n"
+                f"{server.log_tail()}"
+            )
+        try:
+            with urllib.request.urlopen(server.url + "/api/health/", timeout=2) as r:
+                if r.status == 200:
+                    return
+        except (OSError, urllib.error.HTTPError):
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(
+                f"{server.name} server did not answer in {timeout:g} s:\n"
+                f"{server.log_tail()}"
+            )
+        time.sleep(0.1)
+
+
+@contextmanager
+def running_servers(
+    cluster: LocalCluster,
+    settings: ChaosSettings,
+    log_dir: Path,
+    *,
+    workers: int = 2,
+    threads: int = 8,
+) -> Iterator[dict[str, Server]]:
+    """Run the example under gunicorn ("wsgi") and uvicorn ("asgi")."""
+    env = example_env(cluster, settings)
+    log_dir.mkdir(parents=True, exist_ok=True)
+    with ExitStack() as stack:
+        servers: dict[str, Server] = {}
+        for name in ("wsgi", "asgi"):
+            server = start_server(
+                name,
+                env,
+                log_dir,
+                workers=workers,
+                threads=threads,
+                taken=[s.port for s in servers.values()],
+            )
+            stack.callback(server.stop)
+            servers[name] = server
+        yield servers
+
+
+def get_json(url: str, timeout: float = 10.0) -> tuple[int, dict[str, Any]]:
+    """GET ``url``; return the status and the JSON body ({} if none)."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return response.status, json.loads(response.read() or b"{}")
+    except urllib.error.HTTPError as error:
+        try:
+            return error.code, json.loads(error.read() or b"{}")
+        except ValueError:
+            return error.code, {}
+
+
+def warm_up(
+    servers: dict[str, Server], replica_ports: Sequence[int], timeout: float = 30.0
+) -> dict[str, set[int]]:
+    """
+    Read until every server answered from replicas 20 times in a row.
+
+    Each process starts its health monitor on its first read; this makes sure
+    the processes that answer have replicas in rotation before faults start.
+    Returns the worker pids seen per server.
+    """
+    pids: dict[str, set[int]] = {}
+    for server in servers.values():
+        deadline = time.monotonic() + timeout
+        streak = 0
+        seen = pids.setdefault(server.name, set())
+        while streak < 20:
+            status, body = get_json(server.url + "/api/pin/")
+            seen.add(body.get("pid", 0))
+            streak = streak + 1 if body.get("port") in replica_ports else 0
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"{server.name}: reads never settled on replicas "
+                    f"(last: {status} {body}):\n{server.log_tail()}"
+                )
+            if not streak:
+                time.sleep(0.1)
+    return pids
