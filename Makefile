@@ -4,26 +4,28 @@
 #
 # make demo PORT=8001                        another web server port
 # RWSPLIT_CLUSTER_PORT=19432 make demo       another cluster port (19432-19434)
-# make test ARGS="-k pinning -x"             extra pytest arguments
-# make test TEST_CMD="nox -s tests --"       another test command
+# make test ARGS="-k pinning -x"             extra pytest arguments (every session)
+# make test-fast ARGS="-k pinning"           pytest in .venv only (no matrix)
 
 VENV     ?= .venv
 PYTHON   := $(VENV)/bin/python
 PORT     ?= 8000
 DEMO_DIR ?= $(or $(RWSPLIT_DEMO_DIR),.rwsplit-cluster)
 ARGS     ?=
-TEST_CMD ?= $(PYTHON) -m pytest
+# The whole matrix (lint + Django 5.2/Python 3.11 + Django 6.1/Python 3.12).
+TEST_CMD ?= $(VENV)/bin/nox $(if $(ARGS),-- $(ARGS))
 
 export VENV
 
 .DEFAULT_GOAL := help
-.PHONY: help bootstrap demo demo-down demo-status test lint typecheck
+.PHONY: help bootstrap demo demo-down demo-status test test-fast lint typecheck
 
 help:
 	@echo "make demo         run the example project (http://127.0.0.1:$(PORT)/)"
 	@echo "make demo-down    stop and delete the demo cluster in $(DEMO_DIR)"
 	@echo "make demo-status  show the demo cluster's nodes"
-	@echo "make test         run the test suite (ARGS=\"...\" for pytest)"
+	@echo "make test         run the whole test matrix with nox (ARGS=\"...\" for pytest)"
+	@echo "make test-fast    run the suite once, in $(VENV)"
 	@echo "make lint         ruff check + ruff format --check"
 	@echo "make typecheck    mypy"
 	@echo "make bootstrap    install PostgreSQL (if root) and $(VENV)"
@@ -56,8 +58,11 @@ test: bootstrap
 		echo "make test: reusing the running demo cluster in $(DEMO_DIR) (port $$port)"; \
 		export RWSPLIT_CLUSTER_DIR="$(abspath $(DEMO_DIR))" RWSPLIT_CLUSTER_PORT=$$port; \
 	fi; \
-	echo "$(TEST_CMD) $(ARGS)"; \
-	$(TEST_CMD) $(ARGS)
+	echo "$(TEST_CMD)"; \
+	$(TEST_CMD)
+
+test-fast:
+	@$(MAKE) --no-print-directory test TEST_CMD="$(PYTHON) -m pytest $(ARGS)"
 
 lint: bootstrap
 	$(PYTHON) -m ruff check .

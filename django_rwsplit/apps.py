@@ -37,6 +37,19 @@ def _settings_changed(setting: str, **kwargs: Any) -> None:
         registry.reset()
 
 
+def _install_metrics() -> None:
+    """Export Prometheus metrics when RWSPLIT["METRICS"] is on."""
+    from django_rwsplit import conf
+
+    # parse(), not get_config(): nothing is cached this early, and problems
+    # in the setting are left to the system checks.
+    config, _ = conf.parse(conf.raw_setting())
+    if config.metrics:
+        from django_rwsplit import metrics
+
+        metrics.install()
+
+
 class RwsplitConfig(AppConfig):
     name = "django_rwsplit"
     verbose_name = "Read/write split"
@@ -54,6 +67,7 @@ class RwsplitConfig(AppConfig):
             _install_write_detector, dispatch_uid="django_rwsplit"
         )
         registry.remember_database_names()
+        _install_metrics()
         if not _fork_hook_registered:
             os.register_at_fork(after_in_child=registry.reset_after_fork)
             _fork_hook_registered = True

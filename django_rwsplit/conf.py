@@ -26,6 +26,9 @@ DEFAULTS: dict[str, Any] = {
     "HEALTH_CACHE": None,
     "CONSISTENCY": "lsn",
     "CAUSAL_WAIT": 0,
+    "HEALTH_ENDPOINT_TOKEN": None,
+    "HEALTH_ENDPOINT_SHOW_HOSTS": False,
+    "METRICS": False,
 }
 FALLBACK_CHOICES = ("primary", "error")
 CONSISTENCY_CHOICES = ("lsn", "time")
@@ -59,6 +62,9 @@ class Config:
     health_cache: str | None = None
     consistency: str = "lsn"
     causal_wait: float = 0.0
+    health_endpoint_token: str | None = field(default=None, repr=False)
+    health_endpoint_show_hosts: bool = False
+    metrics: bool = False
     # True when every replica is a TEST MIRROR of the primary and
     # ROUTE_TEST_MIRRORS_TO_PRIMARY is on (see health.registry.mirrors_active).
     test_mirrors: bool = False
@@ -194,6 +200,24 @@ def _optional_alias(raw: Mapping[str, Any], problems: list[Problem]) -> str | No
     return value
 
 
+def _token(raw: Mapping[str, Any], problems: list[Problem]) -> str | None:
+    value = raw.get("HEALTH_ENDPOINT_TOKEN")
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        problems.append(
+            Problem(
+                "rwsplit.E014",
+                'RWSPLIT["HEALTH_ENDPOINT_TOKEN"] should be None or a non-empty '
+                f"string, not {type(value).__name__}.",
+                "Read it from the environment, e.g. "
+                'os.environ.get("RWSPLIT_HEALTH_TOKEN").',
+            )
+        )
+        return None
+    return value
+
+
 def test_mirror_of(alias: str) -> object:
     """Return the TEST["MIRROR"] of database ``alias`` (None when unset)."""
     options: Mapping[str, Any] = settings.DATABASES[alias]
@@ -292,6 +316,11 @@ def parse(raw: object) -> tuple[Config, list[Problem]]:
         health_cache=_optional_alias(raw, problems),
         consistency=_choice(raw, "CONSISTENCY", CONSISTENCY_CHOICES, problems),
         causal_wait=float(_number(raw, "CAUSAL_WAIT", problems)),
+        health_endpoint_token=_token(raw, problems),
+        health_endpoint_show_hosts=_boolean(
+            raw, "HEALTH_ENDPOINT_SHOW_HOSTS", problems
+        ),
+        metrics=_boolean(raw, "METRICS", problems),
         test_mirrors=route_mirrors
         and bool(replicas)
         and all(test_mirror_of(alias) == primary for alias in replicas),

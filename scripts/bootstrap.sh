@@ -75,6 +75,12 @@ if ! bindir=$(find_pg_bindir); then
     fi
 fi
 
+# -- 1b. Headless Chromium (the status page's browser test) ------------------
+if [[ $(id -u) -eq 0 ]]; then
+    scripts/install_chromium.sh >/dev/null ||
+        say "warning: could not install Chromium; the browser test will fail"
+fi
+
 # -- 2. Python ---------------------------------------------------------------
 command -v "$PYTHON" >/dev/null 2>&1 ||
     die 2 "$PYTHON not found; install Python 3.11 or newer (or set PYTHON=...)"

@@ -57,6 +57,10 @@ def test_absent_setting_passes(settings):
         ({**OK, "FALLBACK": "replica"}, ["rwsplit.E011"]),
         ({**OK, "CONSISTENCY": "strong"}, ["rwsplit.E012"]),
         ({**OK, "HEALTH_CACHE": "nope"}, ["rwsplit.E013"]),
+        ({**OK, "HEALTH_ENDPOINT_TOKEN": ""}, ["rwsplit.E014"]),
+        ({**OK, "HEALTH_ENDPOINT_TOKEN": 1234}, ["rwsplit.E014"]),
+        ({**OK, "HEALTH_ENDPOINT_SHOW_HOSTS": 1}, ["rwsplit.E009"]),
+        ({**OK, "METRICS": "on"}, ["rwsplit.E009"]),
     ],
 )
 def test_each_bad_setting_has_its_id(rwsplit, expected):

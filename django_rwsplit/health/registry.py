@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from django.db import connections
 
-from django_rwsplit import inflight, observe, signals
+from django_rwsplit import history, inflight, observe, signals
 from django_rwsplit.balancing import Rotation
 from django_rwsplit.conf import Config
 from django_rwsplit.exceptions import NoReplicaAvailable
@@ -55,6 +55,7 @@ class ProcessHealth:
     ) -> None:
         was_down = self.config.replicas and not self.tracker.rotation.members
         transitions = self.tracker.apply(primary, readings)
+        history.record(self.tracker.snapshot())
         self._announce(transitions)
         for reading in readings:
             if not reading.reachable and (reading.error or "").startswith("timeout"):
@@ -150,6 +151,7 @@ def reset() -> None:
         if _current is not None:
             _current.stop()
         _current = None
+    history.clear()
 
 
 def reset_after_fork() -> None:

@@ -1,0 +1,175 @@
+"""
+Chaos: the example project under gunicorn and uvicorn, faults injected under load.
+
+A CI-sized run of :mod:`tests.chaos.scenario` (``benchmarks/chaos.py`` runs a
+longer one): the suite's cluster, a dedicated database, both servers, a load
+generator in its own process, and one phase per fault. The per-phase table
+is printed (``pytest -s``) and written to ``artifacts/chaos.md``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.db import connections, router
+from django.test import Client, override_settings
+
+from django_rwsplit import conf
+from django_rwsplit.health import registry
+from django_rwsplit.testing.cluster import ClusterError, LocalCluster
+from tests.chaos.scenario import (
+    concurrent_pins,
+    report,
+    run_scenario,
+    violations,
+    write_artifact,
+)
+from tests.chaos.servers import (
+    ChaosSettings,
+    Server,
+    prepare_database,
+    running_servers,
+    warm_up,
+)
+from tests.conftest import wait_until
+from tests.testapp.models import Item
+
+pytestmark = pytest.mark.cluster
+
+PHASE_SECONDS = 5.0
+CLIENTS = 6
+THINK_MS = 25.0
+
+
+@dataclass
+class Deployment:
+    """The example project served twice, against the suite's cluster."""
+
+    cluster: LocalCluster
+    settings: ChaosSettings
+    servers: dict[str, Server]
+    workdir: Path
+
+    @property
+    def urls(self) -> dict[str, str]:
+        return {name: server.url for name, server in self.servers.items()}
+
+    @property
+    def ports(self) -> dict[str, int]:
+        return {node.name: node.port for node in self.cluster.nodes}
+
+    def logs(self) -> str:
+        return "\n".join(
+            f"--- {s.name} ({s.log}) ---\n{s.log_tail()}" for s in self.servers.values()
+        )
+
+
+@pytest.fixture(scope="module")
+def deployment(
+    rwsplit_cluster: LocalCluster, tmp_path_factory: Any
+) -> Iterator[Deployment]:
+    settings = ChaosSettings()
+    prepare_database(rwsplit_cluster, settings)
+    workdir = tmp_path_factory.mktemp("chaos")
+    try:
+        with running_servers(rwsplit_cluster, settings, workdir / "logs") as servers:
+            warm_up(servers, [r.port for r in rwsplit_cluster.replicas])
+            yield Deployment(rwsplit_cluster, settings, servers, workdir)
+    finally:
+        with contextlib.suppress(ClusterError):
+            rwsplit_cluster.execute(
+                rwsplit_cluster.primary,
+                f'DROP DATABASE IF EXISTS "{settings.database}" WITH (FORCE)',
+            )
+
+
+def test_concurrent_requests_never_show_another_clients_pin(
+    deployment: Deployment,
+) -> None:
+    """200 overlapping requests, on threads (WSGI) and tasks (ASGI)."""
+    seen, problems = concurrent_pins(
+        deployment.urls, deployment.settings, deployment.ports, count=200
+    )
+    assert sum(seen.values()) == 200
+    assert all(n >= 30 for n in seen.values()), seen
+    assert not problems, (
+        f"{len(problems)} of 200 responses show a pin other than their own:\n"
+        + "\n".join(problems[:10])
+    )
+
+
+def test_faults_under_load(deployment: Deployment) -> None:
+    started = time.monotonic()
+    run = run_scenario(
+        deployment.cluster,
+        deployment.urls,
+        deployment.workdir / "run",
+        settings=deployment.settings,
+        phase_seconds=PHASE_SECONDS,
+        clients=CLIENTS,
+        think_ms=THINK_MS,
+    )
+    problems = violations(run)
+    text = report(run, problems)
+    path = write_artifact(text)
+    print(f"\n{text}\n(chaos run: {time.monotonic() - started:.1f} s; {path})")
+    assert not problems, (
+        "chaos run broke the pass criteria:\n"
+        + "\n".join(f"- {p}" for p in problems)
+        + f"\n\n{text}\n{deployment.logs()}"
+    )
+
+
+# Reads follow the token; the paused replica stays in rotation (lag bound far
+# away) and rounds run only when the test takes one.
+SLOW_CHECKS = {
+    "REPLICAS": ["replica1", "replica2"],
+    "ROUTE_TEST_MIRRORS_TO_PRIMARY": False,
+    "CONSISTENCY": "lsn",
+    "MAX_LAG_SECONDS": 60.0,
+    "CHECK_INTERVAL": 60.0,
+    "CHECK_TIMEOUT": 1.0,
+}
+
+
+@pytest.mark.django_db(transaction=True, databases="__all__")
+@override_settings(RWSPLIT=SLOW_CHECKS)
+def test_failover_of_a_token_read_keeps_read_your_writes(
+    cluster: LocalCluster, ports: dict[str, int]
+) -> None:
+    """
+    A read-your-writes read whose replica just died must not fail over to a
+    replica behind the client's token (guarantee 5, under a replica stop).
+    """
+    router.db_for_read(Item)
+    state = registry.process_health(conf.get_config())
+    wait_until(lambda: state.rotation.members == {"replica1", "replica2"}, timeout=10)
+    cluster.pause_replay("replica1")
+    client = Client()
+    item_id = client.get("/create/", {"name": "before-failover"}).json()["id"]
+    cluster.wait_caught_up("replica2")
+    state.monitor.run_round()  # after the write: replica2 has it, replica1 not
+    replica1 = state.tracker.status("replica1")
+    replica2 = state.tracker.status("replica2")
+    assert replica1 is not None and replica1.in_rotation
+    assert replica2 is not None and replica2.in_rotation
+    cluster.stop_replica("replica2")  # dies before the monitor's next round
+    connections.close_all()
+
+    body = client.get(f"/item/{item_id}/").json()
+
+    assert body["visible"], (
+        "LIBRARY BUG (django_rwsplit.backends.postgresql): a read carrying a "
+        "read-your-writes token was routed to replica2 (the health snapshot "
+        "showed it had replayed the token); replica2 refused the connection and "
+        "the backend failed over to any replica in rotation, replica1 (port "
+        f"{body['port']}, replay paused before the write), so the client did not "
+        "see its own write. The failover target must have reached the scope's "
+        "min_lsn (or be the primary)."
+    )
