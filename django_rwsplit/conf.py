@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +30,16 @@ DEFAULTS: dict[str, Any] = {
     "HEALTH_ENDPOINT_TOKEN": None,
     "HEALTH_ENDPOINT_SHOW_HOSTS": False,
     "METRICS": False,
+}
+# Upper bounds keep every number usable as a timeout, a cookie age or a date.
+MAXIMUMS: dict[str, float] = {
+    "STICKY_SECONDS": 86_400,
+    "MAX_LAG_SECONDS": 86_400,
+    "MAX_LAG_BYTES": 2**62,
+    "CHECK_INTERVAL": 3_600,
+    "CHECK_TIMEOUT": 600,
+    "READMIT_AFTER": 1_000_000,
+    "CAUSAL_WAIT": 60_000,
 }
 FALLBACK_CHOICES = ("primary", "error")
 CONSISTENCY_CHOICES = ("lsn", "time")
@@ -89,14 +100,22 @@ def _number(
         return None
     kinds = (int,) if integer else (int, float)
     bad_type = isinstance(value, bool) or not isinstance(value, kinds)
-    if bad_type or value < 0 or (positive and value == 0):
+    maximum = MAXIMUMS[key]
+    if (
+        bad_type
+        or not math.isfinite(value)
+        or value < 0
+        or value > maximum
+        or (positive and value == 0)
+    ):
         wanted = "an integer" if integer else "a number"
         sign = "greater than zero" if positive else "zero or more"
         none = " or None" if nullable else ""
         problems.append(
             Problem(
                 "rwsplit.E008",
-                f'RWSPLIT["{key}"] should be {wanted} {sign}{none}, not {value!r}.',
+                f'RWSPLIT["{key}"] should be {wanted} {sign} and at most '
+                f"{maximum:g}{none}, not {value!r}.",
                 f"The default is {DEFAULTS[key]!r}.",
             )
         )

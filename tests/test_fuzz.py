@@ -54,8 +54,19 @@ urlpatterns = [path("state/", pin_state)]
 
 # -- strategies ----------------------------------------------------------------
 
+
+def on_the_wire(text: str) -> str:
+    """``text`` sent as UTF-8, as a WSGI server passes it on (PEP 3333: latin-1)."""
+    return text.encode("utf-8", "surrogatepass").decode("latin-1")
+
+
+def as_django_reads(header: str) -> str:
+    """The header as Django decodes it from the WSGI environ."""
+    return header.encode("latin-1").decode("utf-8", "replace")
+
+
 latin1 = st.binary(max_size=300).map(lambda b: b.decode("latin-1"))
-any_text = st.text(max_size=300)
+any_text = st.text(max_size=300).map(on_the_wire)
 long_values = st.integers(0, 20_000).map(lambda n: "A" * n)
 
 
@@ -66,7 +77,7 @@ def mutated_tokens(draw: st.DrawFn) -> str:
     token = consistency.encode(lsn)
     at = draw(st.integers(0, len(token)))
     how = draw(st.sampled_from(["truncate", "replace", "insert", "append"]))
-    piece = draw(st.text(max_size=8))
+    piece = on_the_wire(draw(st.text(max_size=8)))
     if how == "truncate":
         return token[:at]
     if how == "replace":
@@ -88,7 +99,7 @@ def cookie_headers(draw: st.DrawFn) -> str:
         st.lists(
             st.tuples(
                 st.sampled_from([COOKIE, "csrftoken", "sessionid", " rwsplit_pin"])
-                | st.text(max_size=10),
+                | st.text(max_size=10).map(on_the_wire),
                 cookie_values,
             ),
             min_size=1,
@@ -154,7 +165,8 @@ near_valid = st.fixed_dictionaries(
 
 def expected_scope(raw: str) -> tuple[str | None, int | None]:
     """The pin and position the middleware should take from ``raw``."""
-    token = consistency.decode(parse_cookie(raw).get(COOKIE), conf.get_config())
+    value = parse_cookie(as_django_reads(raw)).get(COOKIE)
+    token = consistency.decode(value, conf.get_config())
     if token is None:
         return None, None
     if token.lsn is None or conf.get_config().consistency != "lsn":
@@ -185,7 +197,7 @@ def test_any_cookie_header_is_served_and_honoured_only_if_valid(raw: str) -> Non
 @given(raw=latin1 | any_text | long_values)
 def test_garbage_pin_cookie_is_ignored(raw: str) -> None:
     with override_settings(ROOT_URLCONF=__name__, RWSPLIT=BASE):
-        assert consistency.decode(raw, conf.get_config()) is None
+        assert consistency.decode(as_django_reads(raw), conf.get_config()) is None
         body = served(f"{COOKIE}={raw}")
         assert body["pinned"] is None and body["min_lsn"] is None
 
@@ -205,7 +217,7 @@ def test_a_valid_cookie_is_honoured() -> None:
     | st.integers()
     | st.floats()
     | st.binary(max_size=250)
-    | any_text
+    | st.text(max_size=300)
     | st.lists(st.text(max_size=5), max_size=3)
     | mutated_tokens(),
     sticky=st.floats(0.001, 1e6),
@@ -266,6 +278,7 @@ def test_settings_the_checks_accept_serve_requests(
             ("carrying a pin cookie", "/state/", f"{name}={cookie}"),
             ("that writes", "/state/?write=1", ""),
         ):
+            status: int | str
             try:
                 status = Client().get(url, HTTP_COOKIE=header).status_code
             except Exception as error:  # noqa: BLE001 - reported below
@@ -273,6 +286,6 @@ def test_settings_the_checks_accept_serve_requests(
             assert status == 200, (
                 f"LIBRARY BUG (django_rwsplit.conf): RWSPLIT={rwsplit!r} passes the "
                 f"system checks, but a request {what} fails: {status}. Number "
-                "settings must be finite and small enough for timedelta, "
-                "math.ceil() and threading waits (rwsplit.E008 otherwise)."
+                "settings must be finite and bounded (timedelta, math.ceil(), "
+                "cookie expiry dates, threading waits), else rwsplit.E008."
             )

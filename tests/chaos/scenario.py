@@ -263,11 +263,13 @@ def first_back(run: Run, phase: Phase) -> float | None:
     return min(ends) - phase.t1 if ends else None
 
 
-def last_served(run: Run, phase: Phase, records: Iterable[Mapping[str, Any]]) -> float:
-    """Seconds after the fault until the last response from the faulted node."""
+def last_served(
+    run: Run, phase: Phase, records: Iterable[Mapping[str, Any]]
+) -> float | None:
+    """Seconds from the end of the injection to the faulted node's last answer."""
     port = run.ports[phase.step.node or "primary"]
     ends = [r["t1"] for r in records if r["port"] == port and r["t0"] >= phase.t0]
-    return max(ends) - phase.t1 if ends else 0.0
+    return max(ends) - phase.t1 if ends else None
 
 
 def violations(run: Run) -> list[str]:
@@ -432,7 +434,8 @@ def observation(run: Run, phase: Phase, records: Sequence[Mapping[str, Any]]) ->
         back = first_back(run, phase)
         return f"{node} back after {back:.2f} s" if back is not None else "never back"
     if kind in ("pause", "stop", "freeze"):
-        return f"{node} last served +{last_served(run, phase, records):.2f} s"
+        last = last_served(run, phase, records)
+        return f"{node} last served {last:+.2f} s" if last is not None else ""
     if kind == "primary_stop":
         writes = [r for r in records if r["kind"] == "write" and r["t0"] >= phase.t1]
         slowest = max((latency(r) for r in writes), default=0.0)

@@ -24,7 +24,7 @@ from django.db import connections
 from django.db.backends.postgresql import base
 from django.db.utils import InterfaceError, OperationalError
 
-from django_rwsplit import conf, inflight
+from django_rwsplit import conf, inflight, pinning
 from django_rwsplit.exceptions import PrimaryUnavailable
 from django_rwsplit.health import registry
 
@@ -50,6 +50,29 @@ def retry_elsewhere(
     finally:
         inflight.leave(alias, wrapper)
     return execute(sql, params, many, context)
+
+
+def substitute_for_read(state: registry.ProcessHealth) -> str:
+    """
+    Return where a read meant for an unreachable replica should go.
+
+    Another replica in rotation, provided it has replayed the position the
+    current scope must read after (read-your-writes), else the primary.
+    """
+    scope = pinning.current_scope()
+    min_lsn = scope.min_lsn if scope is not None else None
+    for _ in range(len(state.tracker.rotation.members)):
+        alias = state.tracker.rotation.pick()
+        if alias is None:
+            break
+        status = state.tracker.status(alias)
+        if not min_lsn or (
+            status is not None
+            and status.replay_lsn is not None
+            and status.replay_lsn >= min_lsn
+        ):
+            return alias
+    return state.config.primary
 
 
 class DatabaseWrapper(base.DatabaseWrapper):
@@ -123,8 +146,7 @@ class DatabaseWrapper(base.DatabaseWrapper):
             return None
         if not state.tracker.unreachable(self.alias):
             return None
-        alias = state.tracker.rotation.pick()
-        return alias if alias is not None else state.config.primary
+        return substitute_for_read(state)
 
     def _failover_target(self, error: BaseException) -> str | None:
         """Eject this replica and return the alias to connect to instead."""
@@ -138,7 +160,4 @@ class DatabaseWrapper(base.DatabaseWrapper):
             return None
         registry.report_unreachable(self.alias, error)
         state = registry.current()
-        alias = state.tracker.rotation.pick() if state is not None else None
-        if alias is None or alias == self.alias:
-            return config.primary
-        return alias
+        return config.primary if state is None else substitute_for_read(state)

@@ -1,0 +1,98 @@
+"""
+Chaos under load, longer and larger than the suite's run (tests/test_chaos.py).
+
+    python benchmarks/chaos.py [--phase-seconds 20] [--clients 32] [--think-ms 10]
+
+The example project runs under gunicorn (WSGI) and uvicorn (ASGI) against a
+local primary + 2 replicas (started on port 19432, or the cluster named by
+RWSPLIT_CLUSTER_DIR), while a load generator in its own process mixes plain
+reads with write-then-read sessions. Each phase injects one fault: replica1's
+replay paused and resumed, replica2 stopped hard and restarted, replica1
+frozen and thawed, the primary stopped and restarted. Prints the per-phase
+table as Markdown (also written to artifacts/chaos-benchmark.md) and exits
+with status 1 if a pass criterion was broken.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from _setup import cluster
+
+from tests.chaos.scenario import (
+    concurrent_pins,
+    report,
+    run_scenario,
+    violations,
+    write_artifact,
+)
+from tests.chaos.servers import (
+    ChaosSettings,
+    prepare_database,
+    running_servers,
+    warm_up,
+)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--phase-seconds", type=float, default=20.0)
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--think-ms", type=float, default=10.0)
+    parser.add_argument("--max-requests", type=int, default=1_000_000)
+    parser.add_argument("--workers", type=int, default=2, help="per server")
+    parser.add_argument("--threads", type=int, default=8, help="per gunicorn worker")
+    parser.add_argument("--concurrent", type=int, default=200, help="pin check size")
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args()
+
+    settings = ChaosSettings()
+    started = time.monotonic()
+    with cluster() as local, tempfile.TemporaryDirectory(prefix="chaos-") as tmp:
+        workdir = Path(tmp)
+        prepare_database(local, settings)
+        with running_servers(
+            local,
+            settings,
+            workdir / "logs",
+            workers=args.workers,
+            threads=args.threads,
+        ) as servers:
+            warm_up(servers, [r.port for r in local.replicas])
+            urls = {name: server.url for name, server in servers.items()}
+            ports = {node.name: node.port for node in local.nodes}
+            seen, pin_problems = concurrent_pins(
+                urls, settings, ports, count=args.concurrent
+            )
+            run = run_scenario(
+                local,
+                urls,
+                workdir / "run",
+                settings=settings,
+                phase_seconds=args.phase_seconds,
+                clients=args.clients,
+                think_ms=args.think_ms,
+                max_requests=args.max_requests,
+                seed=args.seed,
+            )
+    problems = violations(run) + [f"concurrent pins: {p}" for p in pin_problems]
+    text = report(run, problems)
+    text += (
+        f"\n{sum(seen.values())} concurrent requests (pinned by POST, by a cookie, "
+        f"and unpinned, on both servers): {len(pin_problems)} showed another "
+        f"client's pin.\n\nTotal {time.monotonic() - started:.0f} s.\n"
+    )
+    path = write_artifact(text, "chaos-benchmark.md")
+    print(text)
+    print(f"(written to {path})")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
