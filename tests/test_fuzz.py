@@ -9,9 +9,12 @@ the checks accept serves requests. No database is needed.
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from django.core import signing
@@ -50,6 +53,17 @@ def pin_state(request: HttpRequest) -> JsonResponse:
 
 
 urlpatterns = [path("state/", pin_state)]
+
+
+@contextmanager
+def quiet_request_log() -> Iterator[None]:
+    """Keep failing examples from printing a traceback each (the test reports)."""
+    logger = logging.getLogger("django.request")
+    disabled, logger.disabled = logger.disabled, True
+    try:
+        yield
+    finally:
+        logger.disabled = disabled
 
 
 # -- strategies ----------------------------------------------------------------
@@ -270,7 +284,7 @@ def test_settings_the_checks_accept_serve_requests(
     extra: dict[str, Any], cookie: str
 ) -> None:
     rwsplit = {**BASE, **extra}
-    with override_settings(ROOT_URLCONF=__name__, RWSPLIT=rwsplit):
+    with override_settings(ROOT_URLCONF=__name__, RWSPLIT=rwsplit), quiet_request_log():
         if checks.check_settings():
             return  # reported: the project does not start
         name = conf.get_config().cookie_name

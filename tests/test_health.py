@@ -6,6 +6,7 @@ import os
 import threading
 import time
 from collections import Counter
+from dataclasses import replace
 
 import pytest
 from django.db import connections, router
@@ -341,3 +342,28 @@ def test_query_in_flight_on_a_frozen_replica_is_released_and_retried(cluster, po
     assert outcome["port"] in (ports["replica2"], ports["default"])
     # Released after one round found it hung, then retried (1 s of sleep again).
     assert outcome["elapsed"] < 1 + 2 * (INTERVAL + TIMEOUT) + 1 + 1
+
+
+def test_shared_rounds_fall_back_to_local_measuring_when_the_measurer_stops():
+    """The election logic, on the real Redis: stale shared rounds are not trusted."""
+    from django.core.cache import caches
+
+    caches["redis"].delete_many([SharedRounds.LOCK_KEY, SharedRounds.ROUND_KEY])
+    interval = 0.1
+    leader, follower = SharedRounds("redis", interval), SharedRounds("redis", interval)
+    from tests.test_tracker import primary
+
+    def measured_by(name: str):
+        return lambda: (replace(primary(time.time(), 1), endpoint=name), [])
+
+    leader.get(measured_by("leader"))
+    assert leader.measured == 1
+    (got, _), _ = follower.get(measured_by("follower"))
+    assert (follower.borrowed, follower.measured) == (1, 0)
+    assert got.endpoint == "leader"
+    # The leader stops (dies) while still holding the lock for lock_ttl seconds;
+    # once its round is older than three intervals the follower measures itself.
+    stale_after = time.monotonic() + 3 * interval
+    wait_until(lambda: time.monotonic() > stale_after, timeout=1)
+    (got, _), _ = follower.get(measured_by("follower"))
+    assert follower.measured == 1 and got.endpoint == "follower"

@@ -204,8 +204,22 @@ def start_server(
     raise RuntimeError(last)
 
 
+def parent_pid(pid: int) -> int | None:
+    """The parent of process ``pid`` (None if it is gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat[stat.rfind(")") + 2 :].split()[1])
+
+
 def wait_answering(server: Server, timeout: float = START_TIMEOUT) -> None:
-    """Poll ``/api/health/`` until it answers 200 (fail early if it exits)."""
+    """
+    Poll ``/api/health/`` until one of the server's workers answers.
+
+    Fails early if the server exits, or if another process answers on its
+    port (another test run took the port first).
+    """
     deadline = time.monotonic() + timeout
     while True:
         if server.process.poll() is not None:
@@ -213,12 +227,12 @@ def wait_answering(server: Server, timeout: float = START_TIMEOUT) -> None:
                 f"{server.name} server exited ({server.process.returncode}):\n"
                 f"{server.log_tail()}"
             )
-        try:
-            with urllib.request.urlopen(server.url + "/api/health/", timeout=2) as r:
-                if r.status == 200:
-                    return
-        except (OSError, urllib.error.HTTPError):
-            pass
+        status, body = get_json(server.url + "/api/health/", timeout=2)
+        if status == 200:
+            pid = body.get("pid")
+            if isinstance(pid, int) and server.process.pid in (pid, parent_pid(pid)):
+                return
+            raise RuntimeError(f"another process answers on port {server.port}")
         if time.monotonic() > deadline:
             raise RuntimeError(
                 f"{server.name} server did not answer in {timeout:g} s:\n"
@@ -256,15 +270,19 @@ def running_servers(
 
 
 def get_json(url: str, timeout: float = 10.0) -> tuple[int, dict[str, Any]]:
-    """GET ``url``; return the status and the JSON body ({} if none)."""
+    """GET ``url``; return the status (0: no answer) and the JSON body ({} if none)."""
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:
-            return response.status, json.loads(response.read() or b"{}")
+            status, payload = response.status, response.read()
     except urllib.error.HTTPError as error:
-        try:
-            return error.code, json.loads(error.read() or b"{}")
-        except ValueError:
-            return error.code, {}
+        status, payload = error.code, error.read()
+    except OSError:
+        return 0, {}
+    try:
+        body = json.loads(payload or b"{}")
+    except ValueError:
+        body = {}
+    return status, body if isinstance(body, dict) else {}
 
 
 def warm_up(

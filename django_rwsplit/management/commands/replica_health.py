@@ -170,7 +170,8 @@ class Command(BaseCommand):
         "one quick extra round is taken before printing, to measure its lag in "
         "seconds. Exit status: 0 every replica in rotation; 1 some replica out "
         "of rotation; 2 primary unreachable or in recovery, no replica in "
-        "rotation, or RWSPLIT misconfigured."
+        "rotation, or RWSPLIT misconfigured; 3 interrupted before the first "
+        "check finished."
     )
     # Report a broken RWSPLIT as exit status 2 rather than failing the checks.
     requires_system_checks: list[str] = []
