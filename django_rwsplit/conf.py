@@ -103,7 +103,7 @@ def _number(
     maximum = MAXIMUMS[key]
     if (
         bad_type
-        or not math.isfinite(value)
+        or (isinstance(value, float) and not math.isfinite(value))
         or value < 0
         or value > maximum
         or (positive and value == 0)

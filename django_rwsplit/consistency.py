@@ -52,7 +52,10 @@ def format_lsn(value: int) -> str:
 def parse_lsn(text: str) -> int:
     """Return the integer of an LSN ``text``; raise ValueError when malformed."""
     high, low = text.split("/")
-    if not (0 < len(high) <= 8 and 0 < len(low) <= 8):
+    hex_digits = "0123456789abcdefABCDEF"
+    if not (0 < len(high) <= 8 and 0 < len(low) <= 8) or (
+        set(high + low) - set(hex_digits)
+    ):
         raise ValueError(text)
     return (int(high, 16) << 32) + int(low, 16)
 

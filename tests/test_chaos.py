@@ -5,6 +5,9 @@ A CI-sized run of :mod:`tests.chaos.scenario` (``benchmarks/chaos.py`` runs a
 longer one): the suite's cluster, a dedicated database, both servers, a load
 generator in its own process, and one phase per fault. The per-phase table
 is printed (``pytest -s``) and written to ``artifacts/chaos.md``.
+
+The last tests pin down, in process and deterministically, failover paths
+that broke read-your-writes while this suite was written.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from django.db import connections, router
 from django.test import Client, override_settings
 
 from django_rwsplit import conf
+from django_rwsplit.consistency import read_after
 from django_rwsplit.health import registry
 from django_rwsplit.testing.cluster import ClusterError, LocalCluster
 from tests.chaos.scenario import (
@@ -172,4 +176,56 @@ def test_failover_of_a_token_read_keeps_read_your_writes(
         f"{body['port']}, replay paused before the write), so the client did not "
         "see its own write. The failover target must have reached the scope's "
         "min_lsn (or be the primary)."
+    )
+
+
+@pytest.mark.django_db(transaction=True, databases="__all__")
+@override_settings(RWSPLIT={**SLOW_CHECKS, "READMIT_AFTER": 1})
+def test_a_substitute_connection_is_dropped_when_its_replica_returns(
+    cluster: LocalCluster, ports: dict[str, int]
+) -> None:
+    """
+    A connection opened to replica1 in place of dead replica2 must not go on
+    serving alias replica2 once replica2 is back in rotation: a token read
+    routed to replica2 (because replica2 has the position) would read replica1.
+    Outside requests (tasks with ``read_after``) connections outlive requests.
+    """
+    router.db_for_read(Item)
+    state = registry.process_health(conf.get_config())
+    wait_until(lambda: state.rotation.members == {"replica1", "replica2"}, timeout=10)
+    cluster.pause_replay("replica1")
+    client = Client()
+    item_id = client.get("/create/", {"name": "behind-replica1"}).json()["id"]
+    token = client.cookies["rwsplit_pin"].value
+    cluster.wait_caught_up("replica2")
+    cluster.stop_replica("replica2")
+    substitute = connections["replica2"]
+    substitute.close()
+    with substitute.cursor() as cursor:  # refused: replica1 serves alias replica2
+        cursor.execute("SELECT inet_server_port()")
+        assert cursor.fetchone()[0] == ports["replica1"]
+    cluster.start_replica("replica2")
+    cluster.wait_caught_up("replica2")
+    state.monitor.run_round()  # replica2 back (READMIT_AFTER 1), past the token
+    assert state.rotation.members == {"replica1", "replica2"}
+
+    with read_after(token):
+        alias = router.db_for_read(Item)
+        with connections[alias].cursor() as cursor:
+            cursor.execute(
+                "SELECT inet_server_port(), "
+                "EXISTS(SELECT 1 FROM testapp_item WHERE id = %s)",
+                [item_id],
+            )
+            port, visible = cursor.fetchone()
+    connections.close_all()
+
+    assert visible, (
+        "LIBRARY BUG (django_rwsplit.backends.postgresql): a token read was "
+        f"routed to {alias} (in rotation again, past the token), but that alias "
+        f"still used the substitute connection opened while it was down, to port "
+        f"{port} (replica1, replay paused before the write): the client did not "
+        "see its own write. Drop a substitute as soon as its replica is back in "
+        "rotation (DatabaseWrapper.ensure_connection), not only after "
+        "CHECK_INTERVAL."
     )

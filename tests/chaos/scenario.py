@@ -228,6 +228,20 @@ def run_scenario(
             heal(cluster)
     records = [json.loads(line) for line in records_path.read_text().splitlines()]
     summary = output.strip().splitlines()[-1] if output.strip() else "{}"
+    (out_dir / "phases.json").write_text(  # beside records.jsonl, for a post-mortem
+        json.dumps(
+            {
+                "started": started,
+                "ports": ports,
+                "phases": [
+                    {"name": p.name, "kind": p.step.kind, "node": p.step.node}
+                    | {"t0": p.t0, "t1": p.t1, "end": p.end}
+                    for p in phases
+                ],
+            },
+            indent=2,
+        )
+    )
     return Run(settings, ports, phases, records, started, json.loads(summary))
 
 
@@ -435,7 +449,9 @@ def observation(run: Run, phase: Phase, records: Sequence[Mapping[str, Any]]) ->
         return f"{node} back after {back:.2f} s" if back is not None else "never back"
     if kind in ("pause", "stop", "freeze"):
         last = last_served(run, phase, records)
-        return f"{node} last served {last:+.2f} s" if last is not None else ""
+        if last is None:
+            return f"{node} served nothing after the fault"
+        return f"{node} last served {last:+.2f} s"
     if kind == "primary_stop":
         writes = [r for r in records if r["kind"] == "write" and r["t0"] >= phase.t1]
         slowest = max((latency(r) for r in writes), default=0.0)

@@ -100,10 +100,19 @@ class DatabaseWrapper(base.DatabaseWrapper):
 
     def ensure_connection(self) -> None:
         until = self.substitute_until
-        if until is not None and time.monotonic() >= until and not self.in_atomic_block:
+        if (
+            until is not None
+            and not self.in_atomic_block
+            and (time.monotonic() >= until or self._back_in_rotation())
+        ):
             self.substitute_until = self.substitute_for = None
             self.close()
         super().ensure_connection()
+
+    def _back_in_rotation(self) -> bool:
+        """Return whether this replica, served by a substitute, is in rotation again."""
+        state = registry.current()
+        return state is not None and self.alias in state.tracker.rotation.members
 
     def get_new_connection(self, conn_params: dict[str, Any]) -> Any:
         self.substitute_for = self.substitute_until = None
