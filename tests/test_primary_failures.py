@@ -36,7 +36,7 @@ def primary_restarted(cluster):
 
 @override_settings(RWSPLIT=FAST)
 def test_primary_down_writes_fail_naming_it_and_reads_continue(
-    primary_restarted, ports
+    primary_restarted, ports, caplog
 ):
     cluster = primary_restarted
     router.db_for_read(Item)
@@ -49,6 +49,10 @@ def test_primary_down_writes_fail_naming_it_and_reads_continue(
     # Replicas were caught up with the last primary position: still serving.
     wait_until(lambda: not state.tracker.primary.reachable, timeout=5)
     assert registry.snapshot().status == "critical"
+    rounds = state.monitor.rounds
+    wait_until(lambda: state.monitor.rounds >= rounds + 3, timeout=10)
+    logged = [r for r in caplog.records if "is unreachable" in r.getMessage()]
+    assert len(logged) == 1, "the primary's failure is logged once, not per round"
     connections.close_all()
     assert server_port(router.db_for_read(Item)) in (
         ports["replica1"],

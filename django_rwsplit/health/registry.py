@@ -43,6 +43,7 @@ class ProcessHealth:
         )
         self.monitor = Monitor(config, databases, self._take_round)
         self.fallback_active = False
+        self.primary_problem: str | None = None
         self.pid = os.getpid()
 
     @property
@@ -53,24 +54,30 @@ class ProcessHealth:
     def _take_round(
         self, primary: PrimaryStatus, readings: Sequence[ReplicaReading]
     ) -> None:
-        was_down = self.config.replicas and not self.tracker.rotation.members
         transitions = self.tracker.apply(primary, readings)
         history.record(self.tracker.snapshot())
         self._announce(transitions)
         for reading in readings:
             if not reading.reachable and (reading.error or "").startswith("timeout"):
                 inflight.release(reading.alias)
-        if not primary.reachable or primary.in_recovery:
-            logger.error(
-                "Primary %r is %s.",
-                self.config.primary,
-                "unreachable" if not primary.reachable else "in recovery (read-only)",
-            )
-        down = not self.tracker.rotation.members
-        if down and (not was_down or self.monitor.rounds == 1):
-            self._fallback_changed(True)
-        elif was_down and not down and self.fallback_active:
-            self._fallback_changed(False)
+        self._primary_changed(primary)
+        self._fallback_changed(not self.tracker.rotation.members)
+
+    def _primary_changed(self, primary: PrimaryStatus) -> None:
+        problem = (
+            "unreachable"
+            if not primary.reachable
+            else "in recovery (read-only)"
+            if primary.in_recovery
+            else None
+        )
+        if problem == self.primary_problem:
+            return
+        self.primary_problem = problem
+        if problem is not None:
+            logger.error("Primary %r is %s.", self.config.primary, problem)
+        else:
+            logger.info("Primary %r is reachable again.", self.config.primary)
 
     def _fallback_changed(self, active: bool) -> None:
         if active == self.fallback_active:
@@ -113,7 +120,7 @@ class ProcessHealth:
                 self._fallback_changed(True)
 
     def start(self) -> None:
-        """Start the monitor and wait for its first round, at most CHECK_TIMEOUT."""
+        """Start the monitor; wait for its first round (two CHECK_TIMEOUTs at most)."""
         self.monitor.start()
         # A round is the primary, then the replicas in parallel: two timeouts.
         self.monitor.first_round.wait(2 * self.config.check_timeout + 0.5)
