@@ -15,7 +15,7 @@ from __future__ import annotations
 import hmac
 import re
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -219,35 +219,40 @@ def status_document(snapshot: HealthSnapshot, config: Config) -> dict[str, Any]:
 # -- views ------------------------------------------------------------------------
 
 
-@require_safe
-def health(request: HttpRequest) -> HttpResponse:
-    """JSON health of the primary and replicas; 503 when critical."""
+def _json(
+    request: HttpRequest,
+    document: Callable[[Config], tuple[dict[str, Any], int]],
+) -> HttpResponse:
+    """Answer a protected JSON view: access check, then ``document(config)``."""
     config = _config_or_none()
     denied = _denied(request, config)
     if denied is not None:
         return _refuse(denied)
     if config is None:
         return _misconfigured()
-    snapshot = current_snapshot(config)
-    response = JsonResponse(
-        health_document(snapshot, config), status=HTTP_STATUS[snapshot.status]
-    )
+    body, status = document(config)
+    response = JsonResponse(body, status=status)
     add_never_cache_headers(response)
     return response
+
+
+@require_safe
+def health(request: HttpRequest) -> HttpResponse:
+    """JSON health of the primary and replicas; 503 when critical."""
+
+    def document(config: Config) -> tuple[dict[str, Any], int]:
+        snapshot = current_snapshot(config)
+        return health_document(snapshot, config), HTTP_STATUS[snapshot.status]
+
+    return _json(request, document)
 
 
 @require_safe
 def status_data(request: HttpRequest) -> HttpResponse:
     """The status page's data: snapshot and the last minutes of lag samples."""
-    config = _config_or_none()
-    denied = _denied(request, config)
-    if denied is not None:
-        return _refuse(denied)
-    if config is None:
-        return _misconfigured()
-    response = JsonResponse(status_document(current_snapshot(config), config))
-    add_never_cache_headers(response)
-    return response
+    return _json(
+        request, lambda config: (status_document(current_snapshot(config), config), 200)
+    )
 
 
 def _login_redirect(request: HttpRequest) -> HttpResponse | None:
