@@ -8,7 +8,13 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from django_rwsplit.testing.cluster import ClusterError, LocalCluster
+try:
+    from django_rwsplit.testing.cluster import ClusterError, LocalCluster
+except ImportError as missing:  # psycopg is the one third-party need here
+    sys.exit(
+        f"python -m django_rwsplit.testing needs psycopg 3 ({missing}); "
+        "install it with: pip install 'psycopg[binary]'"
+    )
 
 DEFAULT_DIR = ".rwsplit-cluster"
 
