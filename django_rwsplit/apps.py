@@ -7,7 +7,6 @@ from typing import Any
 
 from django.apps import AppConfig
 from django.core import checks
-from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.signals import connection_created
@@ -20,11 +19,8 @@ def _install_write_detector(
 ) -> None:
     from django_rwsplit import conf, writes
 
-    try:
-        primary = conf.get_config().primary
-    except ImproperlyConfigured:
-        return
-    if connection.alias == primary:
+    config = conf.config_or_none()
+    if config is not None and connection.alias == config.primary:
         writes.install(connection)
 
 

@@ -363,6 +363,20 @@ def get_config() -> Config:
     return config
 
 
+def config_or_none() -> Config | None:
+    """
+    Return the parsed setting, or None while ``RWSPLIT`` is invalid.
+
+    For code that Django runs before or during its system checks (router
+    ``allow_migrate``, connection signals, health views): an invalid setting
+    must reach the user as check errors, not as an exception from there.
+    """
+    try:
+        return _cached or get_config()
+    except ImproperlyConfigured:
+        return None
+
+
 def clear_cache(**kwargs: object) -> None:
     """Forget the parsed setting; connected to Django's ``setting_changed``."""
     global _cached

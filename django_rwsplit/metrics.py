@@ -171,10 +171,7 @@ class RwsplitCollector:
 
         from django_rwsplit.health import registry
 
-        try:
-            config: conf.Config | None = conf.get_config()
-        except ImproperlyConfigured:
-            config = None
+        config = conf.config_or_none()
         primary = config.primary if config else None
         replicas = list(config.replicas) if config else []
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from django.core.exceptions import ImproperlyConfigured
 from django.db import connections
 from django.db.backends.base.base import BaseDatabaseWrapper
 
@@ -38,14 +37,6 @@ _choose_replica = registry.choose_replica
 def forget_primary_connection() -> None:
     """Drop the remembered primary wrapper of the calling thread."""
     _primary_connection.wrapper = None
-
-
-def primary_in_atomic(primary: str) -> bool:
-    """Return whether the primary connection of this thread is inside atomic()."""
-    wrapper = _primary_connection.wrapper
-    if wrapper is None or wrapper.alias != primary:
-        wrapper = _primary_connection.wrapper = connections[primary]
-    return wrapper.in_atomic_block
 
 
 class ReadWriteRouter:
@@ -88,7 +79,7 @@ class ReadWriteRouter:
         return (conf._cached or conf.get_config()).primary
 
     def allow_relation(self, obj1: Any, obj2: Any, **hints: Any) -> bool | None:
-        config = _config_or_none()
+        config = conf.config_or_none()
         if config is None:
             return None
         ours = {config.primary, *config.replicas}
@@ -97,20 +88,7 @@ class ReadWriteRouter:
         return None
 
     def allow_migrate(self, db: str, app_label: str, **hints: Any) -> bool | None:
-        config = _config_or_none()
+        config = conf.config_or_none()
         if config is not None and db in config.replicas:
             return False
-        return None
-
-
-def _config_or_none() -> conf.Config | None:
-    """
-    Return the config, or None while RWSPLIT is invalid.
-
-    Django's own system checks call ``allow_migrate``; an invalid setting must
-    reach the user as our check errors, not as an exception from the router.
-    """
-    try:
-        return conf._cached or conf.get_config()
-    except ImproperlyConfigured:
         return None

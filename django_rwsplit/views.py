@@ -20,7 +20,6 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from django.core.exceptions import ImproperlyConfigured
 from django.db import connections
 from django.http import (
     Http404,
@@ -36,7 +35,7 @@ from django.utils.http import urlencode
 from django.views.decorators.http import require_safe
 
 from django_rwsplit import history
-from django_rwsplit.conf import Config, get_config
+from django_rwsplit.conf import Config, config_or_none
 from django_rwsplit.health import registry
 from django_rwsplit.health.tracker import HealthSnapshot
 
@@ -113,13 +112,6 @@ def _forbidden() -> JsonResponse:
     response = JsonResponse({"error": "forbidden"}, status=403)
     add_never_cache_headers(response)
     return response
-
-
-def _config_or_none() -> Config | None:
-    try:
-        return get_config()
-    except ImproperlyConfigured:
-        return None
 
 
 def _misconfigured() -> JsonResponse:
@@ -224,7 +216,7 @@ def _json(
     document: Callable[[Config], tuple[dict[str, Any], int]],
 ) -> HttpResponse:
     """Answer a protected JSON view: access check, then ``document(config)``."""
-    config = _config_or_none()
+    config = config_or_none()
     denied = _denied(request, config)
     if denied is not None:
         return _refuse(denied)
@@ -289,7 +281,7 @@ def _data_url(request: HttpRequest) -> str:
 @require_safe
 def status(request: HttpRequest) -> HttpResponse:
     """Staff page: replica states, a lag chart, refreshed every CHECK_INTERVAL."""
-    config = _config_or_none()
+    config = config_or_none()
     if _denied(request, config) is not None:
         user = getattr(request, "user", None)
         anonymous = user is None or not user.is_authenticated

@@ -19,7 +19,6 @@ import time
 from typing import Any
 
 import psycopg
-from django.core.exceptions import ImproperlyConfigured
 from django.db import connections
 from django.db.backends.postgresql import base
 from django.db.utils import InterfaceError, OperationalError
@@ -93,10 +92,8 @@ class DatabaseWrapper(base.DatabaseWrapper):
         return broken and not named and not self.in_atomic_block and self._is_replica()
 
     def _is_replica(self) -> bool:
-        try:
-            return self.alias in conf.get_config().replicas
-        except ImproperlyConfigured:
-            return False
+        config = conf.config_or_none()
+        return config is not None and self.alias in config.replicas
 
     def ensure_connection(self) -> None:
         until = self.substitute_until
@@ -133,10 +130,8 @@ class DatabaseWrapper(base.DatabaseWrapper):
 
     def _raise_if_primary(self, error: BaseException) -> None:
         """Name the primary in the error when it cannot be reached."""
-        try:
-            primary = conf.get_config().primary
-        except ImproperlyConfigured:
-            return
+        config = conf.config_or_none()
+        primary = config.primary if config is not None else None
         if self.alias == primary:
             from django_rwsplit.health.pgwire import describe_endpoint
 
@@ -159,12 +154,11 @@ class DatabaseWrapper(base.DatabaseWrapper):
 
     def _failover_target(self, error: BaseException) -> str | None:
         """Eject this replica and return the alias to connect to instead."""
-        try:
-            config = conf.get_config()
-        except ImproperlyConfigured:
-            return None
-        if self.alias not in config.replicas or self.settings_dict["OPTIONS"].get(
-            "pool"
+        config = conf.config_or_none()
+        if (
+            config is None
+            or self.alias not in config.replicas
+            or self.settings_dict["OPTIONS"].get("pool")
         ):
             return None
         registry.report_unreachable(self.alias, error)
