@@ -20,6 +20,7 @@ from django.db import connections
 
 from django_rwsplit import pinning
 from django_rwsplit.conf import Config, get_config
+from django_rwsplit.health.probes import format_lsn, parse_lsn
 
 if TYPE_CHECKING:
     from django_rwsplit.health.registry import ProcessHealth
@@ -44,22 +45,6 @@ def _signer() -> signing.TimestampSigner:
     return signing.TimestampSigner(salt=SALT)
 
 
-def format_lsn(value: int) -> str:
-    """Return ``value`` as PostgreSQL prints an LSN (``16/B374D848``)."""
-    return f"{value >> 32:X}/{value & 0xFFFFFFFF:X}"
-
-
-def parse_lsn(text: str) -> int:
-    """Return the integer of an LSN ``text``; raise ValueError when malformed."""
-    high, low = text.split("/")
-    hex_digits = "0123456789abcdefABCDEF"
-    if not (0 < len(high) <= 8 and 0 < len(low) <= 8) or (
-        set(high + low) - set(hex_digits)
-    ):
-        raise ValueError(text)
-    return (int(high, 16) << 32) + int(low, 16)
-
-
 def encode(lsn: int | None) -> str:
     """Return a signed token for ``lsn`` (or a time-only pin for None)."""
     return _signer().sign(TIME_PAYLOAD if lsn is None else format_lsn(lsn))
@@ -80,9 +65,10 @@ def decode(value: object, config: Config) -> Token | None:
     if payload == TIME_PAYLOAD:
         return Token(None, issued_at)
     try:
-        return Token(parse_lsn(payload), issued_at)
+        lsn = parse_lsn(payload)
     except ValueError:
         return None
+    return None if lsn is None else Token(lsn, issued_at)
 
 
 def primary_position(using: str) -> int | None:
@@ -93,7 +79,7 @@ def primary_position(using: str) -> int | None:
             row = cursor.fetchone()
     except Exception:  # noqa: BLE001 - the caller falls back to a time pin
         return None
-    return parse_lsn(row[0]) if row and row[0] else None
+    return parse_lsn(row[0]) if row else None
 
 
 def current_token() -> str | None:
@@ -147,7 +133,7 @@ def replica_position(alias: str) -> int | None:
             row = cursor.fetchone()
     except Exception:  # noqa: BLE001 - an unreadable replica has not reached it
         return None
-    return parse_lsn(row[0]) if row and row[0] else None
+    return parse_lsn(row[0]) if row else None
 
 
 def replica_reached(state: ProcessHealth, alias: str, scope: pinning.Scope) -> bool:

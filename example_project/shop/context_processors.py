@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from django.http import HttpRequest
 
 from django_rwsplit.conf import Config, get_config
-from django_rwsplit.consistency import format_lsn
 from django_rwsplit.health import registry
+from django_rwsplit.health.probes import format_lsn
 from django_rwsplit.health.tracker import HealthSnapshot
 from django_rwsplit.pinning import current_scope
 from example_project.shop.middleware import Query, current_queries
