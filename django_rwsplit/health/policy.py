@@ -63,11 +63,10 @@ def assess(
         return Assessment(None, None, "not in recovery (promoted?)")
     if reading.replay_lsn is None:
         return Assessment(None, None, "lag unknown: no replayed position")
-    primary_known = (
-        primary is not None and primary.reachable and primary.current_lsn is not None
-    )
-    if primary is not None and primary.reachable and primary.current_lsn is not None:
-        primary_lsn = primary.current_lsn
+    current = primary.current_lsn if primary is not None and primary.reachable else None
+    primary_known = current is not None
+    if current is not None:
+        primary_lsn = current
     else:
         last_known = history.last_lsn
         if last_known is None or reading.replay_lsn < last_known:
