@@ -38,6 +38,7 @@ DATABASE_ROUTERS = ["django_rwsplit.routers.ReadWriteRouter"]
 RWSPLIT = {"REPLICAS": ["replica1", "replica2"]}
 if os.environ.get("USERPROJECT_DISABLE_MIRROR_ROUTING"):
     RWSPLIT["ROUTE_TEST_MIRRORS_TO_PRIMARY"] = False
+    TEST_RUNNER = "notes.runner.ReplicasInRotationRunner"
 INSTALLED_APPS = [
     "django.contrib.contenttypes",
     "django.contrib.auth",
