@@ -34,5 +34,5 @@ class ReplicasInRotationRunner(DiscoverRunner):
         while set(state.rotation.members) != expected:
             if time.monotonic() > deadline:
                 snapshot = state.tracker.snapshot()
-                sys.exit(f"replicas not in rotation after {DEADLINE_SECONDS} s: {snapshot}")
+                sys.exit(f"replicas still out after {DEADLINE_SECONDS} s: {snapshot}")
             time.sleep(0.05)
