@@ -12,6 +12,18 @@ from django_rwsplit.testing.cluster import LocalCluster
 pytest_plugins = ["django_rwsplit.testing.fixtures"]
 
 
+def fast_health(**overrides: object) -> dict[str, object]:
+    """``RWSPLIT`` for tests on the real replicas: both replicas, quick checks."""
+    return {
+        "REPLICAS": ["replica1", "replica2"],
+        "ROUTE_TEST_MIRRORS_TO_PRIMARY": False,
+        "CHECK_INTERVAL": 0.2,
+        "CHECK_TIMEOUT": 0.5,
+        "READMIT_AFTER": 2,
+        **overrides,
+    }
+
+
 def server_port(alias: str) -> int:
     """Return the port of the server that ``alias``'s connection talks to."""
     with connections[alias].cursor() as cursor:

@@ -13,7 +13,7 @@ from django_rwsplit import conf
 from django_rwsplit.health import registry
 from django_rwsplit.health.probes import PrimaryStatus
 from django_rwsplit.health.tracker import HealthSnapshot, ReplicaStatus
-from tests.conftest import wait_until
+from tests.conftest import fast_health, wait_until
 
 health_check = pytest.importorskip("health_check")
 if not hasattr(health_check, "HealthCheck"):  # pragma: no cover
@@ -29,13 +29,7 @@ pytestmark = [
     pytest.mark.django_db(transaction=True, databases="__all__"),
 ]
 
-FAST = {
-    "REPLICAS": ["replica1", "replica2"],
-    "ROUTE_TEST_MIRRORS_TO_PRIMARY": False,
-    "CHECK_INTERVAL": 0.2,
-    "CHECK_TIMEOUT": 0.5,
-    "READMIT_AFTER": 2,
-}
+FAST = fast_health()
 CHECK = "django_rwsplit.contrib.health_check.ReadWriteSplit"
 urlpatterns = [
     path("ht/", HealthCheckView.as_view(checks=[CHECK])),

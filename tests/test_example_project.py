@@ -12,9 +12,7 @@ from __future__ import annotations
 import http.cookiejar
 import json
 import os
-import random
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -29,25 +27,13 @@ from typing import Any
 import pytest
 
 from django_rwsplit.testing.cluster import LocalCluster
+from tests.ports import free_port
 
 pytestmark = pytest.mark.cluster
 
 ROOT = Path(__file__).resolve().parent.parent
 DATABASE = "rwsplit_example_test"
 START_TIMEOUT = 30.0
-
-
-def free_port(low: int = 18000, high: int = 18999) -> int:
-    """A port below 32768 (outside the ephemeral range) that nobody listens on."""
-    for _ in range(100):
-        port = random.randint(low, high)
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError(f"no free port in {low}-{high}")
 
 
 def example_env(
@@ -291,7 +277,7 @@ def test_api_write_then_read_sees_the_row(server: Server) -> None:
 
 def test_unreachable_primary_answers_503(rwsplit_cluster: LocalCluster) -> None:
     """A write while the primary cannot be reached is a 503, not a 500."""
-    env = example_env(rwsplit_cluster, primary_port=free_port(19500, 19999))
+    env = example_env(rwsplit_cluster, primary_port=free_port(range(19500, 20000)))
     script = (
         "import django, json; django.setup()\n"
         "from django.test import Client\n"

@@ -15,7 +15,7 @@ from django.test import override_settings
 from django_rwsplit import conf, signals
 from django_rwsplit.health import registry
 from django_rwsplit.health.monitor import SharedRounds
-from tests.conftest import server_port, wait_until
+from tests.conftest import fast_health, server_port, wait_until
 from tests.testapp.models import Item
 
 pytestmark = [
@@ -25,14 +25,9 @@ pytestmark = [
 
 INTERVAL = 0.2
 TIMEOUT = 0.5
-FAST = {
-    "REPLICAS": ["replica1", "replica2"],
-    "ROUTE_TEST_MIRRORS_TO_PRIMARY": False,
-    "CHECK_INTERVAL": INTERVAL,
-    "CHECK_TIMEOUT": TIMEOUT,
-    "READMIT_AFTER": 3,
-    "MAX_LAG_SECONDS": 0.5,
-}
+FAST = fast_health(
+    CHECK_INTERVAL=INTERVAL, CHECK_TIMEOUT=TIMEOUT, READMIT_AFTER=3, MAX_LAG_SECONDS=0.5
+)
 
 
 class Transitions:

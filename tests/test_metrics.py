@@ -10,7 +10,7 @@ from django.db import router, transaction
 from django.test import override_settings
 
 from django_rwsplit import conf, metrics, observe, pin_primary, pinning
-from tests.conftest import wait_until
+from tests.conftest import fast_health, wait_until
 from tests.testapp.models import Item
 
 prometheus_client = pytest.importorskip("prometheus_client")
@@ -20,14 +20,7 @@ pytestmark = [
     pytest.mark.django_db(transaction=True, databases="__all__"),
 ]
 
-FAST = {
-    "REPLICAS": ["replica1", "replica2"],
-    "ROUTE_TEST_MIRRORS_TO_PRIMARY": False,
-    "CHECK_INTERVAL": 0.2,
-    "CHECK_TIMEOUT": 0.5,
-    "READMIT_AFTER": 2,
-    "MAX_LAG_SECONDS": 5.0,
-}
+FAST = fast_health(MAX_LAG_SECONDS=5.0)
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from django.test import override_settings
 from django_rwsplit import conf
 from django_rwsplit.exceptions import PrimaryUnavailable
 from django_rwsplit.health import registry
-from tests.conftest import server_port, wait_until
+from tests.conftest import fast_health, server_port, wait_until
 from tests.testapp.models import Item
 
 pytestmark = [
@@ -17,12 +17,7 @@ pytestmark = [
     pytest.mark.django_db(transaction=True, databases="__all__"),
 ]
 
-FAST = {
-    "REPLICAS": ["replica1", "replica2"],
-    "ROUTE_TEST_MIRRORS_TO_PRIMARY": False,
-    "CHECK_INTERVAL": 0.2,
-    "CHECK_TIMEOUT": 0.5,
-}
+FAST = fast_health(READMIT_AFTER=3)
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import textwrap
@@ -24,6 +23,7 @@ from django.db import connections
 from django.test import override_settings
 
 from django_rwsplit.health import monitor
+from tests.ports import free_port
 
 pytestmark = [
     pytest.mark.cluster,
@@ -115,12 +115,6 @@ def write_rows(cluster, count: int = 5) -> None:
         dbname=database_name(),
         params=[count],
     )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def table_rows(out: str) -> dict[str, str]:

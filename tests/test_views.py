@@ -18,7 +18,7 @@ from django_rwsplit.health import registry
 from django_rwsplit.health.probes import PrimaryStatus
 from django_rwsplit.health.tracker import HealthSnapshot, ReplicaStatus
 from django_rwsplit.management.commands.replica_health import as_json
-from tests.conftest import wait_until
+from tests.conftest import fast_health, wait_until
 from tests.testapp.models import Item
 
 pytestmark = [
@@ -40,13 +40,7 @@ urlpatterns = [
 ]
 URLS = __name__
 
-FAST = {
-    "REPLICAS": ["replica1", "replica2"],
-    "ROUTE_TEST_MIRRORS_TO_PRIMARY": False,
-    "CHECK_INTERVAL": 0.2,
-    "CHECK_TIMEOUT": 0.5,
-    "READMIT_AFTER": 2,
-}
+FAST = fast_health()
 ENDPOINT_KEYS = {
     "HEALTH_ENDPOINT_TOKEN": "health_endpoint_token",
     "HEALTH_ENDPOINT_SHOW_HOSTS": "health_endpoint_show_hosts",

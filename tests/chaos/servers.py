@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from django_rwsplit.testing.cluster import LocalCluster
+from tests.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 PORTS = range(18200, 18300)
@@ -107,20 +106,6 @@ def prepare_database(cluster: LocalCluster, settings: ChaosSettings) -> None:
     cluster.wait_caught_up(timeout=60)
 
 
-def free_port(taken: Sequence[int] = ()) -> int:
-    """A port of :data:`PORTS` that nobody listens on (below the ephemeral range)."""
-    candidates = [p for p in PORTS if p not in taken]
-    random.shuffle(candidates)
-    for port in candidates:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError(f"no free port in {PORTS.start}-{PORTS.stop - 1}")
-
-
 @dataclass
 class Server:
     """One running web server (its own process group)."""
@@ -182,7 +167,7 @@ def start_server(
     """Start server ``name`` on a free port and wait until it answers."""
     last = ""
     for _ in range(3):  # another process may grab the port in between
-        port = free_port(taken)
+        port = free_port(PORTS, taken)
         log = log_dir / f"{name}-{port}.log"
         with log.open("wb") as out:
             process = subprocess.Popen(
