@@ -130,14 +130,11 @@ def test_unknown_alias_is_unavailable(cluster):
 def test_unreachable_primary_is_critical():
     config = conf.get_config()
     primary = PrimaryStatus(
-        "default",
-        "127.0.0.1:1",
-        False,
-        None,
-        None,
-        None,
-        'connection to server at "127.0.0.1", port 1 failed: refused',
-        0.0,
+        alias="default",
+        endpoint="127.0.0.1:1",
+        reachable=False,
+        error='connection to server at "127.0.0.1", port 1 failed: refused',
+        checked_at=0.0,
     )
     replicas = tuple(
         ReplicaStatus(alias, "127.0.0.1:2", True, lag_seconds=0.0)
@@ -149,6 +146,8 @@ def test_unreachable_primary_is_critical():
     assert finding.message.startswith("primary default unreachable: ")
     assert "127.0.0.1" not in finding.message
 
-    in_recovery = PrimaryStatus("default", "h:1", True, True, None, 1.0, None, 0.0)
+    in_recovery = PrimaryStatus(
+        alias="default", endpoint="h:1", reachable=True, in_recovery=True, checked_at=0
+    )
     (finding,) = rwsplit_check.assess(HealthSnapshot(in_recovery, replicas), config)
     assert finding.critical and "in recovery" in finding.message

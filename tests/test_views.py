@@ -308,7 +308,14 @@ def test_status_page_through_the_project_template_engine(cluster):
 
 
 def _snapshot(at: float, lag: float | None, in_rotation: bool) -> HealthSnapshot:
-    primary = PrimaryStatus("default", "h:1", True, False, 100, 1.0, None, at)
+    primary = PrimaryStatus(
+        alias="default",
+        endpoint="h:1",
+        reachable=True,
+        in_recovery=False,
+        current_lsn=100,
+        checked_at=at,
+    )
     replica = ReplicaStatus(
         "replica1", "h:2", in_rotation, lag_seconds=lag, checked_at=at + 0.01
     )

@@ -57,37 +57,37 @@ REPLICA_SQL = (
 )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class PrimaryStatus:
-    """Result of checking the primary."""
+    """Result of checking the primary (measurements are None when unreachable)."""
 
     alias: str
     endpoint: str
     reachable: bool
-    in_recovery: bool | None
-    current_lsn: int | None
-    latency_ms: float | None
-    error: str | None
     checked_at: float
+    in_recovery: bool | None = None
+    current_lsn: int | None = None
+    latency_ms: float | None = None
+    error: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ReplicaReading:
-    """Raw measurement of one replica (no lag policy here)."""
+    """Raw measurement of one replica, no lag policy (None when unreachable)."""
 
     alias: str
     endpoint: str
     reachable: bool
-    in_recovery: bool | None
-    replay_paused: bool | None
-    streaming: bool | None
-    replay_lsn: int | None
-    receive_lsn: int | None
-    last_replay_at: float | None
-    server_time: float | None
-    latency_ms: float | None
-    error: str | None
     checked_at: float
+    in_recovery: bool | None = None
+    replay_paused: bool | None = None
+    streaming: bool | None = None
+    replay_lsn: int | None = None
+    receive_lsn: int | None = None
+    last_replay_at: float | None = None
+    server_time: float | None = None
+    latency_ms: float | None = None
+    error: str | None = None
 
 
 class Probe(Protocol):
@@ -173,7 +173,6 @@ class PostgresStreamingProbe:
                     in_recovery=_bool(row[0]),
                     current_lsn=parse_lsn(row[1]),
                     latency_ms=latency,
-                    error=None,
                     checked_at=checked_at,
                 )
         except Exception as exc:
@@ -183,9 +182,6 @@ class PostgresStreamingProbe:
             alias=alias,
             endpoint=endpoint,
             reachable=False,
-            in_recovery=None,
-            current_lsn=None,
-            latency_ms=None,
             error=error,
             checked_at=checked_at,
         )
@@ -212,7 +208,6 @@ class PostgresStreamingProbe:
                     last_replay_at=_float(replay_at),
                     server_time=_float(now),
                     latency_ms=latency,
-                    error=None,
                     checked_at=checked_at,
                 )
         except Exception as exc:
@@ -222,14 +217,6 @@ class PostgresStreamingProbe:
             alias=alias,
             endpoint=endpoint,
             reachable=False,
-            in_recovery=None,
-            replay_paused=None,
-            streaming=None,
-            replay_lsn=None,
-            receive_lsn=None,
-            last_replay_at=None,
-            server_time=None,
-            latency_ms=None,
             error=error,
             checked_at=checked_at,
         )
