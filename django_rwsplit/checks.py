@@ -17,7 +17,7 @@ BACKEND = "django_rwsplit.backends.postgresql"
 
 
 def check_settings(**kwargs: Any) -> list[checks.CheckMessage]:
-    """Report every problem in ``RWSPLIT`` (ids rwsplit.E001 to rwsplit.E014)."""
+    """Report every problem in ``RWSPLIT`` (ids rwsplit.E001 to rwsplit.E015)."""
     _, problems = conf.parse(conf.raw_setting())
     return [checks.Error(p.msg, hint=p.hint, id=p.id, obj="RWSPLIT") for p in problems]
 

@@ -298,6 +298,20 @@ def parse(raw: object) -> tuple[Config, list[Problem]]:
                 )
             )
             del replicas[alias]
+    if replicas:
+        for alias in (primary, *replicas):
+            engine = str(settings.DATABASES.get(alias, {}).get("ENGINE") or "")
+            if not measurable_engine(engine):
+                problems.append(
+                    Problem(
+                        "rwsplit.E015",
+                        f"DATABASES[{alias!r}] uses ENGINE {engine!r}: replica "
+                        "health is measured on PostgreSQL streaming replication "
+                        "only.",
+                        "Use a PostgreSQL engine (or one built on Django's), or "
+                        'leave RWSPLIT["REPLICAS"] empty.',
+                    )
+                )
     cookie_name = raw.get("COOKIE_NAME", DEFAULTS["COOKIE_NAME"])
     if (
         not isinstance(cookie_name, str)
@@ -348,6 +362,25 @@ def parse(raw: object) -> tuple[Config, list[Problem]]:
 
 
 _cached: Config | None = None
+
+
+def measurable_engine(engine: str) -> bool:
+    """
+    Return whether health probes can measure a server of this ``ENGINE``.
+
+    Any backend whose vendor is PostgreSQL qualifies (subclasses of Django's
+    included). A backend that cannot be loaded here (PostGIS without GDAL)
+    is judged by its name: Django reports the loading problem itself.
+    """
+    from django.db.utils import load_backend
+
+    if not engine:
+        return False
+    try:
+        vendor = load_backend(engine).DatabaseWrapper.vendor
+    except Exception:  # noqa: BLE001 - any loading failure
+        return "postgresql" in engine or "postgis" in engine
+    return bool(vendor == "postgresql")
 
 
 def get_config() -> Config:

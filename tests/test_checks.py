@@ -78,6 +78,28 @@ def test_nullable_bounds_accept_none():
     assert settings_errors({**OK, "MAX_LAG_SECONDS": None, "MAX_LAG_BYTES": None}) == []
 
 
+def test_replica_health_needs_a_postgresql_engine(settings):
+    settings.DATABASES = {
+        **settings.DATABASES,
+        "replica2": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"},
+    }
+    with override_settings(RWSPLIT=OK):
+        (error,) = check_settings()
+    assert error.id == "rwsplit.E015"
+    assert "'replica2'" in error.msg and "sqlite3" in error.msg
+
+
+def test_non_postgresql_primary_without_replicas_is_fine(settings):
+    settings.DATABASES = {
+        **settings.DATABASES,
+        "other": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"},
+    }
+    assert settings_errors({"PRIMARY": "other"}) == []
+    assert settings_errors({"PRIMARY": "other", "REPLICAS": ["replica1"]}) == [
+        "rwsplit.E015"
+    ]
+
+
 def test_router_missing_warns():
     with override_settings(DATABASE_ROUTERS=[]):
         assert "rwsplit.W001" in ids(check_wiring())

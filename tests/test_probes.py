@@ -324,13 +324,16 @@ def test_fake_unexpected_failures_are_logged(
         "django.db.backends.postgresql",
         "django_rwsplit.backends.postgresql",
         "django.contrib.gis.db.backends.postgis",
+        "tests.pgcompat",
     ],
 )
 def test_probe_for_postgres(engine: str) -> None:
     assert isinstance(probe_for({"ENGINE": engine}), PostgresStreamingProbe)
 
 
-@pytest.mark.parametrize("engine", ["django.db.backends.sqlite3", "", None])
+@pytest.mark.parametrize(
+    "engine", ["django.db.backends.sqlite3", "django.db.backends.mysql", "", None]
+)
 def test_probe_for_unknown_engine(engine: str | None) -> None:
     with pytest.raises(ValueError, match="no health probe for ENGINE"):
         probe_for({"ENGINE": engine})

@@ -234,7 +234,9 @@ _POSTGRES_PROBE = PostgresStreamingProbe()
 
 def probe_for(settings_dict: Mapping[str, Any]) -> Probe:
     """Return the probe for a ``DATABASES`` entry, based on its ``ENGINE``."""
+    from django_rwsplit.conf import measurable_engine
+
     engine = str(settings_dict.get("ENGINE") or "")
-    if "postgresql" in engine or "postgis" in engine:
+    if measurable_engine(engine):
         return _POSTGRES_PROBE
-    raise ValueError(f"no health probe for ENGINE {engine!r}")
+    raise ValueError(f"no health probe for ENGINE {engine!r} (rwsplit.E015)")
