@@ -7,8 +7,12 @@ Health-check timing and load, against a real local cluster.
 2. The checks' load on the primary (transactions per second, from
    pg_stat_database) for 1 and 8 processes, without and with HEALTH_CACHE
    (Redis on 127.0.0.1:6379).
+3. Lag in seconds as reported behind a busy primary (bulk inserts, replicas
+   a few MB behind at each check, CHECK_INTERVAL=1): from the primary's
+   position history alone, against history plus the replica's last replayed
+   commit, computed from the same readings.
 
-    python benchmarks/health.py [--trials 5] [--window 10]
+    python benchmarks/health.py [--trials 5] [--window 10] [--busy 20]
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from _setup import cluster, configure, table
@@ -171,10 +176,90 @@ def load(local, window: float) -> list[list[str]]:
     return rows
 
 
+BUSY_INTERVAL = 1.0
+BUSY_BOUND = 0.5
+
+
+def busy_primary(local, seconds: float) -> list[list[str]]:
+    import psycopg
+    from django.db import connections
+
+    from django_rwsplit import conf
+    from django_rwsplit.health.probes import probe_for
+    from django_rwsplit.health.tracker import Tracker
+
+    config = replace(
+        conf.get_config(), check_interval=BUSY_INTERVAL, max_lag_seconds=BUSY_BOUND
+    )
+    both, history_only = Tracker(config), Tracker(config)
+    databases = connections.settings
+    probe = probe_for(databases["default"])
+    stop = threading.Event()
+
+    def write() -> None:
+        port = local.primary.port
+        dsn = f"host=127.0.0.1 port={port} user=postgres dbname={DB}"
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("CREATE TABLE IF NOT EXISTS busy (i int)")
+            while not stop.is_set():
+                conn.execute("INSERT INTO busy SELECT generate_series(1, 5000)")
+            conn.execute("DROP TABLE busy")
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    lags: dict[str, list[float]] = {"both": [], "history": []}
+    try:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            primary = probe.check_primary("default", databases["default"], 1.0)
+            readings = [
+                probe.check_replica(alias, databases[alias], 1.0)
+                for alias in config.replicas
+            ]
+            had_history = both.history.last_lsn is not None
+            both.apply(primary, readings)
+            history_only.apply(
+                replace(primary, server_time=None),
+                [replace(r, last_replay_at=None) for r in readings],
+            )
+            for alias in config.replicas if had_history else ():
+                a, b = both.status(alias), history_only.status(alias)
+                if a and b and a.lag_bytes and a.lag_seconds is not None:
+                    lags["both"].append(a.lag_seconds)
+                    lags["history"].append(b.lag_seconds or 0.0)
+            time.sleep(BUSY_INTERVAL)  # the monitor's pacing, not a wait for state
+    finally:
+        stop.set()
+        writer.join()
+    rows = []
+    baseline = statistics.median(lags["history"]) if lags["history"] else 0.0
+    for name, label in (
+        ("history", "primary history only"),
+        ("both", "history + last commit"),
+    ):
+        values = sorted(lags[name])
+        if not values:
+            continue
+        median = statistics.median(values)
+        over = sum(v > BUSY_BOUND for v in values) / len(values)
+        rows.append(
+            [
+                label,
+                str(len(values)),
+                f"{median:.3f}",
+                f"{values[int(0.95 * (len(values) - 1))]:.3f}",
+                f"{over:.0%}",
+                f"{median / baseline:.2f}x" if baseline else "-",
+            ]
+        )
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--trials", type=int, default=5)
     parser.add_argument("--window", type=float, default=10.0)
+    parser.add_argument("--busy", type=float, default=20.0)
     args = parser.parse_args()
     logging.getLogger("django_rwsplit").setLevel(logging.CRITICAL)
     with cluster() as local:
@@ -203,6 +288,24 @@ def main() -> None:
             table(
                 load(local, args.window),
                 ["processes", "HEALTH_CACHE", "primary xact/s", "per interval"],
+            )
+        )
+        print()
+        print(
+            f"Reported lag behind a busy primary, {args.busy:g} s, "
+            f"CHECK_INTERVAL={BUSY_INTERVAL} s, checks where a replica was behind"
+        )
+        print(
+            table(
+                busy_primary(local, args.busy),
+                [
+                    "estimate",
+                    "checks",
+                    "median (s)",
+                    "p95 (s)",
+                    f"over {BUSY_BOUND} s",
+                    "median vs history",
+                ],
             )
         )
     print(json.dumps({"done": True}))

@@ -235,13 +235,14 @@ def fake_fetch(result: tuple[str | None, ...] | BaseException) -> Any:
 
 
 def test_fake_primary_reading() -> None:
-    fetch = fake_fetch(("f", "16/B374D848"))
+    fetch = fake_fetch(("f", "16/B374D848", "1700000002.75"))
     before = time.time()
     status = PostgresStreamingProbe(fetch).check_primary("default", db(5433), 2.0)
     assert status.reachable and status.error is None
     assert status.alias == "default" and status.endpoint == "127.0.0.1:5433"
     assert status.in_recovery is False
     assert status.current_lsn == 0x16_B374D848
+    assert status.server_time == 1700000002.75
     assert status.latency_ms is not None and status.latency_ms >= 0
     assert before <= status.checked_at <= time.time()
     ((_, sql, timeout),) = fetch.calls
@@ -417,6 +418,9 @@ def test_primary_status(probe_cluster: LocalCluster) -> None:
     assert status.in_recovery is False
     assert status.current_lsn is not None and status.current_lsn > 0
     assert status.latency_ms is not None and 0 < status.latency_ms < 5000
+    # Same machine, same clock: the primary's now() lies within the check.
+    assert status.server_time is not None
+    assert status.checked_at - 0.01 <= status.server_time <= time.time() + 0.01
     assert status.endpoint == f"127.0.0.1:{probe_cluster.primary.port}"
 
 

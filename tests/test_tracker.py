@@ -81,6 +81,55 @@ def test_lag_seconds_come_from_primary_history():
     assert tracker.snapshot().status == "warning"
 
 
+def test_last_replayed_commit_tightens_lag_behind_a_busy_primary():
+    """History alone says ~1 interval; the replica replayed a commit 20 ms ago."""
+    config = replace(CONFIG, check_interval=1.0, max_lag_seconds=0.5)
+    tracker = Tracker(config)
+    tracker.apply(primary(0.0, 100), [reading("r1", 0.0, 100)])
+    busy = replace(primary(1.0, 900), server_time=1.0)
+    behind = reading("r1", 1.0, 500, last_replay_at=0.98, latency_ms=2.0)
+    tracker.apply(busy, [behind])
+    status = tracker.status("r1")
+    assert status is not None and status.lag_bytes == 400
+    # read by 1.001 + 0.002 s; commit at 0.98 s on a clock in step with ours.
+    assert status.lag_seconds == pytest.approx(0.023)
+    assert status.in_rotation
+
+
+def test_commit_time_is_moved_onto_our_clock_by_the_primary_check():
+    """A primary clock 100 s ahead (or behind) of ours changes nothing."""
+    for skew in (100.0, -100.0):
+        tracker = Tracker(CONFIG)
+        tracker.apply(primary(0.0, 100), [reading("r1", 0.0, 100)])
+        busy = replace(primary(1.0, 900), server_time=1.0 + skew)
+        # The replica's own clock is skewed the other way: it is not used.
+        behind = reading(
+            "r1", 1.0, 500, last_replay_at=0.9 + skew, server_time=1.0 - skew
+        )
+        tracker.apply(busy, [behind])
+        status = tracker.status("r1")
+        assert status is not None
+        assert status.lag_seconds == pytest.approx(0.102)
+
+
+def test_history_wins_when_the_last_commit_is_older():
+    """A long bulk load commits nothing: the history bound is the tighter one."""
+    tracker = Tracker(CONFIG)
+    tracker.apply(primary(0.0, 100), [reading("r1", 0.0, 100)])
+    busy = replace(primary(0.5, 900), server_time=0.5)
+    tracker.apply(busy, [reading("r1", 0.5, 500, last_replay_at=-60.0)])
+    status = tracker.status("r1")
+    assert status is not None and status.lag_seconds == pytest.approx(0.501)
+
+
+def test_without_history_or_primary_clock_the_replica_clock_is_used():
+    """First round, primary clock unknown: time since the last replayed commit."""
+    tracker = Tracker(CONFIG)
+    tracker.apply(primary(10.0, 900), [reading("r1", 10.0, 500, last_replay_at=9.7)])
+    status = tracker.status("r1")
+    assert status is not None and status.lag_seconds == pytest.approx(0.3)
+
+
 @pytest.mark.parametrize(
     ("changes", "reason"),
     [

@@ -76,13 +76,7 @@ def assess(
     if lag_bytes == 0:
         lag_seconds: float | None = 0.0
     else:
-        seen = history.last_seen_at_or_before(reading.replay_lsn)
-        if seen is not None:
-            lag_seconds = max(0.0, reading.checked_at - seen)
-        elif reading.last_replay_at is not None and reading.server_time is not None:
-            lag_seconds = max(0.0, reading.server_time - reading.last_replay_at)
-        else:
-            lag_seconds = None
+        lag_seconds = _lag_seconds(reading, primary, history)
     # Without a primary there is nothing to stream from: a replica that has
     # replayed the primary's last known position keeps serving reads.
     if reading.streaming is not True and primary_known:
@@ -105,3 +99,47 @@ def assess(
             f"lag {lag_bytes} bytes over {byte_limit * bound_factor:g} bytes",
         )
     return Assessment(lag_bytes, lag_seconds, None)
+
+
+def _lag_seconds(
+    reading: ReplicaReading, primary: PrimaryStatus | None, history: PrimaryHistory
+) -> float | None:
+    """
+    Return the tighter of two upper bounds of a lagging replica's lag, if any.
+
+    The primary's history bounds it by the time since the primary was last
+    seen at or before the replayed position: exact to one check interval.
+    The last replayed commit bounds it too, as every WAL record not yet
+    replayed was written after that commit: close behind a busy primary.
+    """
+    bounds = []
+    seen = history.last_seen_at_or_before(reading.replay_lsn or 0)
+    if seen is not None:
+        bounds.append(reading.checked_at - seen)
+    since_commit = _since_last_replayed_commit(reading, primary)
+    if since_commit is not None:
+        bounds.append(since_commit)
+    return max(0.0, min(bounds)) if bounds else None
+
+
+def _since_last_replayed_commit(
+    reading: ReplicaReading, primary: PrimaryStatus | None
+) -> float | None:
+    """
+    Return the time since the replica's last replayed commit, on our clock.
+
+    The commit's time stamp is on the primary's clock. The primary check
+    tells how far ahead that clock runs of ours, taken at its largest so
+    the result stays an upper bound whatever the skew; without it, the
+    replica's own clock stands in (skew between replica and primary then
+    shifts the result).
+    """
+    if reading.last_replay_at is None:
+        return None
+    if primary is not None and primary.server_time is not None:
+        primary_ahead_by = primary.server_time - primary.checked_at
+        read_by = reading.checked_at + (reading.latency_ms or 0.0) / 1000.0
+        return read_by - (reading.last_replay_at - primary_ahead_by)
+    if reading.server_time is not None:
+        return reading.server_time - reading.last_replay_at
+    return None

@@ -44,7 +44,8 @@ _HIDDEN = "?"
 
 PRIMARY_SQL = (
     "SELECT pg_is_in_recovery(),"
-    " CASE WHEN NOT pg_is_in_recovery() THEN pg_current_wal_lsn() END"
+    " CASE WHEN NOT pg_is_in_recovery() THEN pg_current_wal_lsn() END,"
+    " extract(epoch FROM now())"
 )
 REPLICA_SQL = (
     "SELECT pg_is_in_recovery(),"
@@ -67,6 +68,7 @@ class PrimaryStatus:
     checked_at: float
     in_recovery: bool | None = None
     current_lsn: int | None = None
+    server_time: float | None = None
     latency_ms: float | None = None
     error: str | None = None
 
@@ -166,12 +168,14 @@ class PostgresStreamingProbe:
         row, latency, error = self._run(alias, settings_dict, PRIMARY_SQL, timeout)
         try:
             if row is not None:
+                in_recovery, current, now = row
                 return PrimaryStatus(
                     alias=alias,
                     endpoint=endpoint,
                     reachable=True,
-                    in_recovery=_bool(row[0]),
-                    current_lsn=parse_lsn(row[1]),
+                    in_recovery=_bool(in_recovery),
+                    current_lsn=parse_lsn(current),
+                    server_time=_float(now),
                     latency_ms=latency,
                     checked_at=checked_at,
                 )
