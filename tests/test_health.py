@@ -291,6 +291,46 @@ def test_two_processes_share_health_through_redis(cluster):
     assert borrowed >= intervals - 3
 
 
+EXITING_PROCESS = """
+import atexit, os, time, django
+os.environ["DJANGO_SETTINGS_MODULE"] = "tests.settings"
+from django.conf import settings
+django.setup()
+for alias in settings.DATABASES:
+    settings.DATABASES[alias]["NAME"] = "postgres"
+settings.RWSPLIT = {**settings.RWSPLIT, "CHECK_INTERVAL": 0.05}
+from django_rwsplit import conf
+from django_rwsplit.health import registry
+state = registry.process_health(conf.get_config())
+
+def rounds_during_exit():
+    # atexit runs after threading's exit hooks: the monitor keeps going.
+    wanted, deadline = state.monitor.rounds + 3, time.monotonic() + 20
+    while state.monitor.rounds < wanted and time.monotonic() < deadline:
+        time.sleep(0.01)
+    print("rounds during exit:", state.monitor.rounds >= wanted, flush=True)
+
+atexit.register(rounds_during_exit)
+"""
+
+
+def test_monitor_rounds_at_interpreter_exit_stay_quiet(rwsplit_cluster):
+    """A process exiting (a gunicorn worker recycled) logs no failed rounds."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", EXITING_PROCESS],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "RWSPLIT_CLUSTER_PORT": str(rwsplit_cluster.primary.port)},
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "rounds during exit: True" in done.stdout
+    assert "Replica health round failed" not in done.stderr, done.stderr[-2000:]
+
+
 @override_settings(RWSPLIT=FAST)
 def test_query_on_a_connection_to_a_stopped_replica_is_retried(cluster, ports):
     start_health()

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
@@ -74,11 +73,10 @@ def measure_now(config: Config) -> HealthSnapshot:
         config,
         {alias: describe_endpoint(databases[alias]) for alias in config.replicas},
     )
-    with ThreadPoolExecutor(max(1, len(config.replicas))) as pool:
-        tracker.apply(*monitor.measure(config, databases, pool=pool))
-        if any((r.lag_bytes or 0) > 0 for r in tracker.snapshot().replicas):
-            # A second round gives the primary a history to time the lag by.
-            tracker.apply(*monitor.measure(config, databases, pool=pool))
+    tracker.apply(*monitor.measure(config, databases))
+    if any((r.lag_bytes or 0) > 0 for r in tracker.snapshot().replicas):
+        # A second round gives the primary a history to time the lag by.
+        tracker.apply(*monitor.measure(config, databases))
     return tracker.snapshot()
 
 

@@ -8,9 +8,8 @@ import os
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
-from typing import Any
+from typing import Any, TypeVar
 
 from django_rwsplit.conf import Config
 from django_rwsplit.health.probes import (
@@ -29,7 +28,6 @@ def measure(
     config: Config,
     databases: Mapping[str, Mapping[str, Any]],
     probe: Probe | None = None,
-    pool: ThreadPoolExecutor | None = None,
 ) -> Round:
     """
     Measure the primary, then every replica at once, each within CHECK_TIMEOUT.
@@ -41,16 +39,48 @@ def measure(
     primary_settings = databases[config.primary]
     probe = probe or probe_for(primary_settings)
     primary = probe.check_primary(config.primary, primary_settings, timeout)
-    aliases = list(config.replicas)
 
     def check(alias: str) -> ReplicaReading:
         return probe.check_replica(alias, databases[alias], timeout)
 
-    if pool is None or len(aliases) < 2:
-        readings = [check(alias) for alias in aliases]
-    else:
-        readings = list(pool.map(check, aliases))
-    return primary, readings
+    return primary, in_parallel(check, list(config.replicas))
+
+
+_T = TypeVar("_T")
+
+
+def in_parallel(check: Callable[[str], _T], aliases: Sequence[str]) -> list[_T]:
+    """
+    Run ``check`` for every alias at once, in daemon threads; return in order.
+
+    Plain daemon threads rather than a ThreadPoolExecutor: an executor stops
+    taking work at interpreter exit (a monitor round then fails loudly) and
+    makes exit wait for its workers.
+    """
+    if len(aliases) < 2:
+        return [check(alias) for alias in aliases]
+    results: dict[int, _T] = {}
+    errors: list[BaseException] = []
+
+    def run(index: int, alias: str) -> None:
+        try:
+            results[index] = check(alias)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller
+            errors.append(exc)
+
+    threads = [
+        threading.Thread(
+            target=run, args=(i, alias), name=f"rwsplit-probe-{alias}", daemon=True
+        )
+        for i, alias in enumerate(aliases)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+    return [results[i] for i in range(len(aliases))]
 
 
 class SharedRounds:
@@ -142,24 +172,22 @@ class Monitor(threading.Thread):
         self._last_id: Any = None
 
     def run(self) -> None:
-        workers = max(1, len(self.config.replicas))
-        with ThreadPoolExecutor(workers, thread_name_prefix="rwsplit-probe") as pool:
-            while not self.stopping.is_set():
-                started = time.monotonic()
-                try:
-                    self.run_round(pool)
-                except Exception:  # noqa: BLE001 - keep checking whatever happens
-                    logger.exception("Replica health round failed.")
-                finally:
-                    self.first_round.set()
-                elapsed = time.monotonic() - started
-                self.stopping.wait(max(0.0, self.config.check_interval - elapsed))
+        while not self.stopping.is_set():
+            started = time.monotonic()
+            try:
+                self.run_round()
+            except Exception:  # noqa: BLE001 - keep checking whatever happens
+                logger.exception("Replica health round failed.")
+            finally:
+                self.first_round.set()
+            elapsed = time.monotonic() - started
+            self.stopping.wait(max(0.0, self.config.check_interval - elapsed))
 
-    def run_round(self, pool: ThreadPoolExecutor | None = None) -> None:
+    def run_round(self) -> None:
         """Measure (or borrow) one round and hand it to the sink."""
 
         def measure_now() -> Round:
-            return measure(self.config, self.databases, pool=pool)
+            return measure(self.config, self.databases)
 
         if self.shared is None:
             primary, readings = measure_now()

@@ -8,7 +8,6 @@ import json
 import math
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any
 
@@ -223,34 +222,32 @@ class Command(BaseCommand):
         tracker = Tracker(config, endpoints)
         watch: float | None = options["watch"]
         rounds: int | None = options["rounds"] if watch else 1
-        workers = max(1, len(config.replicas))
         last: HealthSnapshot | None = None
-        with ThreadPoolExecutor(workers, thread_name_prefix="replica-health") as pool:
 
-            def check() -> None:
-                tracker.apply(*monitor.measure(config, databases, pool=pool))
+        def check() -> None:
+            tracker.apply(*monitor.measure(config, databases))
 
-            done = 0
-            try:
-                while True:
-                    started = time.monotonic()
-                    check()
-                    if done == 0 and any(
-                        (r.lag_bytes or 0) > 0 for r in tracker.snapshot().replicas
-                    ):
-                        check()  # now the primary has a history to time lag by
-                    last = tracker.snapshot()
-                    self.show(last, config, options, first=done == 0)
-                    done += 1
-                    if watch is None or (rounds is not None and done >= rounds):
-                        break
-                    time.sleep(max(0.0, watch - (time.monotonic() - started)))
-            except KeyboardInterrupt:
-                if last is None:
-                    raise CommandError(
-                        "interrupted before the first check finished",
-                        returncode=INTERRUPTED,
-                    ) from None
+        done = 0
+        try:
+            while True:
+                started = time.monotonic()
+                check()
+                if done == 0 and any(
+                    (r.lag_bytes or 0) > 0 for r in tracker.snapshot().replicas
+                ):
+                    check()  # now the primary has a history to time lag by
+                last = tracker.snapshot()
+                self.show(last, config, options, first=done == 0)
+                done += 1
+                if watch is None or (rounds is not None and done >= rounds):
+                    break
+                time.sleep(max(0.0, watch - (time.monotonic() - started)))
+        except KeyboardInterrupt:
+            if last is None:
+                raise CommandError(
+                    "interrupted before the first check finished",
+                    returncode=INTERRUPTED,
+                ) from None
         assert last is not None
         code = EXIT_CODES[last.status]
         if code:
