@@ -236,7 +236,7 @@ def busy_primary(local, seconds: float) -> list[list[str]]:
     baseline = statistics.median(lags["history"]) if lags["history"] else 0.0
     for name, label in (
         ("history", "primary history only"),
-        ("both", "history + last commit"),
+        ("both", "history + last replayed commit"),
     ):
         values = sorted(lags[name])
         if not values:
