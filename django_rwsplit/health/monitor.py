@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import queue
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -28,59 +29,93 @@ def measure(
     config: Config,
     databases: Mapping[str, Mapping[str, Any]],
     probe: Probe | None = None,
+    pool: DaemonPool | None = None,
 ) -> Round:
     """
     Measure the primary, then every replica at once, each within CHECK_TIMEOUT.
 
     The primary goes first so that a replica found at or past the primary's
     position is known to have been caught up when the primary was read.
+    Replicas are checked in ``pool``, or in threads started for this call.
     """
     timeout = config.check_timeout
     primary_settings = databases[config.primary]
     probe = probe or probe_for(primary_settings)
     primary = probe.check_primary(config.primary, primary_settings, timeout)
+    aliases = list(config.replicas)
 
     def check(alias: str) -> ReplicaReading:
         return probe.check_replica(alias, databases[alias], timeout)
 
-    return primary, in_parallel(check, list(config.replicas))
+    if len(aliases) < 2:
+        return primary, [check(alias) for alias in aliases]
+    if pool is not None:
+        return primary, pool.map(check, aliases)
+    with DaemonPool(len(aliases)) as own:
+        return primary, own.map(check, aliases)
 
 
 _T = TypeVar("_T")
 
 
-def in_parallel(check: Callable[[str], _T], aliases: Sequence[str]) -> list[_T]:
+class DaemonPool:
     """
-    Run ``check`` for every alias at once, in daemon threads; return in order.
+    A fixed set of daemon threads that run calls in parallel.
 
-    Plain daemon threads rather than a ThreadPoolExecutor: an executor stops
-    taking work at interpreter exit (a monitor round then fails loudly) and
-    makes exit wait for its workers.
+    Unlike a ThreadPoolExecutor it keeps taking work while the interpreter
+    exits and is never joined then: the monitor goes on measuring, quietly,
+    until the process is gone (and Python 3.12+ refuses to start threads
+    during exit, so they are started up front).
     """
-    if len(aliases) < 2:
-        return [check(alias) for alias in aliases]
-    results: dict[int, _T] = {}
-    errors: list[BaseException] = []
 
-    def run(index: int, alias: str) -> None:
-        try:
-            results[index] = check(alias)
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller
-            errors.append(exc)
+    def __init__(self, size: int, name: str = "rwsplit-probe") -> None:
+        self._tasks: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._threads = [
+            threading.Thread(target=self._work, name=f"{name}-{i}", daemon=True)
+            for i in range(size)
+        ]
+        for thread in self._threads:
+            thread.start()
 
-    threads = [
-        threading.Thread(
-            target=run, args=(i, alias), name=f"rwsplit-probe-{alias}", daemon=True
-        )
-        for i, alias in enumerate(aliases)
-    ]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    if errors:
-        raise errors[0]
-    return [results[i] for i in range(len(aliases))]
+    def _work(self) -> None:
+        while (task := self._tasks.get()) is not None:
+            task()
+
+    def map(self, func: Callable[[str], _T], items: Sequence[str]) -> list[_T]:
+        """Return ``[func(item) for item in items]``, computed in parallel."""
+        results: dict[int, _T] = {}
+        errors: list[BaseException] = []
+        done = threading.Semaphore(0)
+
+        def task(index: int, item: str) -> Callable[[], None]:
+            def run() -> None:
+                try:
+                    results[index] = func(item)
+                except BaseException as exc:  # noqa: BLE001 - re-raised below
+                    errors.append(exc)
+                finally:
+                    done.release()
+
+            return run
+
+        for index, item in enumerate(items):
+            self._tasks.put(task(index, item))
+        for _ in items:
+            done.acquire()
+        if errors:
+            raise errors[0]
+        return [results[i] for i in range(len(items))]
+
+    def close(self) -> None:
+        """Let the threads finish (they exit after their current task)."""
+        for _ in self._threads:
+            self._tasks.put(None)
+
+    def __enter__(self) -> DaemonPool:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
 
 class SharedRounds:
@@ -172,22 +207,23 @@ class Monitor(threading.Thread):
         self._last_id: Any = None
 
     def run(self) -> None:
-        while not self.stopping.is_set():
-            started = time.monotonic()
-            try:
-                self.run_round()
-            except Exception:  # noqa: BLE001 - keep checking whatever happens
-                logger.exception("Replica health round failed.")
-            finally:
-                self.first_round.set()
-            elapsed = time.monotonic() - started
-            self.stopping.wait(max(0.0, self.config.check_interval - elapsed))
+        with DaemonPool(max(1, len(self.config.replicas))) as pool:
+            while not self.stopping.is_set():
+                started = time.monotonic()
+                try:
+                    self.run_round(pool)
+                except Exception:  # noqa: BLE001 - keep checking whatever happens
+                    logger.exception("Replica health round failed.")
+                finally:
+                    self.first_round.set()
+                elapsed = time.monotonic() - started
+                self.stopping.wait(max(0.0, self.config.check_interval - elapsed))
 
-    def run_round(self) -> None:
+    def run_round(self, pool: DaemonPool | None = None) -> None:
         """Measure (or borrow) one round and hand it to the sink."""
 
         def measure_now() -> Round:
-            return measure(self.config, self.databases)
+            return measure(self.config, self.databases, pool=pool)
 
         if self.shared is None:
             primary, readings = measure_now()
