@@ -108,7 +108,7 @@ def _lag_seconds(
     Return the tighter of two upper bounds of a lagging replica's lag, if any.
 
     The primary's history bounds it by the time since the primary was last
-    seen at or before the replayed position: exact to one check interval.
+    seen at or before the replayed position: accurate to one check interval.
     The last replayed commit bounds it too, as every WAL record not yet
     replayed was written after that commit: close behind a busy primary.
     """
