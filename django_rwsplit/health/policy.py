@@ -130,9 +130,9 @@ def _since_last_replayed_commit(
 
     The commit's time stamp is on the primary's clock. The primary check
     tells how far ahead that clock runs of ours, taken at its largest so
-    the result stays an upper bound whatever the skew; without it, the
-    replica's own clock stands in (skew between replica and primary then
-    shifts the result).
+    the result stays an upper bound whatever the skew. A probe that does not
+    report the primary's clock gets the replica's own clock instead (skew
+    between replica and primary then shifts the result).
     """
     if reading.last_replay_at is None:
         return None
