@@ -41,8 +41,7 @@ from django.db import connections
 
 from django_rwsplit.conf import Config, get_config
 from django_rwsplit.health import monitor, registry
-from django_rwsplit.health.pgwire import describe_endpoint
-from django_rwsplit.health.tracker import HealthSnapshot, Tracker
+from django_rwsplit.health.tracker import HealthSnapshot
 
 try:
     import health_check
@@ -69,15 +68,8 @@ class Finding:
 def measure_now(config: Config) -> HealthSnapshot:
     """Measure the primary and replicas now, as ``manage.py replica_health`` does."""
     databases = connections.settings
-    tracker = Tracker(
-        config,
-        {alias: describe_endpoint(databases[alias]) for alias in config.replicas},
-    )
-    tracker.apply(*monitor.measure(config, databases))
-    if any((r.lag_bytes or 0) > 0 for r in tracker.snapshot().replicas):
-        # A second round gives the primary a history to time the lag by.
-        tracker.apply(*monitor.measure(config, databases))
-    return tracker.snapshot()
+    tracker = monitor.tracker_for(config, databases)
+    return monitor.measure_into(tracker, config, databases, settle=True)
 
 
 def take_snapshot(config: Config) -> HealthSnapshot:

@@ -13,12 +13,14 @@ from dataclasses import asdict
 from typing import Any, TypeVar
 
 from django_rwsplit.conf import Config
+from django_rwsplit.health.pgwire import describe_endpoint
 from django_rwsplit.health.probes import (
     PrimaryStatus,
     Probe,
     ReplicaReading,
     probe_for,
 )
+from django_rwsplit.health.tracker import HealthSnapshot, Tracker
 
 logger = logging.getLogger("django_rwsplit")
 
@@ -53,6 +55,33 @@ def measure(
         return primary, pool.map(check, aliases)
     with DaemonPool(len(aliases)) as own:
         return primary, own.map(check, aliases)
+
+
+def tracker_for(config: Config, databases: Mapping[str, Mapping[str, Any]]) -> Tracker:
+    """Return a :class:`Tracker` of ``config``'s replicas, named by endpoint."""
+    return Tracker(
+        config,
+        {alias: describe_endpoint(databases[alias]) for alias in config.replicas},
+    )
+
+
+def measure_into(
+    tracker: Tracker,
+    config: Config,
+    databases: Mapping[str, Mapping[str, Any]],
+    *,
+    settle: bool,
+) -> HealthSnapshot:
+    """
+    Measure one round into ``tracker`` and return its snapshot.
+
+    With ``settle`` (a tracker's first round), a replica found behind gets a
+    second round, which gives the primary a history to time its lag by.
+    """
+    tracker.apply(*measure(config, databases))
+    if settle and any((r.lag_bytes or 0) > 0 for r in tracker.snapshot().replicas):
+        tracker.apply(*measure(config, databases))
+    return tracker.snapshot()
 
 
 _T = TypeVar("_T")

@@ -20,9 +20,9 @@ from django_rwsplit import history, inflight, observe, signals
 from django_rwsplit.balancing import Rotation
 from django_rwsplit.conf import Config
 from django_rwsplit.exceptions import NoReplicaAvailable
-from django_rwsplit.health.monitor import Monitor
+from django_rwsplit.health.monitor import Monitor, tracker_for
 from django_rwsplit.health.probes import PrimaryStatus, ReplicaReading
-from django_rwsplit.health.tracker import HealthSnapshot, Tracker, Transition
+from django_rwsplit.health.tracker import HealthSnapshot, Transition
 from django_rwsplit.pinning import Scope
 
 logger = logging.getLogger("django_rwsplit")
@@ -32,15 +32,10 @@ class ProcessHealth:
     """The tracker and monitor thread of one process for one configuration."""
 
     def __init__(self, config: Config) -> None:
-        from django_rwsplit.health.pgwire import describe_endpoint
-
         self.config = config
         databases = {alias: connections.settings[alias] for alias in config.replicas}
         databases[config.primary] = connections.settings[config.primary]
-        self.tracker = Tracker(
-            config,
-            {alias: describe_endpoint(databases[alias]) for alias in config.replicas},
-        )
+        self.tracker = tracker_for(config, databases)
         self.monitor = Monitor(config, databases, self._take_round)
         self.fallback_active = False
         self.primary_problem: str | None = None

@@ -17,9 +17,8 @@ from django.db import connections
 
 from django_rwsplit.conf import Config, get_config
 from django_rwsplit.health import monitor
-from django_rwsplit.health.pgwire import describe_endpoint
 from django_rwsplit.health.probes import PrimaryStatus, format_lsn, probe_for
-from django_rwsplit.health.tracker import HealthSnapshot, ReplicaStatus, Tracker
+from django_rwsplit.health.tracker import HealthSnapshot, ReplicaStatus
 
 EXIT_CODES = {"ok": 0, "warning": 1, "critical": 2}
 # Exit status when interrupted before a single round finished (as "UNKNOWN").
@@ -216,27 +215,17 @@ class Command(BaseCommand):
             probe_for(databases[config.primary])
         except ValueError as exc:
             raise CommandError(str(exc), returncode=2) from None
-        endpoints = {
-            alias: describe_endpoint(databases[alias]) for alias in config.replicas
-        }
-        tracker = Tracker(config, endpoints)
+        tracker = monitor.tracker_for(config, databases)
         watch: float | None = options["watch"]
         rounds: int | None = options["rounds"] if watch else 1
         last: HealthSnapshot | None = None
-
-        def check() -> None:
-            tracker.apply(*monitor.measure(config, databases))
-
         done = 0
         try:
             while True:
                 started = time.monotonic()
-                check()
-                if done == 0 and any(
-                    (r.lag_bytes or 0) > 0 for r in tracker.snapshot().replicas
-                ):
-                    check()  # now the primary has a history to time lag by
-                last = tracker.snapshot()
+                last = monitor.measure_into(
+                    tracker, config, databases, settle=done == 0
+                )
                 self.show(last, config, options, first=done == 0)
                 done += 1
                 if watch is None or (rounds is not None and done >= rounds):
