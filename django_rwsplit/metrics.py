@@ -220,12 +220,9 @@ class RwsplitCollector:
                 primary_reasons[reason] += count
             elif alias == primary:
                 primary_reasons["fallback"] += count
-        family = CounterMetricFamily(
-            "rwsplit_reads", "Reads routed, by database alias.", labels=["alias"]
+        yield _counter(
+            "rwsplit_reads", "Reads routed, by database alias.", "alias", per_alias
         )
-        for alias, count in sorted(per_alias.items()):
-            family.add_metric([alias], count)
-        yield family
         yield _counter(
             "rwsplit_primary_reads",
             "Reads sent to the primary, by reason (fallback: no replica in rotation).",
