@@ -85,7 +85,7 @@ def check_wiring(**kwargs: Any) -> list[checks.CheckMessage]:
                 )
             )
     primary_engine = str(settings.DATABASES[config.primary].get("ENGINE", ""))
-    if config.consistency == "lsn" and "postgresql" not in primary_engine:
+    if config.consistency == "lsn" and not conf.measurable_engine(primary_engine):
         messages.append(
             checks.Warning(
                 'RWSPLIT["CONSISTENCY"] is "lsn" but the primary is not PostgreSQL.',

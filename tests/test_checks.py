@@ -142,6 +142,14 @@ def test_lsn_consistency_on_non_postgres_warns(settings):
     assert "rwsplit.W005" in ids(check_wiring())
 
 
+def test_lsn_consistency_on_a_postgresql_subclass_does_not_warn(settings):
+    settings.DATABASES = {
+        **settings.DATABASES,
+        "default": {**settings.DATABASES["default"], "ENGINE": "tests.pgcompat"},
+    }
+    assert "rwsplit.W005" not in ids(check_wiring())
+
+
 def test_wiring_is_clean_for_the_suite_settings():
     assert ids(check_wiring()) == []
 
