@@ -13,14 +13,14 @@ Usage:
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-DEFAULT_PORT = 15432
-DEFAULT_REPLICAS = 2
+if TYPE_CHECKING:
+    from django_rwsplit.testing.cluster import LocalCluster
 
 
 class DemoError(Exception):
@@ -33,76 +33,56 @@ def _listening(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
-def _served_by_our_node(data_dir: Path, port: int) -> bool:
-    """Whether the postmaster of ``data_dir`` is alive and listens on ``port``."""
+def _cluster(directory: Path) -> LocalCluster:
+    """The cluster in ``directory`` (its cluster.json, else the default ports)."""
+    from django_rwsplit.testing.cluster import ClusterError, LocalCluster
+
     try:
-        lines = (data_dir / "postmaster.pid").read_text().splitlines()
-        pid, pid_port = int(lines[0]), int(lines[3])
-    except (OSError, ValueError, IndexError):
-        return False
-    return pid_port == port and Path(f"/proc/{pid}").exists()
+        return LocalCluster(directory)
+    except ClusterError as exc:
+        raise DemoError(str(exc)) from None
 
 
 def choose_port(directory: Path) -> int:
     """The demo cluster's primary port; raise DemoError if a port is taken."""
+    cluster = _cluster(directory)
+    port = cluster.primary.port
     env_port = os.environ.get("RWSPLIT_CLUSTER_PORT") or None
-    state_file = directory / "cluster.json"
-    replicas = DEFAULT_REPLICAS
-    if state_file.is_file():
-        state = json.loads(state_file.read_text())
-        port = int(state["primary_port"])
-        replicas = len(state["replicas"])
-        if env_port is not None and int(env_port) != port:
+    if (directory / "cluster.json").is_file() and env_port not in (None, str(port)):
+        raise DemoError(
+            f"the demo cluster in {directory} uses port {port}, but "
+            f"RWSPLIT_CLUSTER_PORT={env_port}. Run `make demo-down` first to "
+            "move it, or unset RWSPLIT_CLUSTER_PORT."
+        )
+    for node in cluster.nodes:
+        if _listening(node.port) and not cluster.node_running(node):
             raise DemoError(
-                f"the demo cluster in {directory} uses port {port}, but "
-                f"RWSPLIT_CLUSTER_PORT={env_port}. Run `make demo-down` first to "
-                "move it, or unset RWSPLIT_CLUSTER_PORT."
-            )
-    else:
-        try:
-            port = int(env_port or DEFAULT_PORT)
-        except ValueError:
-            raise DemoError(f"bad RWSPLIT_CLUSTER_PORT {env_port!r}") from None
-    nodes = [("primary", port)] + [
-        (f"replica{i}", port + i) for i in range(1, replicas + 1)
-    ]
-    for name, node_port in nodes:
-        if _listening(node_port) and not _served_by_our_node(
-            directory / name, node_port
-        ):
-            raise DemoError(
-                f"port {node_port} (for the demo {name}) is already in use by "
+                f"port {node.port} (for the demo {node.name}) is already in use by "
                 f"another program, not by the demo cluster in {directory}. Stop "
                 "that program, or run the demo on other ports: "
                 "`RWSPLIT_CLUSTER_PORT=19432 make demo` (primary on 19432, "
-                f"replicas on the next {replicas} ports)."
+                f"replicas on the next {len(cluster.replicas)} ports)."
             )
     return port
 
 
 def running_port(directory: Path) -> int | None:
     """The primary port of the cluster in ``directory`` if all its nodes run."""
-    try:
-        state = json.loads((directory / "cluster.json").read_text())
-        port = int(state["primary_port"])
-        names = [
-            "primary",
-            *(f"replica{i}" for i in range(1, len(state["replicas"]) + 1)),
-        ]
-    except (OSError, ValueError, KeyError, TypeError):
+    if not (directory / "cluster.json").is_file():
         return None
-    for offset, name in enumerate(names):
-        if not _served_by_our_node(directory / name, port + offset):
-            return None
-    return port
+    try:
+        cluster = _cluster(directory)
+    except DemoError:
+        return None
+    return cluster.primary.port if cluster.is_running() else None
 
 
 def create_database(directory: Path, name: str) -> None:
     """Create ``name`` on the demo primary if missing and wait for the replicas."""
-    from django_rwsplit.testing.cluster import ClusterError, LocalCluster
+    from django_rwsplit.testing.cluster import ClusterError
 
     try:
-        LocalCluster(directory).create_database(name)
+        _cluster(directory).create_database(name)
     except ClusterError as exc:
         raise DemoError(str(exc)) from None
 
