@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 import threading
 import time
 from collections import Counter
@@ -130,7 +129,6 @@ def main() -> None:
             **base,
         )
         urlpatterns.extend(views())
-        sys.modules.setdefault(__name__, sys.modules["__main__"])
         replicas = [r.name for r in local.replicas]
         for replica in replicas:
             local.set_apply_delay(replica, args.delay_ms)

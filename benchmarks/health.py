@@ -37,8 +37,7 @@ MAX_LAG = 1.0
 READMIT_AFTER = 3
 
 PROCESS = """
-import os, sys, time, django
-from django.conf import settings
+import sys, time
 sys.path.insert(0, {bench!r})
 from _setup import configure
 from django_rwsplit.testing.cluster import LocalCluster
@@ -198,9 +197,7 @@ def busy_primary(local, seconds: float) -> list[list[str]]:
     stop = threading.Event()
 
     def write() -> None:
-        port = local.primary.port
-        dsn = f"host=127.0.0.1 port={port} user=postgres dbname={DB}"
-        with psycopg.connect(dsn, autocommit=True) as conn:
+        with psycopg.connect(local.primary.dsn(DB), autocommit=True) as conn:
             conn.execute("CREATE TABLE IF NOT EXISTS busy (i int)")
             while not stop.is_set():
                 conn.execute("INSERT INTO busy SELECT generate_series(1, 5000)")
