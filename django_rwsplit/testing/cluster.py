@@ -715,6 +715,13 @@ class LocalCluster:
         for kid in kids:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(kid, signal.SIGSTOP)
+        # SIGSTOP takes effect asynchronously (a child in disk wait stops
+        # later): return only once every child is really stopped.
+        _poll(
+            lambda: all((_proc_stat(k) or ("", "T", 0))[1] in ("T", "t") for k in kids),
+            5,
+            f"waiting for {n.name}'s processes to stop",
+        )
 
     def thaw(self, node: str | int | Node) -> None:
         """SIGCONT the node's children and postmaster; wait until all run."""
