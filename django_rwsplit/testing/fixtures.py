@@ -38,6 +38,9 @@ def django_db_modify_db_settings(
 
 def heal(cluster: LocalCluster) -> None:
     """Undo every fault a test may have injected, and wait until caught up."""
+    cluster.thaw("primary")
+    if not cluster.node_running("primary"):
+        cluster.start_primary()
     for replica in cluster.replicas:
         name = replica.name
         cluster.thaw(name)

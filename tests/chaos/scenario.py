@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from django_rwsplit.testing.cluster import LocalCluster
+from django_rwsplit.testing.fixtures import heal
 from tests.chaos.servers import ROOT, ChaosSettings
 
 # Seconds allowed, beyond READMIT_AFTER * CHECK_INTERVAL + CHECK_TIMEOUT, for a
@@ -74,19 +75,6 @@ def inject(cluster: LocalCluster, step: Step) -> None:
         "primary_start": cluster.start_primary,
     }
     actions[step.kind]()
-
-
-def heal(cluster: LocalCluster) -> None:
-    """Undo every fault: primary up, replicas running, streaming, caught up."""
-    from django_rwsplit.testing.fixtures import heal as heal_replicas
-
-    if cluster.is_frozen("primary"):
-        cluster.thaw("primary")
-    if not cluster.node_running("primary"):
-        cluster.start_primary()
-    heal_replicas(cluster)
-    for replica in cluster.replicas:
-        cluster.wait_streaming(replica.name, timeout=60)
 
 
 @dataclass
