@@ -4,8 +4,10 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from django.db import connections
+from django.core import signing
+from django.db import connections, router
 
+from django_rwsplit import conf, consistency
 from django_rwsplit.health import registry
 from django_rwsplit.testing.cluster import LocalCluster
 
@@ -22,6 +24,37 @@ def fast_health(**overrides: object) -> dict[str, object]:
         "READMIT_AFTER": 2,
         **overrides,
     }
+
+
+def rotation() -> frozenset[str]:
+    """The replicas in rotation now (starting this process's checks if needed)."""
+    return registry.process_health(conf.get_config()).rotation.members
+
+
+def start_health(*aliases: str) -> registry.ProcessHealth:
+    """
+    Start the health checks as a routed read does, and wait until ``aliases``
+    (default: both replicas) are in rotation.
+    """
+    from tests.testapp.models import Item
+
+    router.db_for_read(Item)
+    state = registry.process_health(conf.get_config())
+    wanted = set(aliases or ("replica1", "replica2"))
+    wait_until(lambda: state.rotation.members >= wanted, timeout=10)
+    return state
+
+
+def token_issued(seconds_ago: float, lsn: int | None = None) -> str:
+    """A genuine pin token, signed as if ``seconds_ago`` seconds ago (< 0: ahead)."""
+    real = signing.TimestampSigner.timestamp
+    signing.TimestampSigner.timestamp = lambda self: signing.b62_encode(  # type: ignore[method-assign]
+        int(time.time() - seconds_ago)
+    )
+    try:
+        return consistency.encode(lsn)
+    finally:
+        signing.TimestampSigner.timestamp = real  # type: ignore[method-assign]
 
 
 def server_port(alias: str) -> int:

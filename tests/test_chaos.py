@@ -23,9 +23,7 @@ import pytest
 from django.db import connections, router
 from django.test import Client, override_settings
 
-from django_rwsplit import conf
 from django_rwsplit.consistency import read_after
-from django_rwsplit.health import registry
 from django_rwsplit.testing.cluster import ClusterError, LocalCluster
 from tests.chaos.scenario import (
     concurrent_pins,
@@ -41,7 +39,7 @@ from tests.chaos.servers import (
     running_servers,
     warm_up,
 )
-from tests.conftest import wait_until
+from tests.conftest import start_health
 from tests.testapp.models import Item
 
 pytestmark = pytest.mark.cluster
@@ -145,15 +143,13 @@ SLOW_CHECKS = {
 @pytest.mark.django_db(transaction=True, databases="__all__")
 @override_settings(RWSPLIT=SLOW_CHECKS)
 def test_failover_of_a_token_read_keeps_read_your_writes(
-    cluster: LocalCluster, ports: dict[str, int]
+    cluster: LocalCluster,
 ) -> None:
     """
     A read-your-writes read whose replica just died must not fail over to a
     replica behind the client's token (guarantee 5, under a replica stop).
     """
-    router.db_for_read(Item)
-    state = registry.process_health(conf.get_config())
-    wait_until(lambda: state.rotation.members == {"replica1", "replica2"}, timeout=10)
+    state = start_health()
     cluster.pause_replay("replica1")
     client = Client()
     item_id = client.get("/create/", {"name": "before-failover"}).json()["id"]
@@ -190,9 +186,7 @@ def test_a_substitute_connection_is_dropped_when_its_replica_returns(
     routed to replica2 (because replica2 has the position) would read replica1.
     Outside requests (tasks with ``read_after``) connections outlive requests.
     """
-    router.db_for_read(Item)
-    state = registry.process_health(conf.get_config())
-    wait_until(lambda: state.rotation.members == {"replica1", "replica2"}, timeout=10)
+    state = start_health()
     cluster.pause_replay("replica1")
     client = Client()
     item_id = client.get("/create/", {"name": "behind-replica1"}).json()["id"]

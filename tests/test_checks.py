@@ -8,6 +8,7 @@ from django.core.management.base import SystemCheckError
 from django.test import override_settings
 
 from django_rwsplit.checks import check_databases, check_settings, check_wiring
+from django_rwsplit.routers import ReadWriteRouter
 
 pytestmark = pytest.mark.filterwarnings("ignore:Overriding setting DATABASES")
 
@@ -174,8 +175,5 @@ def test_database_check_probes_named_replicas(cluster):
     assert ids(check_databases(databases=["replica1"])) == ["rwsplit.E021"]
 
 
-from django_rwsplit.routers import ReadWriteRouter  # noqa: E402
-
-
-class SubRouter(ReadWriteRouter):  # type: ignore[no-redef]  # noqa: F811
+class SubRouter(ReadWriteRouter):
     pass

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections import Counter
 from http.cookies import SimpleCookie
 
@@ -14,7 +13,7 @@ from django.test import Client, override_settings
 
 from django_rwsplit import consistency, pin_primary
 from django_rwsplit.consistency import current_token, read_after
-from tests.conftest import server_port, wait_until
+from tests.conftest import server_port, start_health, token_issued
 from tests.testapp.models import Item
 
 pytestmark = [
@@ -32,19 +31,10 @@ LSN = {
 }
 
 
-def in_rotation(*aliases: str) -> None:
-    from django_rwsplit import conf
-    from django_rwsplit.health import registry
-
-    router.db_for_read(Item)
-    state = registry.process_health(conf.get_config())
-    wait_until(lambda: state.rotation.members >= set(aliases), timeout=10)
-
-
 @override_settings(RWSPLIT=LSN)
 def test_writer_reads_from_caught_up_replica_not_the_lagging_one(cluster, ports):
     cluster.set_apply_delay("replica1", 1500)
-    in_rotation("replica1", "replica2")
+    start_health("replica1", "replica2")
     served = Counter()
     for n in range(20):
         client = Client()
@@ -105,7 +95,7 @@ def stale_reads(
 
 @override_settings(RWSPLIT=LSN)
 def test_no_stale_reads_with_lsn_tokens_and_some_without(cluster, ports):
-    in_rotation("replica1", "replica2")
+    start_health("replica1", "replica2")
     stale, served = stale_reads(cluster, keep_cookie=True)
     assert stale == 0
     assert served[ports["replica1"]] + served[ports["replica2"]] > 0
@@ -117,7 +107,7 @@ def test_no_stale_reads_with_lsn_tokens_and_some_without(cluster, ports):
 
 @override_settings(RWSPLIT=LSN)
 def test_read_after_across_a_thread_boundary(cluster, ports):
-    in_rotation("replica1", "replica2")
+    start_health("replica1", "replica2")
     cluster.pause_replay("replica1")
     made: dict[str, object] = {}
 
@@ -155,20 +145,12 @@ def test_read_after_across_a_thread_boundary(cluster, ports):
 
 @override_settings(RWSPLIT=LSN)
 def test_forged_and_far_future_tokens_are_ignored(cluster, ports):
-    in_rotation("replica1", "replica2")
+    start_health("replica1", "replica2")
     replicas = {ports["replica1"], ports["replica2"]}
     far_future = consistency.encode((1 << 62) + 5)
     forged = signing.TimestampSigner(key="other", salt=consistency.SALT).sign("0/1")
     malformed = consistency._signer().sign("not-an-lsn")
-    stamp_future = signing.TimestampSigner(salt=consistency.SALT)
-    real = signing.TimestampSigner.timestamp
-    signing.TimestampSigner.timestamp = lambda self: signing.b62_encode(  # type: ignore[method-assign]
-        int(time.time() + 3600)
-    )
-    try:
-        from_the_future = stamp_future.sign("0/1")
-    finally:
-        signing.TimestampSigner.timestamp = real  # type: ignore[method-assign]
+    from_the_future = token_issued(-3600, lsn=1)
     for token in (far_future, forged, malformed, from_the_future):
         client = Client()
         client.cookies = SimpleCookie({"rwsplit_pin": token})
@@ -193,7 +175,7 @@ def test_token_round_trip_and_bounds():
 
 @override_settings(RWSPLIT={**LSN, "CONSISTENCY": "time"})
 def test_time_mode_token_pins_to_primary(cluster, ports):
-    in_rotation("replica1", "replica2")
+    start_health("replica1", "replica2")
     Item.objects.create(name="t")
     token = current_token()
     with read_after(token):

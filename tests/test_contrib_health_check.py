@@ -13,7 +13,7 @@ from django_rwsplit import conf
 from django_rwsplit.health import registry
 from django_rwsplit.health.probes import PrimaryStatus
 from django_rwsplit.health.tracker import HealthSnapshot, ReplicaStatus
-from tests.conftest import fast_health, wait_until
+from tests.conftest import fast_health, rotation, start_health, wait_until
 
 health_check = pytest.importorskip("health_check")
 if not hasattr(health_check, "HealthCheck"):  # pragma: no cover
@@ -40,10 +40,6 @@ urlpatterns = [
 def result(check: Any) -> Any:
     """Run a check as HealthCheckView does; return its error (None: healthy)."""
     return asyncio.run(check.get_result()).error
-
-
-def rotation() -> frozenset[str]:
-    return registry.process_health(conf.get_config()).rotation.members
 
 
 @override_settings(RWSPLIT=FAST, ROOT_URLCONF=__name__)
@@ -79,8 +75,7 @@ def test_healthy_cluster_measured_without_a_running_monitor(cluster, monkeypatch
 
 @override_settings(RWSPLIT=FAST, ROOT_URLCONF=__name__)
 def test_uses_the_running_monitor_and_reports_each_replica(cluster, monkeypatch):
-    registry.process_health(conf.get_config())
-    wait_until(lambda: rotation() == {"replica1", "replica2"}, timeout=10)
+    start_health()
     monkeypatch.setattr(rwsplit_check, "measure_now", None)  # must not be called
     assert result(rwsplit_check.ReadWriteSplit()) is None
 

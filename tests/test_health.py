@@ -15,7 +15,13 @@ from django.test import override_settings
 from django_rwsplit import conf, signals
 from django_rwsplit.health import registry
 from django_rwsplit.health.monitor import SharedRounds
-from tests.conftest import fast_health, server_port, wait_until
+from tests.conftest import (
+    fast_health,
+    rotation,
+    server_port,
+    start_health,
+    wait_until,
+)
 from tests.testapp.models import Item
 
 pytestmark = [
@@ -63,22 +69,6 @@ def transitions():
     recorder.close()
 
 
-def rotation() -> frozenset[str]:
-    state = registry.process_health(conf.get_config())
-    return state.rotation.members
-
-
-def start_health() -> None:
-    registry.process_health(conf.get_config())
-    wait_until(lambda: rotation() == {"replica1", "replica2"}, timeout=10)
-
-
-def fresh_connections() -> None:
-    """Behave like a new request under CONN_MAX_AGE=0: no connection reused."""
-    for alias in connections:
-        connections[alias].close()
-
-
 @override_settings(RWSPLIT=FAST)
 def test_idle_primary_with_caught_up_replicas_has_zero_lag(cluster):
     cluster.wait_caught_up()
@@ -109,7 +99,7 @@ def test_paused_replica_leaves_rotation_then_returns(cluster, ports, transitions
     assert ejected_after <= bound, f"ejected after {ejected_after:.2f} s"
     (event,) = transitions.of("ejected", "replica1")
     assert "lag" in event[2]
-    fresh_connections()
+    connections.close_all()  # like a new request under CONN_MAX_AGE=0
     served = Counter(server_port(router.db_for_read(Item)) for _ in range(200))
     assert set(served) == {ports["replica2"]}
 
@@ -129,7 +119,7 @@ def test_stopped_replica_is_ejected_on_first_failed_connect(
     cluster.stop_replica("replica1")
     errors, served = 0, Counter()
     for _ in range(100):
-        fresh_connections()
+        connections.close_all()
         try:
             served[server_port(router.db_for_read(Item))] += 1
         except Exception:  # noqa: BLE001 - counted
@@ -146,7 +136,7 @@ def test_stopped_replica_leaves_rotation_and_reads_keep_succeeding(cluster, port
     start_health()
     cluster.stop_replica("replica2")
     wait_until(lambda: "replica2" not in rotation(), timeout=3 * INTERVAL + TIMEOUT + 1)
-    fresh_connections()
+    connections.close_all()
     served = Counter(server_port(router.db_for_read(Item)) for _ in range(100))
     assert set(served) == {ports["replica1"]}
     cluster.start_replica("replica2")
@@ -180,7 +170,7 @@ def test_frozen_replica_never_holds_a_read_past_the_deadline(cluster, ports):
     assert not errors
     assert len(latencies) == 8 and max(latencies) < limit
     wait_until(lambda: "replica1" not in rotation(), timeout=3 * INTERVAL + TIMEOUT)
-    fresh_connections()
+    connections.close_all()
     served = {server_port(router.db_for_read(Item)) for _ in range(50)}
     assert served == {ports["replica2"]}
     cluster.thaw("replica1")
@@ -188,12 +178,12 @@ def test_frozen_replica_never_holds_a_read_past_the_deadline(cluster, ports):
 
 
 @override_settings(RWSPLIT=FAST)
-def test_all_replicas_down_sends_reads_to_primary(cluster, ports, caplog):
+def test_all_replicas_down_sends_reads_to_primary(cluster, ports):
     start_health()
     cluster.stop_replica("replica1")
     cluster.stop_replica("replica2")
     wait_until(lambda: not rotation(), timeout=3 * INTERVAL + TIMEOUT + 1)
-    fresh_connections()
+    connections.close_all()
     assert {server_port(router.db_for_read(Item)) for _ in range(20)} == {
         ports["default"]
     }

@@ -9,8 +9,8 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import router, transaction
 from django.test import override_settings
 
-from django_rwsplit import conf, metrics, observe, pin_primary, pinning
-from tests.conftest import fast_health, wait_until
+from django_rwsplit import metrics, observe, pin_primary, pinning
+from tests.conftest import fast_health, start_health, wait_until
 from tests.testapp.models import Item
 
 prometheus_client = pytest.importorskip("prometheus_client")
@@ -34,15 +34,6 @@ def prom():
 
 def value(registry, name: str, **labels: str) -> float:
     return registry.get_sample_value(name, labels) or 0.0
-
-
-def start_health() -> None:
-    from django_rwsplit import conf
-    from django_rwsplit.health import registry
-
-    router.db_for_read(Item)
-    state = registry.process_health(conf.get_config())
-    wait_until(lambda: state.rotation.members == {"replica1", "replica2"}, 10)
 
 
 def test_normalise_reason():
@@ -231,9 +222,6 @@ def test_ejection_fallback_and_readmission_are_counted(cluster, prom):
     assert value(prom, "rwsplit_replica_in_rotation", alias="replica1") == 1
 
 
-@pytest.mark.skipif(
-    "METRICS" not in conf.DEFAULTS, reason="RWSPLIT['METRICS'] not in conf yet"
-)
 def test_metrics_setting_installs_at_start_up():
     from django_rwsplit import apps
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from http.cookies import SimpleCookie
 
 import pytest
@@ -11,6 +10,7 @@ from django.test import Client, override_settings
 
 from django_rwsplit import consistency
 from django_rwsplit.pinning import current_scope, is_pinned
+from tests.conftest import token_issued
 
 pytestmark = [
     pytest.mark.cluster,
@@ -75,23 +75,12 @@ def test_cookie_is_secure_on_https(cluster):
     assert response.cookies["rwsplit_pin"]["secure"]
 
 
-def _cookie_issued(seconds_ago: float, lsn: int | None = None) -> str:
-    real = signing.TimestampSigner.timestamp
-    signing.TimestampSigner.timestamp = lambda self: signing.b62_encode(  # type: ignore[method-assign]
-        int(time.time() - seconds_ago)
-    )
-    try:
-        return consistency.encode(lsn)
-    finally:
-        signing.TimestampSigner.timestamp = real  # type: ignore[method-assign]
-
-
 @override_settings(RWSPLIT=TIME_MODE)
 def test_cookie_stops_pinning_after_sticky_seconds(cluster, ports, replica_ports):
     client = Client()
-    client.cookies = SimpleCookie({"rwsplit_pin": _cookie_issued(3)})
+    client.cookies = SimpleCookie({"rwsplit_pin": token_issued(3)})
     assert client.get("/read/").json()["ports"] == [ports["default"]] * 3
-    client.cookies = SimpleCookie({"rwsplit_pin": _cookie_issued(7)})
+    client.cookies = SimpleCookie({"rwsplit_pin": token_issued(7)})
     assert set(client.get("/read/").json()["ports"]) <= replica_ports
 
 
@@ -117,7 +106,7 @@ def test_bad_cookie_is_ignored(cluster, replica_ports, value):
 
 @override_settings(RWSPLIT=TIME_MODE)
 def test_tampered_signed_cookie_is_ignored(cluster, replica_ports):
-    good = _cookie_issued(0)
+    good = token_issued(0)
     payload, stamp, signature = good.split(":")
     for forged in (
         f"lsn:{stamp}:{signature}",

@@ -9,7 +9,7 @@ from django.test import override_settings
 from django_rwsplit import conf
 from django_rwsplit.exceptions import PrimaryUnavailable
 from django_rwsplit.health import registry
-from tests.conftest import fast_health, server_port, wait_until
+from tests.conftest import fast_health, server_port, start_health, wait_until
 from tests.testapp.models import Item
 
 pytestmark = [
@@ -20,23 +20,9 @@ pytestmark = [
 FAST = fast_health(READMIT_AFTER=3)
 
 
-@pytest.fixture
-def primary_restarted(cluster):
-    yield cluster
-    if not cluster.node_running("primary"):
-        cluster.start_primary()
-    for replica in cluster.replicas:
-        cluster.wait_streaming(replica.name, timeout=60)
-
-
 @override_settings(RWSPLIT=FAST)
-def test_primary_down_writes_fail_naming_it_and_reads_continue(
-    primary_restarted, ports, caplog
-):
-    cluster = primary_restarted
-    router.db_for_read(Item)
-    state = registry.process_health(conf.get_config())
-    wait_until(lambda: len(state.rotation.members) == 2, timeout=10)
+def test_primary_down_writes_fail_naming_it_and_reads_continue(cluster, ports, caplog):
+    state = start_health()
     cluster.stop_primary()
     connections.close_all()
     with pytest.raises(PrimaryUnavailable, match="'default'.*unreachable"):

@@ -18,8 +18,8 @@ import pytest
 
 from django_rwsplit import history
 from django_rwsplit.health import registry
-from tests.conftest import wait_until
-from tests.test_views import TOKEN, endpoint_settings, rotation, start_health
+from tests.conftest import rotation, start_health, wait_until
+from tests.test_views import TOKEN, endpoint_settings
 from tests.testapp.models import Item
 
 pytestmark = [

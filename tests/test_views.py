@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
-from django.db import router
 from django.http import HttpResponse
 from django.test import Client, override_settings
 from django.urls import include, path
@@ -18,8 +17,7 @@ from django_rwsplit.health import registry
 from django_rwsplit.health.probes import PrimaryStatus
 from django_rwsplit.health.tracker import HealthSnapshot, ReplicaStatus
 from django_rwsplit.management.commands.replica_health import as_json
-from tests.conftest import fast_health, wait_until
-from tests.testapp.models import Item
+from tests.conftest import fast_health, rotation, start_health, wait_until
 
 pytestmark = [
     pytest.mark.cluster,
@@ -41,10 +39,6 @@ urlpatterns = [
 URLS = __name__
 
 FAST = fast_health()
-ENDPOINT_KEYS = {
-    "HEALTH_ENDPOINT_TOKEN": "health_endpoint_token",
-    "HEALTH_ENDPOINT_SHOW_HOSTS": "health_endpoint_show_hosts",
-}
 TOKEN = "s3cret-token-ü"
 AUTH_MIDDLEWARE = [
     "django_rwsplit.middleware.PinPrimaryMiddleware",
@@ -56,32 +50,10 @@ AUTH_MIDDLEWARE = [
 
 @contextmanager
 def endpoint_settings(**rwsplit: Any):
-    """
-    ``override_settings(RWSPLIT=FAST + rwsplit, ROOT_URLCONF=this module)``.
-
-    Until conf knows HEALTH_ENDPOINT_TOKEN / HEALTH_ENDPOINT_SHOW_HOSTS, they
-    are set on the parsed Config instead of in RWSPLIT (which would reject
-    them as unknown keys).
-    """
-    raw = {**FAST, **rwsplit}
-    known = "HEALTH_ENDPOINT_TOKEN" in conf.DEFAULTS
-    extra = {} if known else {k: raw.pop(k) for k in ENDPOINT_KEYS if k in raw}
-    with override_settings(RWSPLIT=raw, ROOT_URLCONF=URLS):
-        config = conf.get_config()
-        for key, value in extra.items():
-            object.__setattr__(config, ENDPOINT_KEYS[key], value)
-        yield config
+    """``override_settings(RWSPLIT=FAST + rwsplit, ROOT_URLCONF=this module)``."""
+    with override_settings(RWSPLIT={**FAST, **rwsplit}, ROOT_URLCONF=URLS):
+        yield conf.get_config()
     history.clear()
-
-
-def start_health() -> None:
-    router.db_for_read(Item)
-    state = registry.process_health(conf.get_config())
-    wait_until(lambda: state.rotation.members == {"replica1", "replica2"}, 10)
-
-
-def rotation() -> frozenset[str]:
-    return registry.process_health(conf.get_config()).rotation.members
 
 
 def replica_error(alias: str) -> str:
