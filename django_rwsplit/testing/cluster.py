@@ -716,9 +716,12 @@ class LocalCluster:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(kid, signal.SIGSTOP)
         # SIGSTOP takes effect asynchronously (a child in disk wait stops
-        # later): return only once every child is really stopped.
+        # later): return only once every child is stopped, or has exited (a
+        # zombie, as the stopped postmaster cannot reap it).
         _poll(
-            lambda: all((_proc_stat(k) or ("", "T", 0))[1] in ("T", "t") for k in kids),
+            lambda: all(
+                (_proc_stat(k) or ("", "X", 0))[1] in ("T", "t", "Z", "X") for k in kids
+            ),
             5,
             f"waiting for {n.name}'s processes to stop",
         )
