@@ -27,13 +27,13 @@ from typing import Any
 import pytest
 
 from django_rwsplit.testing.cluster import LocalCluster
+from tests.chaos import servers
 from tests.ports import free_port
 
 pytestmark = pytest.mark.cluster
 
 ROOT = Path(__file__).resolve().parent.parent
 DATABASE = "rwsplit_example_test"
-START_TIMEOUT = 30.0
 
 
 def example_env(
@@ -72,15 +72,11 @@ def manage(env: dict[str, str], *args: str) -> str:
 
 
 @dataclass
-class Server:
-    url: str
-    log: Path
+class Server(servers.Server):
+    """The example project's runserver, and the cluster ports it reads from."""
+
     primary_port: int
     replica_ports: list[int]
-
-    def log_tail(self) -> str:
-        lines = self.log.read_text(errors="replace").splitlines()
-        return "\n".join(lines[-30:])
 
 
 class NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -149,35 +145,21 @@ def server(rwsplit_cluster: LocalCluster, tmp_path_factory: Any) -> Iterator[Ser
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     srv = Server(
-        url=f"http://127.0.0.1:{port}",
+        name="runserver",
+        port=port,
+        process=process,
         log=log,
         primary_port=cluster.primary.port,
         replica_ports=[r.port for r in cluster.replicas],
     )
     try:
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            if process.poll() is not None:
-                pytest.fail(
-                    f"runserver exited ({process.returncode}):\n{srv.log_tail()}"
-                )
-            try:
-                with urllib.request.urlopen(srv.url + "/api/whoami/", timeout=2):
-                    break
-            except OSError:
-                if time.monotonic() > deadline:
-                    pytest.fail(f"runserver did not answer:\n{srv.log_tail()}")
-                time.sleep(0.1)
+        servers.wait_answering(srv)
         yield srv
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        srv.stop()
 
 
 def wait_for_replica_reads(client: Client, timeout: float = 10.0) -> dict[str, Any]:
