@@ -9,6 +9,7 @@ from django.test import override_settings
 from django_rwsplit import conf
 from django_rwsplit.exceptions import PrimaryUnavailable
 from django_rwsplit.health import registry
+from django_rwsplit.health.probes import probe_for
 from tests.conftest import fast_health, server_port, start_health, wait_until
 from tests.testapp.models import Item
 
@@ -51,3 +52,35 @@ def test_demoted_primary_refuses_writes_with_a_clear_error(cluster):
     with pytest.raises(PrimaryUnavailable, match="'demoted'.*in recovery"):
         Item.objects.create(name="to-a-replica")
     assert registry.snapshot().status == "critical"
+
+
+@override_settings(RWSPLIT=fast_health(CHECK_INTERVAL=60.0, MAX_LAG_SECONDS=60.0))
+def test_replicas_stay_when_the_primary_dies_between_its_check_and_theirs(cluster):
+    """
+    The chaos suite's flake, made deterministic: a round reads the primary up,
+    the primary dies, then the same round reads the replicas, whose WAL
+    receivers have stopped. They hold everything the primary had; ejecting
+    them for "not streaming" sent every read to the dead primary.
+    """
+    state = start_health()
+    Item.objects.create(name="last write before the primary dies")
+    cluster.wait_caught_up(timeout=30)
+    primary_settings = connections.settings["default"]
+    probe = probe_for(primary_settings)
+    primary = probe.check_primary("default", primary_settings, 2.0)
+    assert primary.reachable
+    cluster.stop_primary()
+
+    def readings():
+        return [
+            probe.check_replica(alias, connections.settings[alias], 2.0)
+            for alias in ("replica1", "replica2")
+        ]
+
+    wait_until(lambda: not any(r.streaming for r in readings()), timeout=30)
+    state.tracker.apply(primary, readings())
+    connections.close_all()
+
+    assert state.rotation.members == {"replica1", "replica2"}, [
+        (s.alias, s.error) for s in state.tracker.snapshot().replicas
+    ]

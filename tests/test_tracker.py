@@ -135,7 +135,6 @@ def test_without_history_or_primary_clock_the_replica_clock_is_used():
     [
         ({"reachable": False, "error": "refused"}, "unreachable"),
         ({"in_recovery": False}, "not in recovery"),
-        ({"streaming": False}, "not streaming"),
         ({"replay_lsn": None}, "lag unknown"),
     ],
 )
@@ -216,4 +215,34 @@ def test_caught_up_replica_keeps_serving_when_the_primary_is_gone():
         primary(1, 0, reachable=False),
         [reading("r1", 1, 100, streaming=False), reading("r2", 1, 90, streaming=False)],
     )
+    assert tracker.rotation.members == {"r1"}
+
+
+def test_not_streaming_and_behind_ejects_on_the_second_round():
+    """One round can race a dying primary; two rounds behind cannot."""
+    tracker = Tracker(replace(CONFIG, max_lag_seconds=None))
+    tracker.apply(primary(0, 100), [reading("r1", 0, 100)])
+    assert tracker.apply(primary(1, 200), [reading("r1", 1, 150, streaming=False)]) == []
+    assert tracker.rotation.members == {"r1"}
+    (transition,) = tracker.apply(
+        primary(2, 300), [reading("r1", 2, 150, streaming=False)]
+    )
+    assert not transition.admitted and "not streaming" in transition.reason
+
+
+def test_not_streaming_but_caught_up_stays():
+    """A replica that replayed the primary's position is fresh, streaming or not."""
+    tracker = Tracker(CONFIG)
+    tracker.apply(primary(0, 100), [reading("r1", 0, 100)])
+    for t in (1, 2, 3):
+        assert tracker.apply(primary(t, 100), [reading("r1", t, 100, streaming=False)]) == []
+    assert tracker.rotation.members == {"r1"}
+
+
+def test_a_streaming_round_resets_the_count():
+    tracker = Tracker(replace(CONFIG, max_lag_seconds=None))
+    tracker.apply(primary(0, 100), [reading("r1", 0, 100)])
+    tracker.apply(primary(1, 200), [reading("r1", 1, 150, streaming=False)])
+    tracker.apply(primary(2, 250), [reading("r1", 2, 200)])
+    assert tracker.apply(primary(3, 300), [reading("r1", 3, 250, streaming=False)]) == []
     assert tracker.rotation.members == {"r1"}

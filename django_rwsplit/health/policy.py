@@ -55,8 +55,15 @@ def assess(
     config: Config,
     *,
     bound_factor: float = 1.0,
+    behind_unstreamed_before: bool = False,
 ) -> Assessment:
-    """Measure ``reading``'s lag and judge it against the configured bounds."""
+    """
+    Measure ``reading``'s lag and judge it against the configured bounds.
+
+    ``behind_unstreamed_before`` says the previous round already found this
+    replica behind the primary with its WAL receiver not streaming (see
+    :func:`behind_unstreamed`).
+    """
     if not reading.reachable:
         return Assessment(None, None, f"unreachable: {reading.error}")
     if reading.in_recovery is not True:
@@ -77,9 +84,16 @@ def assess(
         lag_seconds: float | None = 0.0
     else:
         lag_seconds = _lag_seconds(reading, primary, history)
-    # Without a primary there is nothing to stream from: a replica that has
-    # replayed the primary's last known position keeps serving reads.
-    if reading.streaming is not True and primary_known:
+    # A replica that is not streaming but has replayed what the primary had
+    # when it was checked is as fresh as it can be. One that is behind leaves
+    # on the second such round: a primary that dies between its check and the
+    # replicas' (one round) must not eject every replica (the lag bounds
+    # below still apply in that round).
+    if (
+        primary_known
+        and behind_unstreamed_before
+        and behind_unstreamed(reading, lag_bytes)
+    ):
         return Assessment(lag_bytes, lag_seconds, "WAL receiver not streaming")
     limit = config.max_lag_seconds
     if limit is not None:
@@ -99,6 +113,11 @@ def assess(
             f"lag {lag_bytes} bytes over {byte_limit * bound_factor:g} bytes",
         )
     return Assessment(lag_bytes, lag_seconds, None)
+
+
+def behind_unstreamed(reading: ReplicaReading, lag_bytes: int | None) -> bool:
+    """Return whether ``reading`` is behind the primary and not streaming."""
+    return reading.streaming is not True and bool(lag_bytes)
 
 
 def _lag_seconds(

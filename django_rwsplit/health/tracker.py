@@ -10,7 +10,7 @@ from typing import Any
 
 from django_rwsplit.balancing import Rotation
 from django_rwsplit.conf import Config
-from django_rwsplit.health.policy import PrimaryHistory, assess
+from django_rwsplit.health.policy import PrimaryHistory, assess, behind_unstreamed
 from django_rwsplit.health.probes import PrimaryStatus, ReplicaReading
 
 
@@ -105,6 +105,8 @@ class _ReplicaState:
     in_rotation: bool = False
     ever_admitted: bool = False
     good_streak: int = 0
+    # The last round found it behind a reachable primary, not streaming.
+    behind_unstreamed: bool = False
     status: ReplicaStatus | None = None
 
 
@@ -157,8 +159,27 @@ class Tracker:
         reading: ReplicaReading,
         primary: PrimaryStatus | None,
     ) -> Transition | None:
-        verdict = assess(reading, primary, self.history, self.config)
-        calm = assess(reading, primary, self.history, self.config, bound_factor=0.5)
+        before = state.behind_unstreamed
+        verdict = assess(
+            reading,
+            primary,
+            self.history,
+            self.config,
+            behind_unstreamed_before=before,
+        )
+        calm = assess(
+            reading,
+            primary,
+            self.history,
+            self.config,
+            bound_factor=0.5,
+            behind_unstreamed_before=before,
+        )
+        state.behind_unstreamed = (
+            primary is not None
+            and primary.reachable
+            and behind_unstreamed(reading, verdict.lag_bytes)
+        )
         transition = None
         if verdict.problem is not None:
             state.good_streak = 0
