@@ -30,6 +30,7 @@ DEFAULTS: dict[str, Any] = {
     "HEALTH_ENDPOINT_TOKEN": None,
     "HEALTH_ENDPOINT_SHOW_HOSTS": False,
     "METRICS": False,
+    "REPLICA_READS_IN_ATOMIC_REQUESTS": True,
 }
 # Upper bounds keep every number usable as a timeout, a cookie age or a date.
 MAXIMUMS: dict[str, float] = {
@@ -76,6 +77,7 @@ class Config:
     health_endpoint_token: str | None = field(default=None, repr=False)
     health_endpoint_show_hosts: bool = False
     metrics: bool = False
+    replica_reads_in_atomic_requests: bool = True
     # True when every replica is a TEST MIRROR of the primary and
     # ROUTE_TEST_MIRRORS_TO_PRIMARY is on (see health.registry.mirrors_active).
     test_mirrors: bool = False
@@ -354,6 +356,9 @@ def parse(raw: object) -> tuple[Config, list[Problem]]:
             raw, "HEALTH_ENDPOINT_SHOW_HOSTS", problems
         ),
         metrics=_boolean(raw, "METRICS", problems),
+        replica_reads_in_atomic_requests=_boolean(
+            raw, "REPLICA_READS_IN_ATOMIC_REQUESTS", problems
+        ),
         test_mirrors=route_mirrors
         and bool(replicas)
         and all(test_mirror_of(alias) == primary for alias in replicas),

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
+from django.db import connections
 from django.http import HttpRequest, HttpResponseBase
 
 from django_rwsplit import consistency, observe, pinning
@@ -56,6 +58,18 @@ class PinPrimaryMiddleware:
             pinning._scope.reset(reset)
         return response
 
+    def process_view(
+        self,
+        request: HttpRequest,
+        view_func: Callable[..., Any],
+        view_args: Any,
+        view_kwargs: Any,
+    ) -> None:
+        """Note the view's ``ATOMIC_REQUESTS`` transaction, if it has one."""
+        scope = pinning.current_scope()
+        if scope is not None:
+            expect_atomic_view(request, view_func, scope, get_config())
+
     async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
         config = get_config()
         scope = open_scope(request, config)
@@ -85,6 +99,34 @@ def open_scope(request: HttpRequest, config: Config) -> pinning.Scope:
     if scope.pinned is not None:
         observe.pin(scope.pinned)
     return scope
+
+
+def expect_atomic_view(
+    request: HttpRequest,
+    view_func: Callable[..., Any],
+    scope: pinning.Scope,
+    config: Config,
+) -> None:
+    """
+    Let a safe request's view read from replicas inside ``ATOMIC_REQUESTS``.
+
+    Django runs the view inside ``atomic()`` on each database with
+    ``ATOMIC_REQUESTS`` (unless the view is ``non_atomic_requests``). The
+    scope remembers how deep that block sits on the primary, so that reads
+    in it (and only in it, not in the view's own ``atomic()`` blocks) go to
+    replicas until the request writes. The view's writes stay in the
+    transaction, all-or-nothing.
+    """
+    if not config.replica_reads_in_atomic_requests or not config.replicas:
+        return
+    if request.method not in SAFE_METHODS:
+        return
+    primary = config.primary
+    if not connections.settings[primary].get("ATOMIC_REQUESTS"):
+        return
+    if primary in getattr(view_func, "_non_atomic_requests", ()):
+        return
+    scope.request_atomic_depth = len(connections[primary].atomic_blocks) + 1
 
 
 def remember_write(

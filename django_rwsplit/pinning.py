@@ -24,10 +24,20 @@ class Scope:
     ``pinned`` names why reads go to the primary (``None`` when they need not);
     ``replica`` is the replica chosen for the scope's first read, kept for
     monotonic reads; ``min_lsn`` is the WAL position a replica must have
-    replayed before it may serve this scope. This is a private API.
+    replayed before it may serve this scope; ``request_atomic_depth`` is the
+    number of primary ``atomic()`` blocks open while the view runs in the
+    transaction of ``ATOMIC_REQUESTS`` (reads there may use replicas until
+    the request writes). This is a private API.
     """
 
-    __slots__ = ("pinned", "replica", "min_lsn", "token_at", "wrote")
+    __slots__ = (
+        "pinned",
+        "replica",
+        "min_lsn",
+        "token_at",
+        "wrote",
+        "request_atomic_depth",
+    )
 
     def __init__(
         self,
@@ -40,6 +50,9 @@ class Scope:
         self.min_lsn = min_lsn
         self.token_at = token_at
         self.wrote = False
+        # With ATOMIC_REQUESTS: how many atomic blocks are open on the primary
+        # inside the request's own (the view's), else None.
+        self.request_atomic_depth: int | None = None
 
 
 _scope: ContextVar[Scope | None] = ContextVar("rwsplit_scope", default=None)

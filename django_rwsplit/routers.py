@@ -45,9 +45,10 @@ class ReadWriteRouter:
 
     Reads go to the primary when the context is pinned (by a write, an unsafe
     HTTP method, the pin cookie or :func:`~django_rwsplit.pin_primary`), while
-    the primary connection is inside ``atomic()``, and when no replica is in
-    rotation. Within a request, reads stay on the replica chosen for the first
-    read while it remains in rotation.
+    the primary connection is inside ``atomic()`` (other than the view's own
+    ``ATOMIC_REQUESTS`` transaction of a safe request that has not written),
+    and when no replica is in rotation. Within a request, reads stay on the
+    replica chosen for the first read while it remains in rotation.
     """
 
     def db_for_read(self, model: type[Any], **hints: Any) -> str:
@@ -67,7 +68,10 @@ class ReadWriteRouter:
                 wrapper = _primary_connection.wrapper
                 if wrapper is None or wrapper.alias != primary:
                     wrapper = _primary_connection.wrapper = connections[primary]
-                if wrapper.in_atomic_block:
+                if wrapper.in_atomic_block and (
+                    scope is None
+                    or scope.request_atomic_depth != len(wrapper.atomic_blocks)
+                ):
                     alias, reason = primary, "transaction"
                 else:
                     alias, reason = _choose_replica(config, scope), None

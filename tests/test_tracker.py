@@ -222,7 +222,9 @@ def test_not_streaming_and_behind_ejects_on_the_second_round():
     """One round can race a dying primary; two rounds behind cannot."""
     tracker = Tracker(replace(CONFIG, max_lag_seconds=None))
     tracker.apply(primary(0, 100), [reading("r1", 0, 100)])
-    assert tracker.apply(primary(1, 200), [reading("r1", 1, 150, streaming=False)]) == []
+    assert (
+        tracker.apply(primary(1, 200), [reading("r1", 1, 150, streaming=False)]) == []
+    )
     assert tracker.rotation.members == {"r1"}
     (transition,) = tracker.apply(
         primary(2, 300), [reading("r1", 2, 150, streaming=False)]
@@ -235,7 +237,10 @@ def test_not_streaming_but_caught_up_stays():
     tracker = Tracker(CONFIG)
     tracker.apply(primary(0, 100), [reading("r1", 0, 100)])
     for t in (1, 2, 3):
-        assert tracker.apply(primary(t, 100), [reading("r1", t, 100, streaming=False)]) == []
+        assert (
+            tracker.apply(primary(t, 100), [reading("r1", t, 100, streaming=False)])
+            == []
+        )
     assert tracker.rotation.members == {"r1"}
 
 
@@ -244,5 +249,7 @@ def test_a_streaming_round_resets_the_count():
     tracker.apply(primary(0, 100), [reading("r1", 0, 100)])
     tracker.apply(primary(1, 200), [reading("r1", 1, 150, streaming=False)])
     tracker.apply(primary(2, 250), [reading("r1", 2, 200)])
-    assert tracker.apply(primary(3, 300), [reading("r1", 3, 250, streaming=False)]) == []
+    assert (
+        tracker.apply(primary(3, 300), [reading("r1", 3, 250, streaming=False)]) == []
+    )
     assert tracker.rotation.members == {"r1"}

@@ -12,5 +12,7 @@ urlpatterns = [
     path("fail/", views.fail),
     path("async-read/", views.async_read),
     path("create/", views.create),
+    path("atomic-read/", views.atomic_read),
+    path("slow-read/", views.slow_read),
     path("item/<int:pk>/", views.item),
 ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from django.db import connection, connections, router
+from django.db import connection, connections, router, transaction
 from django.http import HttpRequest, JsonResponse
 
 from tests.testapp.models import Item
@@ -56,6 +56,26 @@ async def async_read(request: HttpRequest) -> JsonResponse:
 
     ports = [await sync_to_async(_port_of_read)() for _ in range(2)]
     return JsonResponse({"ports": ports})
+
+
+def atomic_read(request: HttpRequest) -> JsonResponse:
+    """A read outside, then inside, the view's own ``atomic()`` block."""
+    outside = _port_of_read()
+    with transaction.atomic():
+        inside = _port_of_read()
+    return JsonResponse({"outside": outside, "inside": inside})
+
+
+def slow_read(request: HttpRequest) -> JsonResponse:
+    """A read that holds a lock on testapp_item for ``seconds``."""
+    alias = router.db_for_read(Item)
+    with connections[alias].cursor() as cursor:
+        cursor.execute(
+            "SELECT inet_server_port(), pg_sleep(%s), count(*) FROM testapp_item",
+            [float(request.GET.get("seconds", "1"))],
+        )
+        port, _, count = cursor.fetchone()
+    return JsonResponse({"port": port, "count": count})
 
 
 def create(request: HttpRequest) -> JsonResponse:

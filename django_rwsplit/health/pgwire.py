@@ -31,6 +31,7 @@ __all__ = [
     "conninfo_from_settings",
     "describe_endpoint",
     "fetch_row",
+    "ping",
 ]
 
 APPLICATION_NAME = "django_rwsplit_health"
@@ -224,3 +225,23 @@ def fetch_row(conninfo: str, sql: str, timeout: float) -> tuple[str | None, ...]
         raise ProbeConnectionError(_clean(message, secret)) from None
     finally:
         pgconn.finish()
+
+
+def ping(pgconn: PGconn, timeout: float) -> None:
+    """
+    Run ``SELECT 1`` on an open connection, within ``timeout`` seconds.
+
+    For reusing a kept connection (Django's ``CONN_HEALTH_CHECKS``, a pool's
+    check) without waiting on a hung server. Raises :class:`ProbeTimeout` at
+    the deadline, leaving the connection unusable (close it), and
+    :class:`ProbeConnectionError` when the connection is broken.
+    """
+    if pgconn.status != pq.ConnStatus.OK:
+        raise ProbeConnectionError("connection is closed")
+    if pgconn.transaction_status != pq.TransactionStatus.IDLE:
+        raise ProbeConnectionError("connection is not idle")
+    try:
+        _query(pgconn, "SELECT 1", _Deadline(timeout), None)
+    except psycopg.Error as exc:  # I/O failure on a broken socket
+        message = _clean(pgconn.error_message or str(exc), None)
+        raise ProbeConnectionError(message) from None

@@ -6,26 +6,37 @@ at once and this connection is opened to another replica in rotation or to
 the primary instead, so the read that needed it still succeeds. Such a
 substitute connection is closed again after one ``CHECK_INTERVAL``.
 
-When a query on a replica fails because its connection broke (the server
-died, or the health monitor released it from a hung server) and the
-connection was not inside a transaction, the replica leaves rotation and the
-query runs once more on a substitute connection. Reads in autocommit are
-idempotent, so the retry is safe.
+When an autocommit read on a replica fails because its connection broke
+(the server died, or the health monitor released it from a hung server), the
+replica leaves rotation and the read runs again on a substitute connection.
+A read cancelled by a recovery conflict runs again on another replica that
+satisfies the scope's read-your-writes position, else on the primary, without
+ejecting anything. Both are bounded (:data:`retry.MAX_RETRIES`) and announced
+with :data:`~django_rwsplit.signals.read_retried`.
+
+Kept connections (``CONN_MAX_AGE`` > 0) and pooled ones (``OPTIONS["pool"]``)
+to a replica that left rotation are not reused, and Django's connection
+health check gets a client-side deadline of ``CHECK_TIMEOUT``.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Collection
 from typing import Any
 
 import psycopg
+from django.core.exceptions import ImproperlyConfigured
 from django.db import connections
 from django.db.backends.postgresql import base
 from django.db.utils import InterfaceError, OperationalError
 
-from django_rwsplit import conf, inflight, pinning
+from django_rwsplit import conf, inflight, pinning, signals
+from django_rwsplit.backends.postgresql import pools
+from django_rwsplit.backends.postgresql.retry import MAX_RETRIES, retry_reason
 from django_rwsplit.exceptions import PrimaryUnavailable
 from django_rwsplit.health import registry
+from django_rwsplit.health.pgwire import ProbeError, ProbeTimeout, ping
 
 
 def retry_elsewhere(
@@ -34,36 +45,51 @@ def retry_elsewhere(
     """Execute wrapper of replica connections (see the module docstring)."""
     wrapper = context["connection"]
     alias = wrapper.alias
-    inflight.enter(alias, wrapper)
-    try:
-        return execute(sql, params, many, context)
-    except (OperationalError, InterfaceError) as error:
-        cursor = context["cursor"]
-        if not wrapper.can_retry(cursor):
-            raise
-        if wrapper.substitute_for is None:
-            registry.report_unreachable(alias, error)
-        wrapper.close()
-        wrapper.ensure_connection()
-        cursor.cursor = wrapper.create_cursor()
-    finally:
-        inflight.leave(alias, wrapper)
-    return execute(sql, params, many, context)
+    cursor = context["cursor"]
+    attempt = 0
+    while True:
+        inflight.enter(alias, wrapper)
+        try:
+            result = execute(sql, params, many, context)
+        except (OperationalError, InterfaceError) as error:
+            wrapper.end_borrowing()
+            reason = wrapper.retry_reason(cursor, error)
+            if reason is None or attempt >= MAX_RETRIES:
+                raise
+            attempt += 1
+            wrapper.reconnect_for_retry(reason, error)
+            cursor.cursor = wrapper.create_cursor()
+            signals.read_retried.send(
+                sender=DatabaseWrapper, alias=alias, reason=reason, attempt=attempt
+            )
+        else:
+            wrapper.end_borrowing()
+            return result
+        finally:
+            inflight.leave(alias, wrapper)
 
 
-def substitute_for_read(state: registry.ProcessHealth) -> str:
+def substitute_for_read(
+    state: registry.ProcessHealth, exclude: Collection[str] = ()
+) -> str:
     """
-    Return where a read meant for an unreachable replica should go.
+    Return where a read meant for an unusable replica should go.
 
-    Another replica in rotation, provided it has replayed the position the
-    current scope must read after (read-your-writes), else the primary.
+    Another replica in rotation (not in ``exclude``), provided it has replayed
+    the position the current scope must read after (read-your-writes), else
+    the primary. Every member is considered once, starting from the
+    rotation's next pick so substitutes spread over the replicas.
     """
     scope = pinning.current_scope()
     min_lsn = scope.min_lsn if scope is not None else None
-    for _ in range(len(state.tracker.rotation.members)):
-        alias = state.tracker.rotation.pick()
-        if alias is None:
-            break
+    rotation = state.tracker.rotation
+    first = rotation.pick()
+    candidates = ([first] if first is not None else []) + sorted(
+        rotation.members - {first}
+    )
+    for alias in candidates:
+        if alias in exclude:
+            continue
         status = state.tracker.status(alias)
         if not min_lsn or (
             status is not None
@@ -74,33 +100,111 @@ def substitute_for_read(state: registry.ProcessHealth) -> str:
     return state.config.primary
 
 
+def _in_rotation(alias: str) -> bool:
+    """Return False only when the health state shows ``alias`` out of rotation."""
+    state = registry.current()
+    return state is None or alias in state.tracker.rotation.members
+
+
 class DatabaseWrapper(base.DatabaseWrapper):
     """PostgreSQL wrapper with passive replica failover (see module docstring)."""
 
     substitute_until: float | None = None
     substitute_for: str | None = None
+    # Aliases the next connection must not be opened to (a retry's origin).
+    _avoid: frozenset[str] = frozenset()
+    # The substitute serves one retried query only (a recovery conflict).
+    _borrowed = False
+    # While True, ``pool`` is None: a substitute is opened directly.
+    _bypass_pool = False
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.execute_wrappers.append(retry_elsewhere)
 
-    def can_retry(self, cursor: Any) -> bool:
-        """Return whether a failed query may run again on another server."""
+    # -- retries -------------------------------------------------------------
+
+    def retry_reason(self, cursor: Any, error: BaseException) -> str | None:
+        """Return why a failed query may run again elsewhere (None: it may not)."""
+        if self.in_atomic_block or getattr(cursor.cursor, "name", None):
+            return None
+        if not self._is_replica():
+            return None
         connection = self.connection
         broken = connection is None or connection.closed or connection.broken
-        named = getattr(cursor.cursor, "name", None)
-        return broken and not named and not self.in_atomic_block and self._is_replica()
+        return retry_reason(error, broken=bool(broken))
+
+    def can_retry(self, cursor: Any) -> bool:
+        """Return whether a query whose connection broke may run again."""
+        return self.retry_reason(cursor, InterfaceError("probe")) is not None
+
+    def reconnect_for_retry(self, reason: str, error: BaseException) -> None:
+        """Reopen this alias's connection where the retry of ``reason`` must run."""
+        if reason == "recovery_conflict":
+            # The server is healthy; only this query conflicted with replay.
+            self._avoid = frozenset({self.alias, self.substitute_for or self.alias})
+        elif self.substitute_for is None:
+            registry.report_unreachable(self.alias, error)
+        self.close()
+        self.ensure_connection()
+
+    def end_borrowing(self) -> None:
+        """After a retried query, let a borrowed server go at the next cursor."""
+        if self._borrowed:
+            self._borrowed = False
+            self.substitute_until = time.monotonic()
 
     def _is_replica(self) -> bool:
         config = conf.config_or_none()
         return config is not None and self.alias in config.replicas
+
+    # -- reuse of kept connections -----------------------------------------
+
+    def is_usable(self) -> bool:
+        """
+        Django's reuse check, bounded for replicas.
+
+        A replica connection is unusable when the replica left rotation, and
+        when ``SELECT 1`` does not answer within ``CHECK_TIMEOUT`` (then the
+        replica also leaves rotation, as a hung server).
+        """
+        if not self._is_replica():
+            return bool(super().is_usable())
+        connection = self.connection
+        if connection is None:
+            return False
+        if self.substitute_for is None and not _in_rotation(self.alias):
+            return False
+        try:
+            ping(connection.pgconn, conf.get_config().check_timeout)
+        except ProbeTimeout as error:
+            if self.substitute_for is None:
+                registry.report_unreachable(self.alias, pools.ReplicaHung(str(error)))
+            return False
+        except ProbeError:
+            return False
+        return True
+
+    def close_if_unusable_or_obsolete(self) -> None:
+        """Also drop a kept connection to a replica that left rotation."""
+        super().close_if_unusable_or_obsolete()
+        if (
+            self.connection is not None
+            and self.substitute_for is None
+            and self._is_replica()
+            and not _in_rotation(self.alias)
+        ):
+            self.close()
 
     def ensure_connection(self) -> None:
         until = self.substitute_until
         if (
             until is not None
             and not self.in_atomic_block
-            and (time.monotonic() >= until or self._back_in_rotation())
+            and (
+                time.monotonic() >= until
+                or (not self._borrowed and self._back_in_rotation())
+            )
         ):
             self.substitute_until = self.substitute_for = None
             self.close()
@@ -111,9 +215,68 @@ class DatabaseWrapper(base.DatabaseWrapper):
         state = registry.current()
         return state is not None and self.alias in state.tracker.rotation.members
 
+    # -- pools ---------------------------------------------------------------
+
+    @property
+    def pool(self) -> Any:
+        if self._bypass_pool:
+            return None
+        options = self.settings_dict["OPTIONS"].get("pool")
+        if not options or not self._is_replica():
+            return super().pool
+        known = self._connection_pools
+        if self.alias not in known:
+            known.setdefault(self.alias, self._new_replica_pool(options))
+        return known[self.alias]
+
+    def _new_replica_pool(self, options: Any) -> Any:
+        """Build a replica's pool as Django does, with our deadlines (see pools)."""
+        if self.settings_dict.get("CONN_MAX_AGE", 0) != 0:
+            raise ImproperlyConfigured(
+                "Pooling doesn't support persistent connections."
+            )
+        try:
+            cls = pools.pool_class()
+        except ImportError as err:
+            raise ImproperlyConfigured(
+                "Error loading psycopg_pool module.\nDid you install psycopg[pool]?"
+            ) from err
+        config = conf.get_config()
+        kwargs = self.get_connection_params()
+        kwargs["autocommit"] = True
+        pool = cls(
+            kwargs=kwargs,
+            open=False,
+            configure=self._configure_connection,
+            check=None,
+            **({} if options is True else options),
+        )
+        pool.wait_bound = wait_bound(self.settings_dict, config.check_timeout)
+        if self.settings_dict["CONN_HEALTH_CHECKS"]:
+            pool.ping_timeout = config.check_timeout
+        return pool
+
+    def _close(self) -> None:
+        # Return a pooled connection to the pool it came from, and close any
+        # other (a substitute is direct also when this alias is pooled),
+        # without making a pool for an alias that has none now.
+        connection = self.connection
+        if connection is None:
+            return
+        with self.wrap_database_errors:
+            pool = getattr(connection, "_pool", None)
+            if pool is None:
+                connection.close()
+            else:
+                pool.putconn(connection)
+                self.connection = None
+
+    # -- opening connections -----------------------------------------------
+
     def get_new_connection(self, conn_params: dict[str, Any]) -> Any:
         self.substitute_for = self.substitute_until = None
-        target = self._known_out_of_rotation()
+        avoid, self._avoid = self._avoid, frozenset()
+        target = self._avoid_target(avoid) or self._known_out_of_rotation()
         if target is None:
             try:
                 return super().get_new_connection(conn_params)
@@ -122,11 +285,36 @@ class DatabaseWrapper(base.DatabaseWrapper):
                 if target is None:
                     self._raise_if_primary(error)
                     raise
-        substitute = connections[target].get_connection_params()
-        connection = super().get_new_connection(substitute)
+        connection = self._open_substitute(target)
         self.substitute_for = target
+        # A retry after a recovery conflict borrows the other server for one
+        # query (end_borrowing); a replica that is down is replaced until the
+        # next round.
+        self._borrowed = bool(avoid)
         self.substitute_until = time.monotonic() + conf.get_config().check_interval
         return connection
+
+    def _open_substitute(self, target: str) -> Any:
+        """Open a direct connection to ``target`` for this alias."""
+        params = connections[target].get_connection_params()
+        self._bypass_pool = True
+        try:
+            connection = super().get_new_connection(params)
+        finally:
+            self._bypass_pool = False
+        # init_connection_state leaves configuring to the pool: do it here.
+        pooled = self.settings_dict["OPTIONS"].get("pool")
+        if pooled and self._configure_connection(connection):
+            connection.commit()
+        return connection
+
+    def _avoid_target(self, avoid: frozenset[str]) -> str | None:
+        if not avoid:
+            return None
+        state = registry.current()
+        if state is None:
+            return conf.get_config().primary
+        return substitute_for_read(state, exclude=avoid)
 
     def _raise_if_primary(self, error: BaseException) -> None:
         """Name the primary in the error when it cannot be reached."""
@@ -150,17 +338,45 @@ class DatabaseWrapper(base.DatabaseWrapper):
             return None
         if not state.tracker.unreachable(self.alias):
             return None
-        return substitute_for_read(state)
+        return substitute_for_read(state, exclude=(self.alias,))
 
     def _failover_target(self, error: BaseException) -> str | None:
-        """Eject this replica and return the alias to connect to instead."""
+        """Eject this replica (unless its pool was only busy); return where to go."""
         config = conf.config_or_none()
-        if (
-            config is None
-            or self.alias not in config.replicas
-            or self.settings_dict["OPTIONS"].get("pool")
-        ):
+        if config is None or self.alias not in config.replicas:
             return None
-        registry.report_unreachable(self.alias, error)
+        if not _pool_busy(error):
+            registry.report_unreachable(self.alias, error)
         state = registry.current()
-        return config.primary if state is None else substitute_for_read(state)
+        if state is None:
+            return config.primary
+        return substitute_for_read(state, exclude=(self.alias,))
+
+
+def _pool_busy(error: BaseException) -> bool:
+    """Return whether ``error`` is a pool wait that timed out (not a dead server)."""
+    try:
+        from psycopg_pool import PoolTimeout
+    except ImportError:
+        return False
+    return isinstance(error, PoolTimeout)
+
+
+def wait_bound(settings_dict: dict[str, Any], check_timeout: float) -> float:
+    """Seconds a request may wait for a replica's pool: its connect_timeout."""
+    raw = settings_dict["OPTIONS"].get("connect_timeout")
+    try:
+        seconds = float(raw)
+    except (TypeError, ValueError):
+        return max(2.0, check_timeout)
+    return max(2.0, seconds) if seconds > 0 else max(2.0, check_timeout)
+
+
+def _discard_pool(sender: object, alias: str, **kwargs: Any) -> None:
+    """Receiver of ``replica_ejected``: no pooled connection outlives rotation."""
+    pools.discard(DatabaseWrapper._connection_pools, alias)
+
+
+signals.replica_ejected.connect(
+    _discard_pool, weak=False, dispatch_uid="django_rwsplit.backends.pools"
+)

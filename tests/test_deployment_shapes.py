@@ -1,0 +1,377 @@
+"""
+The guarantees in the shapes Django is deployed in, on the real cluster.
+
+Persistent connections with Django's health checks, Django's psycopg pool,
+replicas that cancel reads on recovery conflicts, and ``ATOMIC_REQUESTS``.
+The health monitor runs one round at start and then waits a minute, so what
+these tests see is the request path's own handling, not the monitor's.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import copy
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+import psycopg
+import pytest
+from django.db import close_old_connections, connections, transaction
+from django.db.utils import OperationalError
+from django.test import Client, override_settings
+
+from django_rwsplit import signals
+from django_rwsplit.backends.postgresql.base import DatabaseWrapper
+from django_rwsplit.testing.cluster import LocalCluster
+from tests.conftest import fast_health, server_port, start_health, wait_until
+from tests.testapp.models import Item
+
+pytestmark = [
+    pytest.mark.cluster,
+    pytest.mark.django_db(transaction=True, databases="__all__"),
+]
+
+REPLICAS = ("replica1", "replica2")
+CHECK_TIMEOUT = 0.5
+# One round at start, then none during the test.
+QUIET = fast_health(CHECK_INTERVAL=60.0, MAX_LAG_SECONDS=60.0)
+_T = TypeVar("_T")
+
+
+def within(seconds: float, func: Callable[[], _T]) -> tuple[_T, float]:
+    """Run ``func`` in a thread; return its result and duration, or fail."""
+    pool = concurrent.futures.ThreadPoolExecutor(1)
+    started = time.monotonic()
+    future = pool.submit(_closing(func))
+    try:
+        result = future.result(timeout=seconds)
+    except concurrent.futures.TimeoutError:
+        raise AssertionError(f"still waiting after {seconds} s: a hang") from None
+    finally:
+        pool.shutdown(wait=False)
+    return result, time.monotonic() - started
+
+
+def _closing(func: Callable[[], _T]) -> Callable[[], _T]:
+    def run() -> _T:
+        try:
+            return func()
+        finally:
+            connections.close_all()
+
+    return run
+
+
+@contextlib.contextmanager
+def replica_settings(**changes: Any) -> Iterator[None]:
+    """Change the replicas' DATABASES entries (and drop their connections)."""
+    saved = {alias: copy.deepcopy(connections.settings[alias]) for alias in REPLICAS}
+    for alias in REPLICAS:
+        connections[alias].close()
+        settings_dict = connections.settings[alias]
+        for key, value in changes.items():
+            if key == "OPTIONS":
+                settings_dict["OPTIONS"] = {**settings_dict["OPTIONS"], **value}
+            else:
+                settings_dict[key] = value
+    try:
+        yield
+    finally:
+        for alias in REPLICAS:
+            connections[alias].close()
+            connections[alias].close_pool()
+            connections.settings[alias].clear()
+            connections.settings[alias].update(saved[alias])
+
+
+def frozen(cluster: LocalCluster, node: str) -> contextlib.AbstractContextManager[None]:
+    @contextlib.contextmanager
+    def manager() -> Iterator[None]:
+        cluster.freeze(node)
+        try:
+            yield
+        finally:
+            cluster.thaw(node)
+
+    return manager()
+
+
+# -- persistent connections and CONN_HEALTH_CHECKS --------------------------
+
+
+@override_settings(RWSPLIT=QUIET)
+def test_health_check_on_a_kept_connection_to_a_hung_replica_has_a_deadline(
+    cluster, ports
+):
+    """
+    Django's reuse check (SELECT 1) on a frozen replica waited for as long as
+    the freeze; it now gives up after CHECK_TIMEOUT, ejects the replica, and
+    the read moves to the other replica.
+    """
+    with replica_settings(CONN_MAX_AGE=60, CONN_HEALTH_CHECKS=True):
+        start_health()
+
+        def next_request() -> int:
+            server_port("replica1")  # the connection this thread keeps
+            close_old_connections()  # request_finished
+            with frozen(cluster, "replica1"):
+                close_old_connections()  # request_started
+                started = time.monotonic()
+                port = server_port("replica1")
+                return port, time.monotonic() - started
+
+        (port, waited), _ = within(20, next_request)
+
+    assert port == ports["replica2"]
+    assert waited < CHECK_TIMEOUT + 1.0, f"the read waited {waited:.2f} s"
+
+
+@override_settings(RWSPLIT=QUIET)
+def test_a_kept_connection_to_a_replica_that_left_rotation_is_not_reused(cluster):
+    with replica_settings(CONN_MAX_AGE=60):
+        state = start_health()
+        server_port("replica1")
+        close_old_connections()
+        assert connections["replica1"].connection is not None  # kept
+        state.eject("replica1", "connection failed: test")
+        close_old_connections()
+
+        assert connections["replica1"].connection is None
+
+
+# -- Django's psycopg pool ---------------------------------------------------
+
+POOL = {"pool": {"min_size": 2, "max_size": 4, "timeout": 30}}
+
+
+def pool_of(alias: str) -> Any:
+    """The open pool of ``alias`` (None if it has none, or it is not open)."""
+    pool = DatabaseWrapper._connection_pools.get(alias)
+    return None if pool is None or pool.closed else pool
+
+
+def clients_on(cluster: LocalCluster, node: str) -> int:
+    rows = cluster.execute(
+        node,
+        "SELECT count(*) FROM pg_stat_activity "
+        "WHERE backend_type = 'client backend' AND datname = 'test_rwsplit'",
+    )
+    return int(rows[0][0])
+
+
+@override_settings(RWSPLIT=QUIET)
+def test_pool_with_health_checks_does_not_wait_on_a_hung_replica(cluster, ports):
+    with replica_settings(OPTIONS=POOL, CONN_HEALTH_CHECKS=True):
+        start_health()
+        server_port("replica1")
+        connections["replica1"].close()  # back to the pool
+        wait_until(lambda: pool_of("replica1").get_stats()["pool_available"] >= 2, 10)
+
+        def read() -> tuple[int, float]:
+            started = time.monotonic()
+            return server_port("replica1"), time.monotonic() - started
+
+        with frozen(cluster, "replica1"):
+            (port, waited), _ = within(20, read)
+
+    assert port == ports["replica2"]
+    assert waited < CHECK_TIMEOUT + 1.0, f"the read waited {waited:.2f} s"
+
+
+@override_settings(RWSPLIT=QUIET)
+def test_pooled_connections_broken_by_a_restart_never_reach_the_view(cluster, ports):
+    """
+    A replica restart breaks every idle connection in its pool. The read that
+    draws one is retried on another server, and the pool is discarded with
+    the replica's ejection, so no second broken connection is drawn.
+    """
+    with replica_settings(OPTIONS=POOL):
+        start_health()
+        server_port("replica1")
+        connections["replica1"].close()
+        wait_until(lambda: pool_of("replica1").get_stats()["pool_available"] >= 2, 10)
+        cluster.stop_replica("replica1", mode="immediate")
+        cluster.start_replica("replica1")
+
+        port = server_port("replica1")
+        connections["replica1"].close()
+        assert pool_of("replica1") is None, "the ejected replica's pool is open"
+        again = server_port("replica1")  # out of rotation: a substitute again
+
+    assert port == ports["replica2"]
+    assert again == ports["replica2"]
+
+
+@override_settings(RWSPLIT=QUIET)
+def test_an_ejected_replicas_pool_keeps_no_connections_open(cluster):
+    with replica_settings(OPTIONS=POOL):
+        state = start_health()
+        server_port("replica1")
+        connections["replica1"].close()
+        wait_until(lambda: clients_on(cluster, "replica1") >= 2, 10)
+
+        state.eject("replica1", "connection failed: test")
+        wait_until(lambda: clients_on(cluster, "replica1") == 0, 10)
+        server_port("replica1")  # a substitute, not a new pool for replica1
+        connections["replica1"].close()
+
+        assert clients_on(cluster, "replica1") == 0
+        assert pool_of("replica1") is None
+
+
+# -- recovery conflicts --------------------------------------------------------
+
+
+@pytest.fixture
+def conflict_prone(cluster: LocalCluster) -> Iterator[LocalCluster]:
+    """Replicas that cancel conflicting queries at once."""
+
+    def set_delay(value: str) -> None:
+        for node in REPLICAS:
+            cluster.execute(
+                node, f"ALTER SYSTEM SET max_standby_streaming_delay = {value}"
+            )
+            cluster.execute(node, "SELECT pg_reload_conf()")
+        for node in REPLICAS:
+            wait_until(
+                lambda node=node: (
+                    cluster.execute(node, "SHOW max_standby_streaming_delay")[0][0]
+                    == ("0" if value == "0" else "5s")
+                ),
+                10,
+            )
+
+    set_delay("0")
+    try:
+        yield cluster
+    finally:
+        set_delay("DEFAULT")
+
+
+def lock_table_on_primary(cluster: LocalCluster) -> None:
+    """Take ACCESS EXCLUSIVE on testapp_item on the primary, and commit."""
+    with psycopg.connect(cluster.primary.dsn("test_rwsplit"), autocommit=True) as conn:
+        with conn.transaction():
+            conn.execute("LOCK TABLE testapp_item IN ACCESS EXCLUSIVE MODE")
+
+
+def sleeping_on(cluster: LocalCluster) -> str | None:
+    for node in REPLICAS:
+        rows = cluster.execute(
+            node,
+            "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep%' "
+            "AND state = 'active' AND pid <> pg_backend_pid()",
+        )
+        if rows[0][0]:
+            return node
+    return None
+
+
+@pytest.fixture
+def retries() -> Iterator[list[dict[str, Any]]]:
+    seen: list[dict[str, Any]] = []
+
+    def receiver(sender: object, **kwargs: Any) -> None:
+        seen.append(kwargs)
+
+    signals.read_retried.connect(receiver, weak=False, dispatch_uid="test-retries")
+    yield seen
+    signals.read_retried.disconnect(dispatch_uid="test-retries")
+
+
+@override_settings(RWSPLIT=QUIET)
+def test_a_read_cancelled_by_a_recovery_conflict_is_retried(
+    conflict_prone, ports, retries
+):
+    cluster = conflict_prone
+    start_health()
+    client = Client()
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        future = pool.submit(_closing(lambda: client.get("/slow-read/?seconds=2")))
+        wait_until(lambda: sleeping_on(cluster) is not None, 10)
+        conflicted = sleeping_on(cluster)
+        lock_table_on_primary(cluster)
+        response = future.result(timeout=30)
+
+    assert response.status_code == 200
+    assert [r["reason"] for r in retries] == ["recovery_conflict"]
+    assert retries[0]["alias"] in REPLICAS
+    assert response.json()["port"] != ports[conflicted]
+
+
+@override_settings(RWSPLIT=QUIET)
+def test_a_read_inside_a_replica_transaction_is_not_retried(conflict_prone, retries):
+    cluster = conflict_prone
+    start_health()
+
+    def read_in_transaction() -> None:
+        with transaction.atomic(using="replica1"):
+            with connections["replica1"].cursor() as cursor:
+                cursor.execute("SELECT pg_sleep(2), count(*) FROM testapp_item")
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        future = pool.submit(_closing(read_in_transaction))
+        wait_until(lambda: sleeping_on(cluster) == "replica1", 10)
+        lock_table_on_primary(cluster)
+        with pytest.raises(OperationalError, match="conflict with recovery"):
+            future.result(timeout=30)
+
+    assert retries == []
+
+
+# -- ATOMIC_REQUESTS -----------------------------------------------------------
+
+
+@pytest.fixture
+def atomic_requests() -> Iterator[None]:
+    settings_dict = connections.settings["default"]
+    settings_dict["ATOMIC_REQUESTS"] = True
+    try:
+        yield
+    finally:
+        settings_dict["ATOMIC_REQUESTS"] = False
+
+
+@override_settings(RWSPLIT=QUIET)
+def test_atomic_requests_safe_views_read_replicas_until_they_write(
+    atomic_requests, cluster, ports
+):
+    start_health()
+    client = Client()
+    replicas = {ports["replica1"], ports["replica2"]}
+
+    reads = client.get("/read/").json()["ports"]
+    written = client.get("/write/", {"name": "in-atomic"}).json()
+
+    assert set(reads) <= replicas, "reads of a safe view went to the primary"
+    assert written["before"] in replicas
+    assert written["after"] == [ports["default"]] * 2, "reads after a write left"
+
+
+@override_settings(RWSPLIT=QUIET)
+def test_atomic_requests_keep_the_views_atomic_blocks_and_rollback(
+    atomic_requests, cluster, ports
+):
+    start_health()
+    client = Client()
+
+    body = client.get("/atomic-read/").json()
+    with pytest.raises(RuntimeError, match="view failed after writing"):
+        client.get("/fail/")
+
+    assert body["outside"] in (ports["replica1"], ports["replica2"])
+    assert body["inside"] == ports["default"], "a read in the view's atomic() left"
+    assert not Item.objects.using("default").filter(name="then-fail").exists()
+
+
+@override_settings(RWSPLIT={**QUIET, "REPLICA_READS_IN_ATOMIC_REQUESTS": False})
+def test_atomic_requests_reads_stay_on_the_primary_when_turned_off(
+    atomic_requests, cluster, ports
+):
+    start_health()
+
+    reads = Client().get("/read/").json()["ports"]
+
+    assert reads == [ports["default"]] * 3
