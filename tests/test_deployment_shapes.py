@@ -252,9 +252,9 @@ def conflict_prone(cluster: LocalCluster) -> Iterator[LocalCluster]:
 
 def lock_table_on_primary(cluster: LocalCluster) -> None:
     """Take ACCESS EXCLUSIVE on testapp_item on the primary, and commit."""
-    with psycopg.connect(cluster.primary.dsn("test_rwsplit"), autocommit=True) as conn:
-        with conn.transaction():
-            conn.execute("LOCK TABLE testapp_item IN ACCESS EXCLUSIVE MODE")
+    dsn = cluster.primary.dsn("test_rwsplit")
+    with psycopg.connect(dsn, autocommit=True) as conn, conn.transaction():
+        conn.execute("LOCK TABLE testapp_item IN ACCESS EXCLUSIVE MODE")
 
 
 def sleeping_on(cluster: LocalCluster) -> str | None:
@@ -307,9 +307,11 @@ def test_a_read_inside_a_replica_transaction_is_not_retried(conflict_prone, retr
     start_health()
 
     def read_in_transaction() -> None:
-        with transaction.atomic(using="replica1"):
-            with connections["replica1"].cursor() as cursor:
-                cursor.execute("SELECT pg_sleep(2), count(*) FROM testapp_item")
+        with (
+            transaction.atomic(using="replica1"),
+            connections["replica1"].cursor() as cursor,
+        ):
+            cursor.execute("SELECT pg_sleep(2), count(*) FROM testapp_item")
 
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         future = pool.submit(_closing(read_in_transaction))
