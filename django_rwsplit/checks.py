@@ -84,6 +84,19 @@ def check_wiring(**kwargs: Any) -> list[checks.CheckMessage]:
                     id="rwsplit.W004",
                 )
             )
+        if options.get("ATOMIC_REQUESTS"):
+            messages.append(
+                checks.Warning(
+                    f"Replica {alias!r} has ATOMIC_REQUESTS: every request opens "
+                    "a transaction on it, and reads in a transaction on a "
+                    "replica are never retried elsewhere.",
+                    hint=f'Set DATABASES["{alias}"]["ATOMIC_REQUESTS"] = False '
+                    "(the primary's setting is the one that matters).",
+                    id="rwsplit.W006",
+                )
+            )
+    if config.replicas and settings.DATABASES[config.primary].get("ATOMIC_REQUESTS"):
+        messages.append(atomic_requests_info(config))
     primary_engine = str(settings.DATABASES[config.primary].get("ENGINE", ""))
     if config.consistency == "lsn" and not conf.measurable_engine(primary_engine):
         messages.append(
@@ -94,6 +107,29 @@ def check_wiring(**kwargs: Any) -> list[checks.CheckMessage]:
             )
         )
     return messages
+
+
+def atomic_requests_info(config: conf.Config) -> checks.CheckMessage:
+    """Say what ATOMIC_REQUESTS on the primary does to read routing."""
+    if config.replica_reads_in_atomic_requests:
+        return checks.Info(
+            f"ATOMIC_REQUESTS is on for the primary {config.primary!r}: GET, HEAD, "
+            "OPTIONS and TRACE views read from replicas until they write; reads "
+            "inside the view's own atomic() blocks, after its first write, and "
+            "in other methods (PIN_UNSAFE_METHODS) use the primary. The view's "
+            "writes stay in one transaction.",
+            hint='RWSPLIT["REPLICA_READS_IN_ATOMIC_REQUESTS"] = False sends every '
+            "read of those views to the primary.",
+            id="rwsplit.I001",
+        )
+    return checks.Info(
+        f"ATOMIC_REQUESTS is on for the primary {config.primary!r} and "
+        'RWSPLIT["REPLICA_READS_IN_ATOMIC_REQUESTS"] is False: every read of '
+        "every view runs in the view's transaction on the primary, none on a "
+        "replica.",
+        hint="Set it to True (the default) to read from replicas until a view writes.",
+        id="rwsplit.I001",
+    )
 
 
 def check_databases(

@@ -135,6 +135,27 @@ def test_replica_with_plain_engine_warns(settings):
     assert ids(check_wiring()) == ["rwsplit.W004"]
 
 
+def test_replica_with_atomic_requests_warns(settings):
+    settings.DATABASES = {
+        **settings.DATABASES,
+        "replica1": {**settings.DATABASES["replica1"], "ATOMIC_REQUESTS": True},
+    }
+    assert ids(check_wiring()) == ["rwsplit.W006"]
+
+
+@pytest.mark.parametrize(
+    ("reads", "says"), [(True, "until they write"), (False, "none on a replica")]
+)
+def test_atomic_requests_on_the_primary_says_what_happens(settings, reads, says):
+    settings.DATABASES = {
+        **settings.DATABASES,
+        "default": {**settings.DATABASES["default"], "ATOMIC_REQUESTS": True},
+    }
+    settings.RWSPLIT = {**settings.RWSPLIT, "REPLICA_READS_IN_ATOMIC_REQUESTS": reads}
+    (message,) = check_wiring()
+    assert message.id == "rwsplit.I001" and says in message.msg
+
+
 def test_lsn_consistency_on_non_postgres_warns(settings):
     settings.DATABASES = {
         **settings.DATABASES,

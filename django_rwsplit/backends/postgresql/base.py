@@ -22,8 +22,8 @@ health check gets a client-side deadline of ``CHECK_TIMEOUT``.
 from __future__ import annotations
 
 import time
-from collections.abc import Collection
-from typing import Any
+from collections.abc import Callable, Collection
+from typing import Any, ClassVar
 
 import psycopg
 from django.core.exceptions import ImproperlyConfigured
@@ -111,6 +111,9 @@ class DatabaseWrapper(base.DatabaseWrapper):
 
     substitute_until: float | None = None
     substitute_for: str | None = None
+    # Django's own (not in django-stubs); annotated only, never assigned here.
+    _connection_pools: ClassVar[dict[str, Any]]
+    _configure_connection: Callable[[Any], bool]
     # Aliases the next connection must not be opened to (a retry's origin).
     _avoid: frozenset[str] = frozenset()
     # The substitute serves one retried query only (a recovery conflict).
