@@ -2,15 +2,21 @@
 Chaos under load, longer and larger than the suite's run (tests/test_chaos.py).
 
     python benchmarks/chaos.py [--phase-seconds 20] [--clients 32] [--think-ms 10]
+                               [--shape baseline --shape pool ...]
 
 The example project runs under gunicorn (WSGI) and uvicorn (ASGI) against a
 local primary + 2 replicas (started on port 19432, or the cluster named by
 RWSPLIT_CLUSTER_DIR), while a load generator in its own process mixes plain
 reads with write-then-read sessions. Each phase injects one fault: replica1's
 replay paused and resumed, replica2 stopped hard and restarted, replica1
-frozen and thawed, the primary stopped and restarted. Prints the per-phase
-table as Markdown (also written to artifacts/chaos-benchmark.md) and exits
-with status 1 if a pass criterion was broken.
+frozen and thawed, the primary stopped and restarted. The whole run is
+repeated for each deployment shape (tests.chaos.servers.SHAPES; default:
+all): per-request connections (the baseline), CONN_MAX_AGE=60 with
+CONN_HEALTH_CHECKS, Django's psycopg pool, ATOMIC_REQUESTS. Prints each
+shape's per-phase table and one table of the shapes side by side, with
+throughput as ratios to the baseline measured in the same run (also written
+to artifacts/chaos-benchmark.md), and exits with status 1 if a pass
+criterion was broken.
 """
 
 from __future__ import annotations
@@ -23,14 +29,18 @@ from pathlib import Path
 
 from _setup import cluster
 
+from django_rwsplit.testing.cluster import LocalCluster
 from tests.chaos.scenario import (
+    Run,
     concurrent_pins,
     report,
     run_scenario,
+    shapes_table,
     violations,
     write_artifact,
 )
 from tests.chaos.servers import (
+    SHAPES,
     ChaosSettings,
     prepare_database,
     running_servers,
@@ -50,11 +60,41 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=8, help="per gunicorn worker")
     parser.add_argument("--concurrent", type=int, default=200, help="pin check size")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--shape",
+        action="append",
+        choices=list(SHAPES),
+        help="a deployment shape to run (repeatable; default: all, baseline first)",
+    )
     args = parser.parse_args()
 
-    settings = ChaosSettings()
+    shapes = args.shape or list(SHAPES)
     started = time.monotonic()
-    with cluster() as local, tempfile.TemporaryDirectory(prefix="chaos-") as tmp:
+    runs: dict[str, tuple[Run, list[str]]] = {}
+    texts = []
+    with cluster() as local:
+        for name in shapes:
+            run, problems, text = run_shape(local, SHAPES[name], args)
+            runs[name] = (run, problems)
+            texts.append(f"## {name}: {SHAPES[name].shape}\n\n{text}")
+            print(texts[-1], flush=True)
+    text = (
+        "\n".join(texts)
+        + "\n## Shapes side by side\n\n"
+        + shapes_table(runs)
+        + f"\n\nTotal {time.monotonic() - started:.0f} s.\n"
+    )
+    path = write_artifact(text, "chaos-benchmark.md")
+    print(shapes_table(runs))
+    print(f"(written to {path})")
+    return 1 if any(problems for _, problems in runs.values()) else 0
+
+
+def run_shape(
+    local: LocalCluster, settings: ChaosSettings, args: argparse.Namespace
+) -> tuple[Run, list[str], str]:
+    """One full chaos run of the example deployed as ``settings`` says."""
+    with tempfile.TemporaryDirectory(prefix="chaos-") as tmp:
         workdir = Path(tmp)
         prepare_database(local, settings)
         with running_servers(
@@ -86,12 +126,9 @@ def main() -> int:
     text += (
         f"\n{sum(seen.values())} concurrent requests (pinned by POST, by a cookie, "
         f"and unpinned, on both servers): {len(pin_problems)} showed another "
-        f"client's pin.\n\nTotal {time.monotonic() - started:.0f} s.\n"
+        f"client's pin.\n"
     )
-    path = write_artifact(text, "chaos-benchmark.md")
-    print(text)
-    print(f"(written to {path})")
-    return 1 if problems else 0
+    return run, problems, text
 
 
 if __name__ == "__main__":

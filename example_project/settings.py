@@ -6,6 +6,10 @@ DATABASE_URL   the primary (default: the local demo cluster on
 REPLICA_URLS   comma-separated streaming replicas (default: the next two ports)
                -> database aliases "replica1", "replica2", ...
 CONN_MAX_AGE   seconds a database connection is kept (default 0: per request)
+CONN_HEALTH_CHECKS  Django's check of a kept connection before reuse (false)
+DB_POOL        Django's psycopg pool on every database, max DB_POOL_SIZE
+               connections per process and database (false; size 8)
+ATOMIC_REQUESTS  each view in one transaction on the primary (false)
 RWSPLIT_*      RWSPLIT settings: CONSISTENCY ("time"), STICKY_SECONDS (5),
                CHECK_INTERVAL (1), CHECK_TIMEOUT (1), MAX_LAG_SECONDS (5),
                READMIT_AFTER (3); the chaos tests set them (tests/chaos/)
@@ -33,6 +37,10 @@ ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[:
 _cluster_port = env.int("RWSPLIT_CLUSTER_PORT", default=15432)
 _demo_db = env.str("RWSPLIT_DEMO_DB", default="rwsplit_demo")
 _conn_max_age = env.int("CONN_MAX_AGE", default=0)
+_health_checks = env.bool("CONN_HEALTH_CHECKS", default=False)
+_pool = env.bool("DB_POOL", default=False)
+_pool_size = env.int("DB_POOL_SIZE", default=8)
+_atomic_requests = env.bool("ATOMIC_REQUESTS", default=False)
 
 
 def _local_url(port: int) -> str:
@@ -43,12 +51,21 @@ def _database(url: str, *, replica: bool) -> dict[str, Any]:
     config: dict[str, Any] = env.db_url_config(url)
     config["OPTIONS"] = {"connect_timeout": 2, **config.get("OPTIONS", {})}
     config.setdefault("CONN_MAX_AGE", _conn_max_age)
+    config["CONN_HEALTH_CHECKS"] = _health_checks
+    # Django's PostgreSQL backend plus, on replicas, failover to another
+    # replica (or the primary) when this replica cannot be reached, and on
+    # every alias bounded waits in the pool; on the primary, a clear
+    # PrimaryUnavailable error.
+    config["ENGINE"] = "django_rwsplit.backends.postgresql"
+    if _pool:
+        # The pool needs CONN_MAX_AGE = 0; connections return to it per request.
+        config["CONN_MAX_AGE"] = 0
+        config["OPTIONS"]["pool"] = {"min_size": 1, "max_size": _pool_size}
     if replica:
-        # Django's PostgreSQL backend plus failover to another replica (or the
-        # primary) when this replica cannot be reached.
-        config["ENGINE"] = "django_rwsplit.backends.postgresql"
         # Under Django's test runner, reuse the primary's test database.
         config["TEST"] = {"MIRROR": "default"}
+    else:
+        config["ATOMIC_REQUESTS"] = _atomic_requests
     return config
 
 

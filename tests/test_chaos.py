@@ -3,8 +3,12 @@ Chaos: the example project under gunicorn and uvicorn, faults injected under loa
 
 A CI-sized run of :mod:`tests.chaos.scenario` (``benchmarks/chaos.py`` runs a
 longer one): the suite's cluster, a dedicated database, both servers, a load
-generator in its own process, and one phase per fault. The per-phase table
-is printed (``pytest -s``) and written to ``artifacts/chaos.md``.
+generator in its own process, and one phase per fault. It runs once per
+deployment shape (:data:`tests.chaos.servers.SHAPES`: per-request
+connections, persistent ones with health checks, Django's psycopg pool,
+``ATOMIC_REQUESTS``), or for the shapes named in ``RWSPLIT_CHAOS_SHAPES``
+(comma-separated). The per-phase table is printed (``pytest -s``) and
+written to ``artifacts/chaos-<shape>.md``.
 
 The last tests pin down, in process and deterministically, failover paths
 that broke read-your-writes while this suite was written.
@@ -13,6 +17,7 @@ that broke read-your-writes while this suite was written.
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -33,6 +38,7 @@ from tests.chaos.scenario import (
     write_artifact,
 )
 from tests.chaos.servers import (
+    SHAPES,
     ChaosSettings,
     Server,
     prepare_database,
@@ -72,11 +78,26 @@ class Deployment:
         )
 
 
-@pytest.fixture(scope="module")
+def selected_shapes() -> list[str]:
+    """The shapes to run: ``RWSPLIT_CHAOS_SHAPES`` (comma-separated), else all."""
+    wanted = [s.strip() for s in os.environ.get("RWSPLIT_CHAOS_SHAPES", "").split(",")]
+    chosen = [s for s in wanted if s] or list(SHAPES)
+    unknown = sorted(set(chosen) - set(SHAPES))
+    if unknown:
+        raise pytest.UsageError(
+            f"RWSPLIT_CHAOS_SHAPES names unknown shapes {unknown}; known: "
+            + ", ".join(SHAPES)
+        )
+    return chosen
+
+
+@pytest.fixture(scope="module", params=selected_shapes())
 def deployment(
-    rwsplit_cluster: LocalCluster, tmp_path_factory: Any
+    request: pytest.FixtureRequest,
+    rwsplit_cluster: LocalCluster,
+    tmp_path_factory: Any,
 ) -> Iterator[Deployment]:
-    settings = ChaosSettings()
+    settings = SHAPES[request.param]
     prepare_database(rwsplit_cluster, settings)
     workdir = tmp_path_factory.mktemp("chaos")
     try:
@@ -119,7 +140,8 @@ def test_faults_under_load(deployment: Deployment) -> None:
     )
     problems = violations(run)
     text = report(run, problems)
-    path = write_artifact(text)
+    shape = next(n for n, s in SHAPES.items() if s == deployment.settings)
+    path = write_artifact(text, f"chaos-{shape}.md")
     print(f"\n{text}\n(chaos run: {time.monotonic() - started:.1f} s; {path})")
     assert not problems, (
         "chaos run broke the pass criteria:\n"

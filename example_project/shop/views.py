@@ -143,6 +143,7 @@ MAX_HOLD_MS = 1000
 
 @csrf_exempt
 @require_http_methods(["GET", "POST"])
+@transaction.non_atomic_requests  # async views cannot run in ATOMIC_REQUESTS
 async def api_pin(request: HttpRequest) -> JsonResponse:
     """
     Report this request's pin and the server its one read used (an async view).

@@ -44,7 +44,22 @@ class ChaosSettings:
     sticky_seconds: float = 5.0
     connect_timeout: float = 2.0  # the example's OPTIONS["connect_timeout"]
     conn_max_age: int = 0
+    health_checks: bool = False
+    pool: bool = False
+    atomic_requests: bool = False
     secret_key: str = "rwsplit-chaos-not-secret"
+
+    @property
+    def shape(self) -> str:
+        """How the example is deployed, in the README's words."""
+        parts = [f"CONN_MAX_AGE={self.conn_max_age}"]
+        if self.health_checks:
+            parts.append("CONN_HEALTH_CHECKS=True")
+        if self.pool:
+            parts = ['OPTIONS["pool"]']
+        if self.atomic_requests:
+            parts.append("ATOMIC_REQUESTS=True")
+        return ", ".join(parts)
 
     @property
     def ejection_bound(self) -> float:
@@ -55,6 +70,15 @@ class ChaosSettings:
     def readmit_window(self) -> float:
         """Seconds after a heal by which a process readmits the replica (no slack)."""
         return self.readmit_after * self.check_interval + self.check_timeout
+
+
+# The deployment shapes every chaos run is repeated in (``--shape`` names).
+SHAPES: dict[str, ChaosSettings] = {
+    "baseline": ChaosSettings(),
+    "persistent": ChaosSettings(conn_max_age=60, health_checks=True),
+    "pool": ChaosSettings(pool=True),
+    "atomic": ChaosSettings(atomic_requests=True),
+}
 
 
 def example_env(cluster: LocalCluster, settings: ChaosSettings) -> dict[str, str]:
@@ -73,6 +97,9 @@ def example_env(cluster: LocalCluster, settings: ChaosSettings) -> dict[str, str
             "DEBUG": "false",
             "SECRET_KEY": settings.secret_key,
             "CONN_MAX_AGE": str(settings.conn_max_age),
+            "CONN_HEALTH_CHECKS": str(settings.health_checks).lower(),
+            "DB_POOL": str(settings.pool).lower(),
+            "ATOMIC_REQUESTS": str(settings.atomic_requests).lower(),
             "RWSPLIT_CONSISTENCY": settings.consistency,
             "RWSPLIT_CHECK_INTERVAL": str(settings.check_interval),
             "RWSPLIT_CHECK_TIMEOUT": str(settings.check_timeout),

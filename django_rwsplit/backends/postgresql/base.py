@@ -182,7 +182,7 @@ class DatabaseWrapper(base.DatabaseWrapper):
             ping(connection.pgconn, conf.get_config().check_timeout)
         except ProbeTimeout as error:
             if self.substitute_for is None:
-                registry.report_unreachable(self.alias, pools.ReplicaHung(str(error)))
+                registry.report_unreachable(self.alias, pools.ServerHung(str(error)))
             return False
         except ProbeError:
             return False
@@ -225,15 +225,20 @@ class DatabaseWrapper(base.DatabaseWrapper):
         if self._bypass_pool:
             return None
         options = self.settings_dict["OPTIONS"].get("pool")
-        if not options or not self._is_replica():
+        config = conf.config_or_none()
+        if (
+            not options
+            or config is None
+            or self.alias not in (config.primary, *config.replicas)
+        ):
             return super().pool
         known = self._connection_pools
         if self.alias not in known:
-            known.setdefault(self.alias, self._new_replica_pool(options))
+            known.setdefault(self.alias, self._new_bounded_pool(options))
         return known[self.alias]
 
-    def _new_replica_pool(self, options: Any) -> Any:
-        """Build a replica's pool as Django does, with our deadlines (see pools)."""
+    def _new_bounded_pool(self, options: Any) -> Any:
+        """Build the alias's pool as Django does, with our deadlines (see pools)."""
         if self.settings_dict.get("CONN_MAX_AGE", 0) != 0:
             raise ImproperlyConfigured(
                 "Pooling doesn't support persistent connections."
