@@ -2,7 +2,9 @@
 The test matrix: Django 5.2 LTS on Python 3.11 and Django 6.1 on Python 3.12.
 
 ``make test`` runs every session here (lint and typecheck, then both test
-sessions); ``nox -s "tests-3.12(django='6.1')"`` runs one.
+sessions); ``nox -s "tests-3.12(django='6.1')"`` runs one. The chaos suite's
+deployment shapes are split over the two sessions (``CHAOS_SHAPES``);
+``RWSPLIT_CHAOS_SHAPES=all`` or a comma-separated list overrides that.
 """
 
 from __future__ import annotations
@@ -18,6 +20,12 @@ nox.options.sessions = ["lint", "tests"]
 nox.options.error_on_missing_interpreters = True
 
 MATRIX = [("3.11", "5.2"), ("3.12", "6.1")]
+# The chaos suite's deployment shapes (tests/chaos/servers.py SHAPES), split
+# over the two sessions to keep the run short; each runs the baseline too.
+CHAOS_SHAPES = {
+    "5.2": "baseline,persistent,atomic",
+    "6.1": "baseline,pool,pgbouncer",
+}
 
 
 def interpreter(version: str) -> str:
@@ -51,4 +59,5 @@ def tests(session: nox.Session, django: str) -> None:
     """The whole suite against the local cluster, for one Django version."""
     session.install("-e", ".", "-r", "requirements-dev.txt", f"django~={django}.0")
     session.run("python", "-c", "import django; print('Django', django.__version__)")
-    session.run("pytest", *session.posargs)
+    shapes = os.environ.get("RWSPLIT_CHAOS_SHAPES") or CHAOS_SHAPES[django]
+    session.run("pytest", *session.posargs, env={"RWSPLIT_CHAOS_SHAPES": shapes})

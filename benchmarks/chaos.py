@@ -12,7 +12,8 @@ replay paused and resumed, replica2 stopped hard and restarted, replica1
 frozen and thawed, the primary stopped and restarted. The whole run is
 repeated for each deployment shape (tests.chaos.servers.SHAPES; default:
 all): per-request connections (the baseline), CONN_MAX_AGE=60 with
-CONN_HEALTH_CHECKS, Django's psycopg pool, ATOMIC_REQUESTS. Prints each
+CONN_HEALTH_CHECKS, Django's psycopg pool, ATOMIC_REQUESTS, PgBouncer in
+transaction pooling mode before each replica. Prints each
 shape's per-phase table and one table of the shapes side by side, with
 throughput as ratios to the baseline measured in the same run (also written
 to artifacts/chaos-benchmark.md), and exits with status 1 if a pass
@@ -25,11 +26,13 @@ import argparse
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 from _setup import cluster
 
 from django_rwsplit.testing.cluster import LocalCluster
+from tests.chaos.pgbouncer import bouncers
 from tests.chaos.scenario import (
     Run,
     concurrent_pins,
@@ -94,19 +97,27 @@ def run_shape(
     local: LocalCluster, settings: ChaosSettings, args: argparse.Namespace
 ) -> tuple[Run, list[str], str]:
     """One full chaos run of the example deployed as ``settings`` says."""
-    with tempfile.TemporaryDirectory(prefix="chaos-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="chaos-") as tmp, ExitStack() as stack:
         workdir = Path(tmp)
         prepare_database(local, settings)
+        replica_ports = None
+        if settings.pgbouncer:
+            bouncing = stack.enter_context(bouncers(local))
+            replica_ports = [b.port for b in bouncing.values()]
         with running_servers(
             local,
             settings,
             workdir / "logs",
             workers=args.workers,
             threads=args.threads,
+            replica_ports=replica_ports,
         ) as servers:
-            warm_up(servers, [r.port for r in local.replicas])
-            urls = {name: server.url for name, server in servers.items()}
             ports = {node.name: node.port for node in local.nodes}
+            if replica_ports is not None:
+                names = [r.name for r in local.replicas]
+                ports.update(zip(names, replica_ports, strict=True))
+            warm_up(servers, [ports[r.name] for r in local.replicas])
+            urls = {name: server.url for name, server in servers.items()}
             seen, pin_problems = concurrent_pins(
                 urls, settings, ports, count=args.concurrent
             )
@@ -120,6 +131,7 @@ def run_shape(
                 think_ms=args.think_ms,
                 max_requests=args.max_requests,
                 seed=args.seed,
+                ports=ports,
             )
     problems = violations(run) + [f"concurrent pins: {p}" for p in pin_problems]
     text = report(run, problems)

@@ -80,6 +80,7 @@ class CountingObserver:
         self._retired_pins: Counter[str] = Counter()
         self._local = _ThreadCounts(self)
         self.ejections: Counter[tuple[str, str]] = Counter()
+        self.retries: Counter[tuple[str, str]] = Counter()
         self.readmissions: Counter[str] = Counter()
         self._out: set[str] = set()
 
@@ -125,6 +126,11 @@ class CountingObserver:
         with self._lock:
             self.ejections[(alias, normalise_reason(reason))] += 1
             self._out.add(alias)
+
+    def retried(self, alias: str, reason: str = "other", **kwargs: Any) -> None:
+        """Receiver of :data:`~django_rwsplit.signals.read_retried`."""
+        with self._lock:
+            self.retries[(alias, str(reason))] += 1
 
     def readmitted(self, alias: str, **kwargs: Any) -> None:
         """
@@ -234,6 +240,7 @@ class RwsplitCollector:
         )
         with self.counts._lock:
             ejections = Counter(self.counts.ejections)
+            retries = Counter(self.counts.retries)
             readmissions: Counter[str] = Counter(dict.fromkeys(replicas, 0))
             readmissions.update(self.counts.readmissions)
         family = CounterMetricFamily(
@@ -242,6 +249,16 @@ class RwsplitCollector:
             labels=["alias", "reason"],
         )
         for (alias, reason), count in sorted(ejections.items()):
+            family.add_metric([alias, reason], count)
+        yield family
+        family = CounterMetricFamily(
+            "rwsplit_read_retries",
+            "Failed autocommit reads on a replica run again elsewhere, by the "
+            "alias they were routed to and reason (recovery_conflict, "
+            "server_shutdown, connection_broken).",
+            labels=["alias", "reason"],
+        )
+        for (alias, reason), count in sorted(retries.items()):
             family.add_metric([alias, reason], count)
         yield family
         yield _counter(
@@ -298,6 +315,9 @@ def install(registry: Any = None) -> None:
         signals.replica_readmitted.connect(
             counts.readmitted, weak=False, dispatch_uid=_DISPATCH_UID
         )
+        signals.read_retried.connect(
+            counts.retried, weak=False, dispatch_uid=_DISPATCH_UID
+        )
         if id(target) not in _collectors:
             collector = RwsplitCollector(counts)
             target.register(collector)
@@ -317,6 +337,7 @@ def uninstall() -> None:
                 observe.observer = current.first
         signals.replica_ejected.disconnect(dispatch_uid=_DISPATCH_UID)
         signals.replica_readmitted.disconnect(dispatch_uid=_DISPATCH_UID)
+        signals.read_retried.disconnect(dispatch_uid=_DISPATCH_UID)
         for target, collector in _collectors.values():
             target.unregister(collector)
         _collectors.clear()

@@ -4,7 +4,9 @@
 # make too: scripts/bootstrap.sh
 #
 #   1. PostgreSQL server binaries (initdb, pg_ctl, pg_basebackup, postgres):
-#      installed with apt-get when missing and running as root.
+#      installed with apt-get when missing and running as root; likewise
+#      pgbouncer (the chaos suite's PgBouncer shape) and Chromium with
+#      chromedriver (the status page's browser test).
 #   2. Python >= 3.11 ($PYTHON, default python3).
 #   3. .venv with `pip install -e . -r requirements-dev.txt`, re-run only when
 #      pyproject.toml or requirements-dev.txt changed since the last install.
@@ -72,6 +74,20 @@ if ! bindir=$(find_pg_bindir); then
             "pg_config --bindir or /usr/lib/postgresql/*/bin). Install the" \
             "PostgreSQL server package, e.g. apt-get install postgresql, or" \
             "set RWSPLIT_PG_BINDIR to the directory that holds them."
+    fi
+fi
+
+# -- 1a. PgBouncer (the chaos suite's PgBouncer shape) ------------------------
+if ! command -v pgbouncer >/dev/null 2>&1 && [[ ! -x /usr/sbin/pgbouncer ]]; then
+    if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
+        say "installing pgbouncer with apt-get (for the chaos suite)"
+        export DEBIAN_FRONTEND=noninteractive
+        { apt-get install -y -qq pgbouncer >/dev/null 2>&1 ||
+            { apt-get update -qq && apt-get install -y -qq pgbouncer >/dev/null; }; } ||
+            say "warning: could not install pgbouncer; the chaos suite's PgBouncer shape will fail"
+    else
+        say "warning: pgbouncer not found; the chaos suite's PgBouncer shape will fail" \
+            "(apt-get install pgbouncer)"
     fi
 fi
 

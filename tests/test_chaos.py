@@ -30,6 +30,7 @@ from django.test import Client, override_settings
 
 from django_rwsplit.consistency import read_after
 from django_rwsplit.testing.cluster import ClusterError, LocalCluster
+from tests.chaos.pgbouncer import PgBouncerMissing, bouncers
 from tests.chaos.scenario import (
     concurrent_pins,
     report,
@@ -50,7 +51,7 @@ from tests.testapp.models import Item
 
 pytestmark = pytest.mark.cluster
 
-PHASE_SECONDS = 5.0
+PHASE_SECONDS = 4.0
 CLIENTS = 6
 THINK_MS = 25.0
 
@@ -63,14 +64,12 @@ class Deployment:
     settings: ChaosSettings
     servers: dict[str, Server]
     workdir: Path
+    # The port the example reports for each node (PgBouncer's, in front).
+    ports: dict[str, int]
 
     @property
     def urls(self) -> dict[str, str]:
         return {name: server.url for name, server in self.servers.items()}
-
-    @property
-    def ports(self) -> dict[str, int]:
-        return {node.name: node.port for node in self.cluster.nodes}
 
     def logs(self) -> str:
         return "\n".join(
@@ -81,7 +80,7 @@ class Deployment:
 def selected_shapes() -> list[str]:
     """The shapes to run: ``RWSPLIT_CHAOS_SHAPES`` (comma-separated), else all."""
     wanted = [s.strip() for s in os.environ.get("RWSPLIT_CHAOS_SHAPES", "").split(",")]
-    chosen = [s for s in wanted if s] or list(SHAPES)
+    chosen = [s for s in wanted if s and s != "all"] or list(SHAPES)
     unknown = sorted(set(chosen) - set(SHAPES))
     if unknown:
         raise pytest.UsageError(
@@ -101,9 +100,28 @@ def deployment(
     prepare_database(rwsplit_cluster, settings)
     workdir = tmp_path_factory.mktemp("chaos")
     try:
-        with running_servers(rwsplit_cluster, settings, workdir / "logs") as servers:
-            warm_up(servers, [r.port for r in rwsplit_cluster.replicas])
-            yield Deployment(rwsplit_cluster, settings, servers, workdir)
+        with contextlib.ExitStack() as stack:
+            replica_ports = None
+            if settings.pgbouncer:
+                try:
+                    bouncing = stack.enter_context(bouncers(rwsplit_cluster))
+                except PgBouncerMissing as error:
+                    pytest.fail(str(error))
+                replica_ports = [b.port for b in bouncing.values()]
+            servers = stack.enter_context(
+                running_servers(
+                    rwsplit_cluster,
+                    settings,
+                    workdir / "logs",
+                    replica_ports=replica_ports,
+                )
+            )
+            ports = {node.name: node.port for node in rwsplit_cluster.nodes}
+            if replica_ports is not None:
+                names = [r.name for r in rwsplit_cluster.replicas]
+                ports.update(zip(names, replica_ports, strict=True))
+            warm_up(servers, [ports[r.name] for r in rwsplit_cluster.replicas])
+            yield Deployment(rwsplit_cluster, settings, servers, workdir, ports)
     finally:
         with contextlib.suppress(ClusterError):
             rwsplit_cluster.execute(
@@ -137,6 +155,7 @@ def test_faults_under_load(deployment: Deployment) -> None:
         phase_seconds=PHASE_SECONDS,
         clients=CLIENTS,
         think_ms=THINK_MS,
+        ports=deployment.ports,
     )
     problems = violations(run)
     text = report(run, problems)

@@ -22,12 +22,15 @@ from django.db import close_old_connections, connections, transaction
 from django.db.utils import OperationalError
 from django.test import Client, override_settings
 
-from django_rwsplit import signals
+from django_rwsplit import metrics, signals
 from django_rwsplit.backends.postgresql.base import DatabaseWrapper
 from django_rwsplit.exceptions import PrimaryUnavailable
 from django_rwsplit.testing.cluster import LocalCluster
+from tests.chaos.pgbouncer import PgBouncerMissing, bouncers
 from tests.conftest import fast_health, server_port, start_health, wait_until
 from tests.testapp.models import Item
+
+prometheus_client = pytest.importorskip("prometheus_client")
 
 pytestmark = [
     pytest.mark.cluster,
@@ -258,6 +261,43 @@ def test_writes_to_a_stopped_pooled_primary_fail_within_the_connect_timeout(clus
     assert waited < 2 + 1.0, f"the write waited {waited:.2f} s (pool timeout 30 s)"
 
 
+# -- PgBouncer in front of a replica -----------------------------------------
+
+
+@pytest.fixture
+def bounced(cluster: LocalCluster) -> Iterator[dict[str, Any]]:
+    try:
+        with bouncers(cluster) as running:
+            yield running
+    except PgBouncerMissing as error:
+        pytest.fail(str(error))
+
+
+@override_settings(RWSPLIT=QUIET)
+def test_pgbouncer_before_a_hung_replica_does_not_hold_a_new_connection(
+    cluster, bounced, ports
+):
+    """
+    PgBouncer accepts a connection at once even when the replica behind it
+    hangs; Django's first query on it (setting the time zone) then waited for
+    as long as the hang. It now has CHECK_TIMEOUT, then the read moves on.
+    """
+    with replica_settings(("replica1",), PORT=str(bounced["replica1"].port)):
+        start_health()
+        server_port("replica1")  # PgBouncer keeps a server connection
+        connections["replica1"].close()
+
+        def read() -> tuple[int, float]:
+            started = time.monotonic()
+            return server_port("replica1"), time.monotonic() - started
+
+        with frozen(cluster, "replica1"):
+            (port, waited), _ = within(20, read)
+
+    assert port == ports["replica2"]
+    assert waited < CHECK_TIMEOUT + 1.0, f"the read waited {waited:.2f} s"
+
+
 # -- recovery conflicts --------------------------------------------------------
 
 
@@ -325,17 +365,28 @@ def test_a_read_cancelled_by_a_recovery_conflict_is_retried(
     cluster = conflict_prone
     start_health()
     client = Client()
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        future = pool.submit(_closing(lambda: client.get("/slow-read/?seconds=2")))
-        wait_until(lambda: sleeping_on(cluster) is not None, 10)
-        conflicted = sleeping_on(cluster)
-        lock_table_on_primary(cluster)
-        response = future.result(timeout=30)
+    prom = prometheus_client.CollectorRegistry()
+    metrics.install(prom)
+    try:
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            future = pool.submit(_closing(lambda: client.get("/slow-read/?seconds=2")))
+            wait_until(lambda: sleeping_on(cluster) is not None, 10)
+            conflicted = sleeping_on(cluster)
+            lock_table_on_primary(cluster)
+            response = future.result(timeout=30)
+        counted = prom.get_sample_value(
+            "rwsplit_read_retries_total",
+            {"alias": conflicted, "reason": "recovery_conflict"},
+        )
+    finally:
+        metrics.uninstall()
 
     assert response.status_code == 200
-    assert [r["reason"] for r in retries] == ["recovery_conflict"]
-    assert retries[0]["alias"] in REPLICAS
+    assert [(r["alias"], r["reason"]) for r in retries] == [
+        (conflicted, "recovery_conflict")
+    ]
     assert response.json()["port"] != ports[conflicted]
+    assert counted == 1
 
 
 @override_settings(RWSPLIT=QUIET)

@@ -30,6 +30,7 @@ __all__ = [
     "ProbeTimeout",
     "conninfo_from_settings",
     "describe_endpoint",
+    "fetch_on",
     "fetch_row",
     "ping",
 ]
@@ -227,6 +228,24 @@ def fetch_row(conninfo: str, sql: str, timeout: float) -> tuple[str | None, ...]
         pgconn.finish()
 
 
+def fetch_on(pgconn: PGconn, sql: str, timeout: float) -> tuple[str | None, ...]:
+    """
+    Run ``sql`` on an open, idle connection within ``timeout``; return its row.
+
+    Raises :class:`ProbeTimeout` at the deadline (the connection is then
+    unusable: close it) and :class:`ProbeConnectionError` on any failure.
+    """
+    if pgconn.status != pq.ConnStatus.OK:
+        raise ProbeConnectionError("connection is closed")
+    if pgconn.transaction_status != pq.TransactionStatus.IDLE:
+        raise ProbeConnectionError("connection is not idle")
+    try:
+        return _query(pgconn, sql, _Deadline(timeout), None)
+    except psycopg.Error as exc:  # I/O failure on a broken socket
+        message = _clean(pgconn.error_message or str(exc), None)
+        raise ProbeConnectionError(message) from None
+
+
 def ping(pgconn: PGconn, timeout: float) -> None:
     """
     Run ``SELECT 1`` on an open connection, within ``timeout`` seconds.
@@ -236,12 +255,4 @@ def ping(pgconn: PGconn, timeout: float) -> None:
     the deadline, leaving the connection unusable (close it), and
     :class:`ProbeConnectionError` when the connection is broken.
     """
-    if pgconn.status != pq.ConnStatus.OK:
-        raise ProbeConnectionError("connection is closed")
-    if pgconn.transaction_status != pq.TransactionStatus.IDLE:
-        raise ProbeConnectionError("connection is not idle")
-    try:
-        _query(pgconn, "SELECT 1", _Deadline(timeout), None)
-    except psycopg.Error as exc:  # I/O failure on a broken socket
-        message = _clean(pgconn.error_message or str(exc), None)
-        raise ProbeConnectionError(message) from None
+    fetch_on(pgconn, "SELECT 1", timeout)

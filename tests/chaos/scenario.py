@@ -180,8 +180,14 @@ def run_scenario(
     max_requests: int = 200_000,
     seed: int = 1,
     plan: Sequence[Step] = PLAN,
+    ports: Mapping[str, int] | None = None,
 ) -> Run:
-    """Run ``plan`` under load; heal the cluster afterwards, whatever happened."""
+    """
+    Run ``plan`` under load; heal the cluster afterwards, whatever happened.
+
+    ``ports`` maps each node to the port the example reports for it (the
+    node's own, unless PgBouncer stands in front).
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     records_path = out_dir / "records.jsonl"
     # A safety cap only: the run ends with SIGINT after the last phase.
@@ -196,7 +202,7 @@ def run_scenario(
         sticky_seconds=settings.sticky_seconds,
         seed=seed,
     )
-    ports = {node.name: node.port for node in cluster.nodes}
+    ports = dict(ports or {node.name: node.port for node in cluster.nodes})
     with (out_dir / "loadgen.log").open("w") as log:
         process = subprocess.Popen(
             command, cwd=ROOT, stdout=subprocess.PIPE, stderr=log, text=True

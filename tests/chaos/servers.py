@@ -47,6 +47,8 @@ class ChaosSettings:
     health_checks: bool = False
     pool: bool = False
     atomic_requests: bool = False
+    # PgBouncer (transaction pooling) in front of each replica.
+    pgbouncer: bool = False
     secret_key: str = "rwsplit-chaos-not-secret"
 
     @property
@@ -59,6 +61,8 @@ class ChaosSettings:
             parts = ['OPTIONS["pool"]']
         if self.atomic_requests:
             parts.append("ATOMIC_REQUESTS=True")
+        if self.pgbouncer:
+            parts.append("PgBouncer (transaction pooling) before each replica")
         return ", ".join(parts)
 
     @property
@@ -78,11 +82,22 @@ SHAPES: dict[str, ChaosSettings] = {
     "persistent": ChaosSettings(conn_max_age=60, health_checks=True),
     "pool": ChaosSettings(pool=True),
     "atomic": ChaosSettings(atomic_requests=True),
+    "pgbouncer": ChaosSettings(pgbouncer=True),
 }
 
 
-def example_env(cluster: LocalCluster, settings: ChaosSettings) -> dict[str, str]:
-    """The environment that points the example project at ``cluster``."""
+def example_env(
+    cluster: LocalCluster,
+    settings: ChaosSettings,
+    replica_ports: Sequence[int] | None = None,
+) -> dict[str, str]:
+    """
+    The environment that points the example project at ``cluster``.
+
+    ``replica_ports`` replace the replicas' own ports (PgBouncer in front).
+    """
+    if replica_ports is None:
+        replica_ports = [r.port for r in cluster.replicas]
 
     def url(port: int) -> str:
         return f"postgres://postgres@127.0.0.1:{port}/{settings.database}"
@@ -93,7 +108,7 @@ def example_env(cluster: LocalCluster, settings: ChaosSettings) -> dict[str, str
             # pytest-django exported the suite's settings module; replace it.
             "DJANGO_SETTINGS_MODULE": "example_project.settings",
             "DATABASE_URL": url(cluster.primary.port),
-            "REPLICA_URLS": ",".join(url(r.port) for r in cluster.replicas),
+            "REPLICA_URLS": ",".join(url(port) for port in replica_ports),
             "DEBUG": "false",
             "SECRET_KEY": settings.secret_key,
             "CONN_MAX_AGE": str(settings.conn_max_age),
@@ -261,9 +276,10 @@ def running_servers(
     *,
     workers: int = 2,
     threads: int = 8,
+    replica_ports: Sequence[int] | None = None,
 ) -> Iterator[dict[str, Server]]:
     """Run the example under gunicorn ("wsgi") and uvicorn ("asgi")."""
-    env = example_env(cluster, settings)
+    env = example_env(cluster, settings, replica_ports)
     log_dir.mkdir(parents=True, exist_ok=True)
     with ExitStack() as stack:
         servers: dict[str, Server] = {}

@@ -30,13 +30,14 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import connections
 from django.db.backends.postgresql import base
 from django.db.utils import InterfaceError, OperationalError
+from psycopg import sql as sql_module
 
 from django_rwsplit import conf, inflight, pinning, signals
 from django_rwsplit.backends.postgresql import pools
 from django_rwsplit.backends.postgresql.retry import MAX_RETRIES, retry_reason
 from django_rwsplit.exceptions import PrimaryUnavailable
 from django_rwsplit.health import registry
-from django_rwsplit.health.pgwire import ProbeError, ProbeTimeout, ping
+from django_rwsplit.health.pgwire import ProbeError, ProbeTimeout, fetch_on, ping
 
 
 def retry_elsewhere(
@@ -287,7 +288,9 @@ class DatabaseWrapper(base.DatabaseWrapper):
         target = self._avoid_target(avoid) or self._known_out_of_rotation()
         if target is None:
             try:
-                return super().get_new_connection(conn_params)
+                connection = super().get_new_connection(conn_params)
+                self._set_time_zone_within_deadline(connection)
+                return connection
             except psycopg.Error as error:
                 target = self._failover_target(error)
                 if target is None:
@@ -301,6 +304,36 @@ class DatabaseWrapper(base.DatabaseWrapper):
         self._borrowed = bool(avoid)
         self.substitute_until = time.monotonic() + conf.get_config().check_interval
         return connection
+
+    def _set_time_zone_within_deadline(self, connection: Any) -> None:
+        """
+        On a replica, set the session time zone now, within ``CHECK_TIMEOUT``.
+
+        Django sets it after connecting with a query that has no deadline; a
+        pooler in front of a hung replica (PgBouncer) accepts the connection
+        at once and then holds that query for as long as the server hangs.
+        Done here, a hang fails over like a connection that cannot be opened,
+        and Django's own step finds nothing left to do.
+        """
+        if getattr(connection, "_pool", None) is not None or not self._is_replica():
+            return
+        wanted = self.timezone_name
+        if not wanted or connection.info.parameter_status("TimeZone") == wanted:
+            return
+        sql = sql_module.SQL("SELECT set_config('TimeZone', {}, false)").format(
+            sql_module.Literal(wanted)
+        )
+        try:
+            fetch_on(
+                connection.pgconn,
+                sql.as_string(connection),
+                conf.get_config().check_timeout,
+            )
+        except ProbeError as error:
+            connection.close()
+            if isinstance(error, ProbeTimeout):
+                raise pools.ServerHung(f"unreachable: {error}") from None
+            raise psycopg.OperationalError(str(error)) from None
 
     def _open_substitute(self, target: str) -> Any:
         """Open a direct connection to ``target`` for this alias."""

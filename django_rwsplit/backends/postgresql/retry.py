@@ -43,6 +43,8 @@ def retry_reason(error: BaseException, *, broken: bool) -> str | None:
         return "recovery_conflict"
     if state in SERVER_SHUTDOWN:
         return "server_shutdown"
-    if broken:
+    # Class 08, connection exception: what a pooler in front of the replica
+    # (PgBouncer) answers when the server behind it died.
+    if broken or (state or "").startswith("08"):
         return "connection_broken"
     return None
