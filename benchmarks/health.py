@@ -48,17 +48,17 @@ configure(
     HEALTH_CACHE={cache!r},
 )
 from django_rwsplit import conf
-from django_rwsplit.health import registry
-registry.process_health(conf.get_config())
+from django_rwsplit.health import state as health_state
+health_state.process_health(conf.get_config())
 time.sleep(float(sys.argv[1]))  # keep checking for the measurement window
 """
 
 
 def timing(local, trials: int) -> list[list[str]]:
     from django_rwsplit import conf, signals
-    from django_rwsplit.health import registry
+    from django_rwsplit.health import state as health_state
 
-    state = registry.process_health(conf.get_config())
+    state = health_state.process_health(conf.get_config())
     events: dict[str, threading.Event] = {
         "ejected": threading.Event(),
         "readmitted": threading.Event(),
@@ -107,7 +107,7 @@ def timing(local, trials: int) -> list[list[str]]:
     finally:
         stop.set()
         thread.join()
-        registry.reset()
+        health_state.reset()
     median_eject, median_readmit = statistics.median(eject), statistics.median(readmit)
     return [
         [

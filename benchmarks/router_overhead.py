@@ -39,7 +39,7 @@ def main() -> None:
         from django.db.utils import ConnectionRouter
 
         from django_rwsplit import pinning
-        from django_rwsplit.health import registry
+        from django_rwsplit.health import state as health_state
         from django_rwsplit.routers import ReadWriteRouter
 
         candidates = {
@@ -82,7 +82,7 @@ def main() -> None:
                 run()
                 best[name] = min(best[name], time.perf_counter() - started)
         results = {name: seconds / args.number * 1e9 for name, seconds in best.items()}
-        registry.reset()
+        health_state.reset()
 
     baseline = results["multidb PinningReplicaRouter"]
     rows = [

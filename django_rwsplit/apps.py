@@ -26,11 +26,11 @@ def _install_write_detector(
 
 def _settings_changed(setting: str, **kwargs: Any) -> None:
     from django_rwsplit import conf
-    from django_rwsplit.health import registry
+    from django_rwsplit.health import state as health_state
 
     if setting in ("RWSPLIT", "DATABASES", "CACHES"):
         conf.clear_cache(setting=setting)
-        registry.reset()
+        health_state.reset()
 
 
 def _install_metrics() -> None:
@@ -52,8 +52,9 @@ class RwsplitConfig(AppConfig):
 
     def ready(self) -> None:
         global _fork_hook_registered
+        from django_rwsplit import balancing
         from django_rwsplit import checks as rwsplit_checks
-        from django_rwsplit.health import registry
+        from django_rwsplit.health import state as health_state
 
         checks.register(rwsplit_checks.check_settings)
         checks.register(rwsplit_checks.check_wiring)
@@ -62,8 +63,8 @@ class RwsplitConfig(AppConfig):
         connection_created.connect(
             _install_write_detector, dispatch_uid="django_rwsplit"
         )
-        registry.remember_database_names()
+        balancing.remember_database_names()
         _install_metrics()
         if not _fork_hook_registered:
-            os.register_at_fork(after_in_child=registry.reset_after_fork)
+            os.register_at_fork(after_in_child=health_state.reset_after_fork)
             _fork_hook_registered = True

@@ -1,55 +1,193 @@
-"""Smooth weighted round-robin over the replicas in rotation."""
+"""
+The replica choice: the only place that picks which replica serves a read.
+
+The router asks :func:`choose_replica` for an unpinned read; the backend asks
+:func:`substitute_for_read` when the replica it was given cannot serve.
+Both take the replicas in rotation from :mod:`django_rwsplit.health.state`
+and never query a server themselves, except to confirm read-your-writes
+(:func:`caught_up`) and to reject a token from the future.
+"""
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Iterator, Mapping
+import time
+from collections.abc import Collection
+
+from django.db import connections
+
+from django_rwsplit import consistency, observe
+from django_rwsplit.conf import Config
+from django_rwsplit.exceptions import NoReplicaAvailable
+from django_rwsplit.health import state as health_state
+from django_rwsplit.health.rotation import Rotation, smooth_weighted_sequence
+from django_rwsplit.pinning import Scope, current_scope
+
+__all__ = [
+    "Rotation",
+    "caught_up",
+    "choose_replica",
+    "fallback",
+    "mirrors_active",
+    "remember_database_names",
+    "smooth_weighted_sequence",
+    "substitute_for_read",
+]
 
 
-def smooth_weighted_sequence(weights: Mapping[str, int]) -> list[str]:
+def choose_replica(config: Config, scope: Scope | None) -> str:
+    """Return the alias that should serve an unpinned read."""
+    if config.test_mirrors and mirrors_active(config):
+        return config.primary
+    state = health_state.current()
+    if state is None or state.config is not config:
+        state = health_state.process_health(config)
+    rotation = state.rotation
+    if scope is not None:
+        chosen = scope.replica
+        if chosen is not None and chosen in rotation.members:
+            return chosen
+        if scope.min_lsn is not None:
+            return _causal_choice(state, config, scope, rotation)
+    alias = rotation.pick()
+    if alias is None:
+        return fallback(config)
+    if scope is not None:
+        scope.replica = alias
+    return alias
+
+
+def _causal_choice(
+    state: health_state.ProcessHealth, config: Config, scope: Scope, rotation: Rotation
+) -> str:
+    """A replica that has replayed ``scope.min_lsn``, else the primary."""
+    if not rotation.members:
+        return fallback(config)
+    for alias in rotation.candidates():
+        if caught_up(state, alias, scope, ask=True):
+            scope.replica = alias
+            return alias
+    if not token_plausible(state, config, scope.min_lsn):
+        scope.min_lsn = None
+        return choose_replica(config, scope)
+    # No replica has the client's last write yet: the rest of the scope
+    # reads from the primary without asking the replicas again.
+    scope.pinned = "token"
+    observe.pin("token")
+    return config.primary
+
+
+def substitute_for_read(
+    state: health_state.ProcessHealth, exclude: Collection[str] = ()
+) -> str:
     """
-    Return one period of the smooth weighted round-robin order of ``weights``.
+    Return where a read meant for an unusable replica should go.
 
-    Each step adds every alias's weight to its running score, picks the alias
-    with the highest score (first in ``weights`` order on ties) and subtracts
-    the total weight from it, so weights {a: 3, b: 1} give a, a, b, a rather
-    than a, a, a, b. The period is the sum of the weights.
+    Another replica in rotation (not in ``exclude``) that the health state
+    shows at the current scope's read-your-writes position, else the
+    primary. Each member is considered once, starting from the rotation's
+    next pick, so substitutes spread over the replicas.
     """
-    total = sum(weights.values())
-    scores = dict.fromkeys(weights, 0)
-    order: list[str] = []
-    for _ in range(total):
-        for alias, weight in weights.items():
-            scores[alias] += weight
-        chosen = max(scores, key=scores.__getitem__)
-        scores[chosen] -= total
-        order.append(chosen)
-    return order
+    scope = current_scope()
+    for alias in state.rotation.candidates():
+        if alias not in exclude and caught_up(state, alias, scope, ask=False):
+            return alias
+    return state.config.primary
 
 
-class Rotation:
+def caught_up(
+    state: health_state.ProcessHealth,
+    alias: str,
+    scope: Scope | None,
+    *,
+    ask: bool,
+) -> bool:
     """
-    The replicas that may serve reads now, and the order to hand them out.
+    Return whether replica ``alias`` has replayed the scope's token position.
 
-    Immutable once built; :meth:`pick` is safe to call from many threads at
-    once because advancing an ``itertools.cycle`` is atomic in CPython.
+    True when the scope has none. The health snapshot answers when it
+    already shows the position, or (``ask`` false) whenever it is known. With
+    ``ask``, a snapshot taken after the write that shows the replica behind
+    answers too; otherwise the replica is asked once (and again for up to
+    ``CAUSAL_WAIT`` milliseconds, if set).
     """
-
-    __slots__ = ("members", "_cycle")
-
-    def __init__(self, weights: Mapping[str, int]) -> None:
-        self.members: frozenset[str] = frozenset(weights)
-        self._cycle: Iterator[str] | None = (
-            itertools.cycle(smooth_weighted_sequence(weights)) if weights else None
+    min_lsn = scope.min_lsn if scope is not None else None
+    if not min_lsn:
+        return True
+    status = state.status(alias)
+    known = status.replay_lsn if status is not None else None
+    if known is not None and known >= min_lsn:
+        return True
+    if not ask:
+        return False
+    if known is not None:
+        primary = state.primary
+        measured_after_write = (
+            primary is not None
+            and primary.current_lsn is not None
+            and primary.current_lsn >= min_lsn
         )
+        if measured_after_write and not state.config.causal_wait:
+            return False
+    deadline = time.monotonic() + state.config.causal_wait / 1000
+    while True:
+        position = consistency.replica_position(alias)
+        if position is not None and position >= min_lsn:
+            return True
+        if position is None or time.monotonic() >= deadline:
+            return False
+        time.sleep(0.005)
 
-    def pick(self) -> str | None:
-        """Return the next replica alias, or None when the rotation is empty."""
-        cycle = self._cycle
-        return None if cycle is None else next(cycle)
 
-    def __repr__(self) -> str:
-        return f"<Rotation {sorted(self.members)}>"
+def token_plausible(
+    state: health_state.ProcessHealth, config: Config, lsn: int | None
+) -> bool:
+    """
+    Return False for a token past the primary's current WAL position.
+
+    Such a token was not issued by this primary (forged with a leaked key, or
+    from before a restore); honouring it would pin the client to the primary
+    until it expires. The primary is asked only when the token is ahead of
+    the last health round.
+    """
+    if lsn is None:
+        return False
+    known = state.primary
+    if known is not None and known.current_lsn is not None and lsn <= known.current_lsn:
+        return True
+    current = consistency.primary_position(config.primary)
+    return current is None or lsn <= current
 
 
-EMPTY = Rotation({})
+def fallback(config: Config) -> str:
+    """Return where reads go with no replica in rotation (or raise)."""
+    if config.fallback == "error":
+        raise NoReplicaAvailable(
+            "No replica is in rotation and RWSPLIT['FALLBACK'] is 'error'; "
+            "run 'manage.py replica_health' to see why."
+        )
+    return config.primary
+
+
+_startup_names: dict[str, object] = {}
+
+
+def remember_database_names() -> None:
+    """Note each database NAME at start-up, before a test runner renames them."""
+    for alias, settings_dict in connections.settings.items():
+        _startup_names.setdefault(alias, settings_dict.get("NAME"))
+
+
+def mirrors_active(config: Config) -> bool:
+    """
+    Return whether Django's test runner has made the replicas test mirrors.
+
+    ``setup_databases`` points a replica whose ``TEST["MIRROR"]`` names the
+    primary at the primary's test database by changing its NAME. Such a
+    replica is a separate connection that cannot see the test's uncommitted
+    writes, so while that is the case (and ``ROUTE_TEST_MIRRORS_TO_PRIMARY``
+    is on) reads go to the primary.
+    """
+    for alias in config.replicas:
+        name = connections.settings[alias].get("NAME")
+        return bool(name != _startup_names.get(alias, name))
+    return False

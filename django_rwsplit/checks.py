@@ -10,6 +10,7 @@ from django.core import checks
 from django.utils.module_loading import import_string
 
 from django_rwsplit import conf
+from django_rwsplit.health.probes import probe_for
 
 ROUTER_PATH = "django_rwsplit.routers.ReadWriteRouter"
 MIDDLEWARE_PATH = "django_rwsplit.middleware.PinPrimaryMiddleware"
@@ -138,8 +139,6 @@ def check_databases(
     """With ``check --database``, probe the named primary and replicas."""
     if not databases:
         return []
-    from django_rwsplit.health.probes import probe_for
-
     config, problems = conf.parse(conf.raw_setting())
     if problems:
         return []

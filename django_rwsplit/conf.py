@@ -79,7 +79,7 @@ class Config:
     metrics: bool = False
     replica_reads_in_atomic_requests: bool = True
     # True when every replica is a TEST MIRROR of the primary and
-    # ROUTE_TEST_MIRRORS_TO_PRIMARY is on (see health.registry.mirrors_active).
+    # ROUTE_TEST_MIRRORS_TO_PRIMARY is on (see balancing.mirrors_active).
     test_mirrors: bool = False
 
 
@@ -366,7 +366,9 @@ def parse(raw: object) -> tuple[Config, list[Problem]]:
     return config, problems
 
 
-_cached: Config | None = None
+# The parsed setting once get_config() ran (None before, and after a change):
+# read directly only on the router's hot path.
+cached: Config | None = None
 
 
 def measurable_engine(engine: str) -> bool:
@@ -390,14 +392,14 @@ def measurable_engine(engine: str) -> bool:
 
 def get_config() -> Config:
     """Return the parsed ``RWSPLIT`` setting, parsing it once per change."""
-    global _cached
-    config = _cached
+    global cached
+    config = cached
     if config is None:
         config, problems = parse(raw_setting())
         errors = [p for p in problems if p.id.startswith("rwsplit.E")]
         if errors:
             raise ImproperlyConfigured(" ".join(f"{p.msg} ({p.id})" for p in errors))
-        _cached = config
+        cached = config
     return config
 
 
@@ -410,13 +412,13 @@ def config_or_none() -> Config | None:
     must reach the user as check errors, not as an exception from there.
     """
     try:
-        return _cached or get_config()
+        return cached or get_config()
     except ImproperlyConfigured:
         return None
 
 
 def clear_cache(**kwargs: object) -> None:
     """Forget the parsed setting; connected to Django's ``setting_changed``."""
-    global _cached
+    global cached
     if kwargs.get("setting") in (None, "RWSPLIT", "DATABASES", "CACHES"):
-        _cached = None
+        cached = None

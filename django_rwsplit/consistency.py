@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING
 
 from django.core import signing
 from django.db import connections
@@ -21,9 +20,6 @@ from django.db import connections
 from django_rwsplit import pinning
 from django_rwsplit.conf import Config, get_config
 from django_rwsplit.health.probes import format_lsn, parse_lsn
-
-if TYPE_CHECKING:
-    from django_rwsplit.health.registry import ProcessHealth
 
 SALT = "django_rwsplit.pin"
 MAX_TOKEN_LENGTH = 200
@@ -90,7 +86,7 @@ def current_token() -> str | None:
     and read inside ``with read_after(token):`` there.
     """
     scope = pinning.current_scope()
-    wrote = scope.wrote if scope is not None else pinning._wrote_unscoped.get()
+    wrote = scope.wrote if scope is not None else pinning.wrote_unscoped()
     if not wrote:
         return None
     config = get_config()
@@ -118,11 +114,8 @@ def read_after(token: str | None) -> Iterator[None]:
         min_lsn=decoded.lsn,
         token_at=decoded.issued_at,
     )
-    reset = pinning._scope.set(scope)
-    try:
+    with pinning.scoped(scope):
         yield
-    finally:
-        pinning._scope.reset(reset)
 
 
 def replica_position(alias: str) -> int | None:
@@ -134,35 +127,3 @@ def replica_position(alias: str) -> int | None:
     except Exception:  # noqa: BLE001 - an unreadable replica has not reached it
         return None
     return parse_lsn(row[0]) if row else None
-
-
-def replica_reached(state: ProcessHealth, alias: str, scope: pinning.Scope) -> bool:
-    """
-    Return whether replica ``alias`` has replayed the scope's token position.
-
-    The health snapshot answers when it already shows the position, or when
-    it was taken after the write (the primary was already past the token)
-    and shows the replica behind. Otherwise the replica is asked once (and
-    again for up to ``CAUSAL_WAIT`` milliseconds, if set).
-    """
-    assert scope.min_lsn is not None
-    status = state.tracker.status(alias)
-    if status is not None and status.replay_lsn is not None:
-        if status.replay_lsn >= scope.min_lsn:
-            return True
-        primary = state.tracker.primary
-        measured_after_write = (
-            primary is not None
-            and primary.current_lsn is not None
-            and primary.current_lsn >= scope.min_lsn
-        )
-        if measured_after_write and not state.config.causal_wait:
-            return False
-    deadline = time.monotonic() + state.config.causal_wait / 1000
-    while True:
-        position = replica_position(alias)
-        if position is not None and position >= scope.min_lsn:
-            return True
-        if position is None or time.monotonic() >= deadline:
-            return False
-        time.sleep(0.005)

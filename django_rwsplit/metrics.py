@@ -26,6 +26,7 @@ from typing import Any
 from django.core.exceptions import ImproperlyConfigured
 
 from django_rwsplit import conf, observe, signals
+from django_rwsplit.health import state as health_state
 
 __all__ = ["EJECTION_REASONS", "install", "normalise_reason", "uninstall"]
 
@@ -175,8 +176,6 @@ class RwsplitCollector:
         """Yield the gauges of the current health snapshot and the counters."""
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-        from django_rwsplit.health import registry
-
         config = conf.config_or_none()
         primary = config.primary if config else None
         replicas = list(config.replicas) if config else []
@@ -203,7 +202,7 @@ class RwsplitCollector:
                 labels=["alias"],
             ),
         }
-        snapshot = registry.snapshot()
+        snapshot = health_state.snapshot()
         for status in snapshot.replicas if snapshot else ():
             labels = [status.alias]
             gauges["in_rotation"].add_metric(labels, 1.0 if status.in_rotation else 0.0)

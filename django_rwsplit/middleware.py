@@ -49,13 +49,13 @@ class PinPrimaryMiddleware:
             return self.__acall__(request)
         config = get_config()
         scope = open_scope(request, config)
-        reset = pinning._scope.set(scope)
+        token = pinning.activate(scope)
         try:
             response = self.get_response(request)
             assert isinstance(response, HttpResponseBase)
             remember_write(request, response, scope, config)
         finally:
-            pinning._scope.reset(reset)
+            pinning.deactivate(token)
         return response
 
     def process_view(
@@ -73,13 +73,13 @@ class PinPrimaryMiddleware:
     async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
         config = get_config()
         scope = open_scope(request, config)
-        reset = pinning._scope.set(scope)
+        token = pinning.activate(scope)
         try:
             response = await self.get_response(request)  # type: ignore [misc]
             if scope.wrote:
                 await sync_to_async(remember_write)(request, response, scope, config)
         finally:
-            pinning._scope.reset(reset)
+            pinning.deactivate(token)
         return response  # type: ignore [no-any-return]
 
 

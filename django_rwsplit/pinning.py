@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable
-from contextvars import ContextVar
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar, Token
 from types import TracebackType
 from typing import Any, TypeVar, overload
 
@@ -63,6 +64,41 @@ _wrote_unscoped: ContextVar[bool] = ContextVar("rwsplit_wrote", default=False)
 def current_scope() -> Scope | None:
     """Return the routing scope of the current context, if any."""
     return _scope.get()
+
+
+# The same two reads, bound once, for the router's hot path.
+get_scope = _scope.get
+get_pin_depth = _pin_depth.get
+
+
+def activate(scope: Scope) -> Token[Scope | None]:
+    """
+    Make ``scope`` the current context's routing scope; return a reset token.
+
+    Like Django's ``timezone.activate``, but give the token to
+    :func:`deactivate` when the unit of work ends, also when it fails.
+    """
+    return _scope.set(scope)
+
+
+def deactivate(token: Token[Scope | None]) -> None:
+    """Restore the routing scope that was current before :func:`activate`."""
+    _scope.reset(token)
+
+
+@contextmanager
+def scoped(scope: Scope) -> Iterator[Scope]:
+    """Run the block in routing scope ``scope`` (then restore the previous one)."""
+    token = activate(scope)
+    try:
+        yield scope
+    finally:
+        deactivate(token)
+
+
+def wrote_unscoped() -> bool:
+    """Return whether the current context wrote outside any scope."""
+    return _wrote_unscoped.get()
 
 
 def is_pinned() -> bool:

@@ -8,8 +8,7 @@ from typing import Any
 from django.db import connections
 from django.db.backends.base.base import BaseDatabaseWrapper
 
-from django_rwsplit import conf, observe, pinning
-from django_rwsplit.health import registry
+from django_rwsplit import balancing, conf, observe, pinning
 
 
 class _PrimaryConnection(threading.local):
@@ -29,9 +28,9 @@ class _PrimaryConnection(threading.local):
 
 
 _primary_connection = _PrimaryConnection()
-_pin_depth = pinning._pin_depth.get
-_current_scope = pinning._scope.get
-_choose_replica = registry.choose_replica
+_pin_depth = pinning.get_pin_depth
+_current_scope = pinning.get_scope
+_choose_replica = balancing.choose_replica
 
 
 def forget_primary_connection() -> None:
@@ -53,7 +52,7 @@ class ReadWriteRouter:
 
     def db_for_read(self, model: type[Any], **hints: Any) -> str:
         # This runs for every read: keep it to attribute reads, no I/O.
-        config = conf._cached or conf.get_config()
+        config = conf.cached or conf.get_config()
         primary = config.primary
         reason: str | None
         if not config.replicas:
@@ -80,7 +79,7 @@ class ReadWriteRouter:
         return alias
 
     def db_for_write(self, model: type[Any], **hints: Any) -> str:
-        return (conf._cached or conf.get_config()).primary
+        return (conf.cached or conf.get_config()).primary
 
     def allow_relation(self, obj1: Any, obj2: Any, **hints: Any) -> bool | None:
         config = conf.config_or_none()

@@ -34,9 +34,9 @@ from django.utils.cache import add_never_cache_headers
 from django.utils.http import urlencode
 from django.views.decorators.http import require_safe
 
-from django_rwsplit import history
 from django_rwsplit.conf import Config, config_or_none
-from django_rwsplit.health import registry
+from django_rwsplit.health import history
+from django_rwsplit.health import state as health_state
 from django_rwsplit.health.tracker import HealthSnapshot
 
 __all__ = ["health", "redact", "status", "status_data"]
@@ -170,9 +170,9 @@ def redact(text: str | None, config: Config) -> str | None:
 
 def current_snapshot(config: Config) -> HealthSnapshot:
     """Return this process's health snapshot, starting the monitor if needed."""
-    state = registry.current()
+    state = health_state.current()
     if state is None or state.config is not config:
-        state = registry.process_health(config)
+        state = health_state.process_health(config)
     snapshot = state.tracker.snapshot()
     history.record(snapshot)
     return snapshot

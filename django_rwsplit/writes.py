@@ -11,7 +11,7 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 
 from django_rwsplit import pinning
 from django_rwsplit.exceptions import PrimaryUnavailable
-from django_rwsplit.health import registry
+from django_rwsplit.health import state as health_state
 
 # Statements that never change data. Anything else counts as a write.
 READ_ONLY_VERBS = frozenset(
@@ -71,7 +71,7 @@ def detect_writes(
 
 def refuse_if_demoted(alias: str) -> None:
     """Raise PrimaryUnavailable if health checks found the primary read-only."""
-    state = registry.current()
+    state = health_state.current()
     primary = state.tracker.primary if state is not None else None
     if primary is not None and primary.alias == alias and primary.in_recovery:
         raise PrimaryUnavailable(

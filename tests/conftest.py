@@ -8,7 +8,7 @@ from django.core import signing
 from django.db import connections, router
 
 from django_rwsplit import conf, consistency
-from django_rwsplit.health import registry
+from django_rwsplit.health import state as health_state
 from django_rwsplit.testing.cluster import LocalCluster
 
 pytest_plugins = ["django_rwsplit.testing.fixtures"]
@@ -28,10 +28,10 @@ def fast_health(**overrides: object) -> dict[str, object]:
 
 def rotation() -> frozenset[str]:
     """The replicas in rotation now (starting this process's checks if needed)."""
-    return registry.process_health(conf.get_config()).rotation.members
+    return health_state.process_health(conf.get_config()).rotation.members
 
 
-def start_health(*aliases: str) -> registry.ProcessHealth:
+def start_health(*aliases: str) -> health_state.ProcessHealth:
     """
     Start the health checks as a routed read does, and wait until ``aliases``
     (default: both replicas) are in rotation.
@@ -39,7 +39,7 @@ def start_health(*aliases: str) -> registry.ProcessHealth:
     from tests.testapp.models import Item
 
     router.db_for_read(Item)
-    state = registry.process_health(conf.get_config())
+    state = health_state.process_health(conf.get_config())
     wanted = set(aliases or ("replica1", "replica2"))
     wait_until(lambda: state.rotation.members >= wanted, timeout=10)
     return state
@@ -74,7 +74,7 @@ def cluster(rwsplit_cluster: LocalCluster) -> Iterator[LocalCluster]:
     rwsplit_cluster.wait_caught_up(timeout=60)
     yield rwsplit_cluster
     heal(rwsplit_cluster)
-    registry.reset()
+    health_state.reset()
 
 
 @pytest.fixture
@@ -90,7 +90,7 @@ def ports(rwsplit_cluster: LocalCluster) -> dict[str, int]:
 @pytest.fixture(autouse=True)
 def _fresh_health() -> Iterator[None]:
     yield
-    registry.reset()
+    health_state.reset()
 
 
 @pytest.fixture(scope="session")

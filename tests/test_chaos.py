@@ -51,7 +51,7 @@ from tests.testapp.models import Item
 
 pytestmark = pytest.mark.cluster
 
-PHASE_SECONDS = 4.0
+PHASE_SECONDS = 5.0
 CLIENTS = 6
 THINK_MS = 25.0
 

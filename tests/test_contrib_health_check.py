@@ -10,7 +10,7 @@ from django.test import Client, override_settings
 from django.urls import path
 
 from django_rwsplit import conf
-from django_rwsplit.health import registry
+from django_rwsplit.health import state as health_state
 from django_rwsplit.health.probes import PrimaryStatus
 from django_rwsplit.health.tracker import HealthSnapshot, ReplicaStatus
 from tests.conftest import fast_health, rotation, start_health, wait_until
@@ -45,7 +45,7 @@ def result(check: Any) -> Any:
 @override_settings(RWSPLIT=FAST, ROOT_URLCONF=__name__)
 def test_healthy_cluster_measured_without_a_running_monitor(cluster, monkeypatch):
     cluster.wait_caught_up()
-    assert registry.current() is None
+    assert health_state.current() is None
     calls = []
     real = rwsplit_check.measure_now
 
@@ -56,7 +56,7 @@ def test_healthy_cluster_measured_without_a_running_monitor(cluster, monkeypatch
     monkeypatch.setattr(rwsplit_check, "measure_now", counted)
     assert result(rwsplit_check.ReadWriteSplit()) is None
     assert calls == [conf.get_config()]
-    assert registry.current() is None  # no monitor thread started for a check
+    assert health_state.current() is None  # no monitor thread started for a check
     for check, options in rwsplit_check.checks():
         assert check == CHECK
         assert result(rwsplit_check.ReadWriteSplit(**options)) is None

@@ -104,6 +104,33 @@ def frozen(cluster: LocalCluster, node: str) -> contextlib.AbstractContextManage
     return manager()
 
 
+# -- per-request connections ------------------------------------------------
+
+
+@override_settings(RWSPLIT=fast_health(CHECK_INTERVAL=0.2, CHECK_TIMEOUT=0.5))
+def test_a_connect_to_a_replica_that_hangs_is_released_when_the_monitor_sees_it(
+    cluster, ports
+):
+    """
+    A new connection to a frozen server waits up to connect_timeout (2 s in
+    libpq at least). Once the monitor finds the replica hung, this process's
+    sockets to it are shut down, so the connect fails over at once.
+    """
+    state = start_health()
+
+    def read() -> tuple[bool, int, float]:
+        started = time.monotonic()
+        in_rotation = state.in_rotation("replica1")
+        return in_rotation, server_port("replica1"), time.monotonic() - started
+
+    with frozen(cluster, "replica1"):
+        (in_rotation, port, waited), _ = within(20, read)
+
+    assert in_rotation, "the monitor ejected replica1 before the connect began"
+    assert port == ports["replica2"]
+    assert waited < 1.8, f"the connect waited {waited:.2f} s (connect_timeout 2 s)"
+
+
 # -- persistent connections and CONN_HEALTH_CHECKS --------------------------
 
 

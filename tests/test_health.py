@@ -12,8 +12,8 @@ import pytest
 from django.db import connections, router
 from django.test import override_settings
 
-from django_rwsplit import conf, signals
-from django_rwsplit.health import registry
+from django_rwsplit import balancing, conf, signals
+from django_rwsplit.health import state as health_state
 from django_rwsplit.health.monitor import SharedRounds
 from tests.conftest import (
     fast_health,
@@ -51,7 +51,7 @@ class Transitions:
         self.events.append(("readmitted", alias, reason, self._rounds()))
 
     def _rounds(self) -> int:
-        state = registry.current()
+        state = health_state.current()
         return state.monitor.rounds if state else 0
 
     def of(self, kind: str, alias: str) -> list[tuple[str, str, str, int]]:
@@ -73,10 +73,10 @@ def transitions():
 def test_idle_primary_with_caught_up_replicas_has_zero_lag(cluster):
     cluster.wait_caught_up()
     start_health()
-    state = registry.process_health(conf.get_config())
+    state = health_state.process_health(conf.get_config())
     rounds = state.monitor.rounds
     wait_until(lambda: state.monitor.rounds >= rounds + 2, timeout=5)
-    snapshot = registry.snapshot()
+    snapshot = health_state.snapshot()
     assert snapshot is not None and snapshot.status == "ok"
     for replica in snapshot.replicas:
         assert replica.in_rotation
@@ -187,7 +187,7 @@ def test_all_replicas_down_sends_reads_to_primary(cluster, ports):
     assert {server_port(router.db_for_read(Item)) for _ in range(20)} == {
         ports["default"]
     }
-    assert registry.snapshot().status == "critical"
+    assert health_state.snapshot().status == "critical"
 
 
 @override_settings(RWSPLIT={**FAST, "FALLBACK": "error"})
@@ -222,10 +222,10 @@ def test_forked_child_measures_for_itself(cluster):
     if pid == 0:  # pragma: no cover - runs in the child
         ok = False
         try:
-            ok = registry.current() is None
+            ok = health_state.current() is None
             config = conf.get_config()
-            registry.choose_replica(config, None)
-            child = registry.current()
+            balancing.choose_replica(config, None)
+            child = health_state.current()
             ok = ok and child is not None and child.monitor.is_alive()
             ok = ok and child.monitor.rounds >= 1 and child.pid == os.getpid()
         finally:
@@ -244,8 +244,8 @@ for alias in settings.DATABASES:
     settings.DATABASES[alias]["NAME"] = "postgres"
 settings.RWSPLIT = {**settings.RWSPLIT, "CHECK_INTERVAL": 0.2, "HEALTH_CACHE": "redis"}
 from django_rwsplit import conf
-from django_rwsplit.health import registry
-state = registry.process_health(conf.get_config())
+from django_rwsplit.health import state as health_state
+state = health_state.process_health(conf.get_config())
 time.sleep(float(sys.argv[1]))  # the observation window of this process
 shared = state.monitor.shared
 print(json.dumps({"measured": shared.measured, "borrowed": shared.borrowed,
@@ -290,8 +290,8 @@ for alias in settings.DATABASES:
     settings.DATABASES[alias]["NAME"] = "postgres"
 settings.RWSPLIT = {**settings.RWSPLIT, "CHECK_INTERVAL": 0.05}
 from django_rwsplit import conf
-from django_rwsplit.health import registry
-state = registry.process_health(conf.get_config())
+from django_rwsplit.health import state as health_state
+state = health_state.process_health(conf.get_config())
 
 def rounds_during_exit():
     # atexit runs after threading's exit hooks: the monitor keeps going.

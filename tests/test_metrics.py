@@ -60,7 +60,7 @@ def test_install_is_idempotent_and_uninstall_restores_the_observer():
     installed = observe.observer
     metrics.install(registry)
     assert observe.observer is installed
-    assert len(list(registry.collect())) == 9  # registered once
+    assert len(list(registry.collect())) == 10  # registered once
     metrics.uninstall()
     assert observe.observer is None
     assert list(registry.collect()) == []

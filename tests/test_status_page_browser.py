@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from django_rwsplit import history
-from django_rwsplit.health import registry
+from django_rwsplit.health import history
+from django_rwsplit.health import state as health_state
 from tests.conftest import rotation, start_health, wait_until
 from tests.test_views import TOKEN, endpoint_settings
 from tests.testapp.models import Item
@@ -140,7 +140,7 @@ class Elements(HTMLParser):
 
 def record_round() -> None:
     """Feed the history as the health monitor does after each round."""
-    history.record(registry.snapshot())
+    history.record(health_state.snapshot())
 
 
 def test_lagging_replica_is_shown_out_of_rotation(cluster, server, browser, tmp_path):

@@ -12,8 +12,9 @@ from django.http import HttpResponse
 from django.test import Client, override_settings
 from django.urls import include, path
 
-from django_rwsplit import conf, history
-from django_rwsplit.health import registry
+from django_rwsplit import conf
+from django_rwsplit.health import history
+from django_rwsplit.health import state as health_state
 from django_rwsplit.health.probes import PrimaryStatus
 from django_rwsplit.health.tracker import HealthSnapshot, ReplicaStatus
 from django_rwsplit.management.commands.replica_health import as_json
@@ -57,7 +58,7 @@ def endpoint_settings(**rwsplit: Any):
 
 
 def replica_error(alias: str) -> str:
-    snapshot = registry.snapshot()
+    snapshot = health_state.snapshot()
     status = snapshot.replica(alias) if snapshot else None
     return (status.error if status else None) or ""
 
@@ -174,7 +175,7 @@ def test_health_json_has_the_replica_health_shape_without_hosts(cluster):
         assert response.status_code == 200
         assert response["Content-Type"] == "application/json"
         document = response.json()
-        snapshot = registry.snapshot()
+        snapshot = health_state.snapshot()
         assert snapshot is not None
         expected = as_json(snapshot)
         assert document.keys() == expected.keys()

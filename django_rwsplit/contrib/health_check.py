@@ -40,7 +40,8 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import connections
 
 from django_rwsplit.conf import Config, get_config
-from django_rwsplit.health import monitor, registry
+from django_rwsplit.health import monitor
+from django_rwsplit.health import state as health_state
 from django_rwsplit.health.tracker import HealthSnapshot
 
 try:
@@ -74,7 +75,7 @@ def measure_now(config: Config) -> HealthSnapshot:
 
 def take_snapshot(config: Config) -> HealthSnapshot:
     """Return this process's snapshot if its monitor has run, else measure now."""
-    state = registry.current()
+    state = health_state.current()
     if state is not None and state.config is config and state.monitor.rounds:
         return state.tracker.snapshot()
     return measure_now(config)

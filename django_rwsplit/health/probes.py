@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from django_rwsplit.conf import measurable_engine
 from django_rwsplit.health.pgwire import (
     ProbeConnectionError,
     ProbeTimeout,
@@ -238,7 +239,6 @@ _POSTGRES_PROBE = PostgresStreamingProbe()
 
 def probe_for(settings_dict: Mapping[str, Any]) -> Probe:
     """Return the probe for a ``DATABASES`` entry, based on its ``ENGINE``."""
-    from django_rwsplit.conf import measurable_engine
 
     engine = str(settings_dict.get("ENGINE") or "")
     if measurable_engine(engine):

@@ -8,10 +8,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from django_rwsplit.balancing import Rotation
 from django_rwsplit.conf import Config
 from django_rwsplit.health.policy import PrimaryHistory, assess, behind_unstreamed
 from django_rwsplit.health.probes import PrimaryStatus, ReplicaReading
+from django_rwsplit.health.rotation import Rotation
 
 
 @dataclass(frozen=True)
@@ -239,13 +239,14 @@ class Tracker:
         return Transition(alias, False, reason, None, None)
 
     def _rebuild(self) -> None:
-        self.rotation = Rotation(
-            {
-                alias: weight
-                for alias, weight in self.config.replicas.items()
-                if self._states[alias].in_rotation
-            }
-        )
+        """A new rotation only when membership changed: the cycle goes on."""
+        weights = {
+            alias: weight
+            for alias, weight in self.config.replicas.items()
+            if self._states[alias].in_rotation
+        }
+        if weights != self.rotation.weights:
+            self.rotation = Rotation(weights)
 
     def unreachable(self, alias: str) -> bool:
         """Return whether ``alias`` was last found unreachable (not merely lagging)."""

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from django.http import HttpRequest
 
 from django_rwsplit.conf import Config, get_config
-from django_rwsplit.health import registry
+from django_rwsplit.health import state as health_state
 from django_rwsplit.health.probes import format_lsn
 from django_rwsplit.health.tracker import HealthSnapshot
 from django_rwsplit.pinning import current_scope
@@ -53,7 +53,7 @@ def routing(request: HttpRequest) -> Routing:
         waits_for_lsn=format_lsn(min_lsn) if min_lsn is not None else None,
         config=config,
         queries=current_queries(),  # a live list: later queries show up too
-        health=registry.snapshot(),
+        health=health_state.snapshot(),
     )
 
 

@@ -21,7 +21,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from django_rwsplit.health import registry
+from django_rwsplit.health import state as health_state
 from django_rwsplit.pinning import current_scope
 from example_project.shop.forms import OrderForm
 from example_project.shop.middleware import Query, current_queries
@@ -177,7 +177,7 @@ async def api_pin(request: HttpRequest) -> JsonResponse:
 @require_GET
 def api_health(request: HttpRequest) -> JsonResponse:
     """This process's view of the replicas (``null`` before its first read)."""
-    snapshot = registry.snapshot()
+    snapshot = health_state.snapshot()
     return JsonResponse(
         {
             "pid": os.getpid(),

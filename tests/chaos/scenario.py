@@ -586,7 +586,10 @@ def time_pin_cookie(settings: ChaosSettings) -> str:
 
 
 async def _concurrent_pins(
-    servers: Mapping[str, str], cookie: str, count: int, hold_ms: int
+    servers: Mapping[str, str],
+    cookie: Callable[[], str],
+    count: int,
+    hold_ms: int,
 ) -> list[tuple[str, str, int, dict[str, Any]]]:
     import httpx
 
@@ -600,8 +603,10 @@ async def _concurrent_pins(
             if expected == "unsafe_method":
                 response = await client.post(url)
             elif expected == "cookie":
+                # Signed as the request leaves: its STICKY_SECONDS window
+                # must not run out while 200 requests queue at the servers.
                 response = await client.get(
-                    url, headers={"Cookie": f"rwsplit_pin={cookie}"}
+                    url, headers={"Cookie": f"rwsplit_pin={cookie()}"}
                 )
             else:
                 response = await client.get(url)
@@ -630,7 +635,7 @@ def concurrent_pins(
     and every response that shows a pin other than its own.
     """
     results = asyncio.run(
-        _concurrent_pins(servers, time_pin_cookie(settings), count, hold_ms)
+        _concurrent_pins(servers, lambda: time_pin_cookie(settings), count, hold_ms)
     )
     replicas = {port for node, port in ports.items() if node != "primary"}
     seen: Counter[tuple[str, str]] = Counter()

@@ -22,7 +22,7 @@ health check gets a client-side deadline of ``CHECK_TIMEOUT``.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import psycopg
@@ -32,12 +32,19 @@ from django.db.backends.postgresql import base
 from django.db.utils import InterfaceError, OperationalError
 from psycopg import sql as sql_module
 
-from django_rwsplit import conf, inflight, pinning, signals
+from django_rwsplit import balancing, conf, signals
 from django_rwsplit.backends.postgresql import pools
 from django_rwsplit.backends.postgresql.retry import MAX_RETRIES, retry_reason
 from django_rwsplit.exceptions import PrimaryUnavailable
-from django_rwsplit.health import registry
-from django_rwsplit.health.pgwire import ProbeError, ProbeTimeout, fetch_on, ping
+from django_rwsplit.health import release
+from django_rwsplit.health import state as health_state
+from django_rwsplit.health.pgwire import (
+    ProbeError,
+    ProbeTimeout,
+    describe_endpoint,
+    fetch_on,
+    ping,
+)
 
 
 def retry_elsewhere(
@@ -49,7 +56,7 @@ def retry_elsewhere(
     cursor = context["cursor"]
     attempt = 0
     while True:
-        inflight.enter(alias, wrapper)
+        release.enter(alias, wrapper)
         try:
             result = execute(sql, params, many, context)
         except (OperationalError, InterfaceError) as error:
@@ -67,44 +74,7 @@ def retry_elsewhere(
             wrapper.end_borrowing()
             return result
         finally:
-            inflight.leave(alias, wrapper)
-
-
-def substitute_for_read(
-    state: registry.ProcessHealth, exclude: Collection[str] = ()
-) -> str:
-    """
-    Return where a read meant for an unusable replica should go.
-
-    Another replica in rotation (not in ``exclude``), provided it has replayed
-    the position the current scope must read after (read-your-writes), else
-    the primary. Every member is considered once, starting from the
-    rotation's next pick so substitutes spread over the replicas.
-    """
-    scope = pinning.current_scope()
-    min_lsn = scope.min_lsn if scope is not None else None
-    rotation = state.tracker.rotation
-    first = rotation.pick()
-    candidates = ([first] if first is not None else []) + sorted(
-        rotation.members - {first}
-    )
-    for alias in candidates:
-        if alias in exclude:
-            continue
-        status = state.tracker.status(alias)
-        if not min_lsn or (
-            status is not None
-            and status.replay_lsn is not None
-            and status.replay_lsn >= min_lsn
-        ):
-            return alias
-    return state.config.primary
-
-
-def _in_rotation(alias: str) -> bool:
-    """Return False only when the health state shows ``alias`` out of rotation."""
-    state = registry.current()
-    return state is None or alias in state.tracker.rotation.members
+            release.leave(alias, wrapper)
 
 
 class DatabaseWrapper(base.DatabaseWrapper):
@@ -148,7 +118,7 @@ class DatabaseWrapper(base.DatabaseWrapper):
             # The server is healthy; only this query conflicted with replay.
             self._avoid = frozenset({self.alias, self.substitute_for or self.alias})
         elif self.substitute_for is None:
-            registry.report_unreachable(self.alias, error)
+            health_state.report_unreachable(self.alias, error)
         self.close()
         self.ensure_connection()
 
@@ -177,13 +147,15 @@ class DatabaseWrapper(base.DatabaseWrapper):
         connection = self.connection
         if connection is None:
             return False
-        if self.substitute_for is None and not _in_rotation(self.alias):
+        if self.substitute_for is None and health_state.out_of_rotation(self.alias):
             return False
         try:
             ping(connection.pgconn, conf.get_config().check_timeout)
         except ProbeTimeout as error:
             if self.substitute_for is None:
-                registry.report_unreachable(self.alias, pools.ServerHung(str(error)))
+                health_state.report_unreachable(
+                    self.alias, pools.ServerHung(str(error))
+                )
             return False
         except ProbeError:
             return False
@@ -196,7 +168,7 @@ class DatabaseWrapper(base.DatabaseWrapper):
             self.connection is not None
             and self.substitute_for is None
             and self._is_replica()
-            and not _in_rotation(self.alias)
+            and health_state.out_of_rotation(self.alias)
         ):
             self.close()
 
@@ -216,8 +188,8 @@ class DatabaseWrapper(base.DatabaseWrapper):
 
     def _back_in_rotation(self) -> bool:
         """Return whether this replica, served by a substitute, is in rotation again."""
-        state = registry.current()
-        return state is not None and self.alias in state.tracker.rotation.members
+        state = health_state.current()
+        return state is not None and state.in_rotation(self.alias)
 
     # -- pools ---------------------------------------------------------------
 
@@ -352,18 +324,16 @@ class DatabaseWrapper(base.DatabaseWrapper):
     def _avoid_target(self, avoid: frozenset[str]) -> str | None:
         if not avoid:
             return None
-        state = registry.current()
+        state = health_state.current()
         if state is None:
             return conf.get_config().primary
-        return substitute_for_read(state, exclude=avoid)
+        return balancing.substitute_for_read(state, exclude=avoid)
 
     def _raise_if_primary(self, error: BaseException) -> None:
         """Name the primary in the error when it cannot be reached."""
         config = conf.config_or_none()
         primary = config.primary if config is not None else None
         if self.alias == primary:
-            from django_rwsplit.health.pgwire import describe_endpoint
-
             endpoint = describe_endpoint(self.settings_dict)
             raise PrimaryUnavailable(
                 f"Primary database {primary!r} ({endpoint}) is unreachable: "
@@ -372,14 +342,14 @@ class DatabaseWrapper(base.DatabaseWrapper):
 
     def _known_out_of_rotation(self) -> str | None:
         """Return a substitute alias if this replica was ejected as unreachable."""
-        state = registry.current()
+        state = health_state.current()
         if state is None or self.alias not in state.config.replicas:
             return None
-        if self.alias in state.tracker.rotation.members:
+        if state.in_rotation(self.alias):
             return None
-        if not state.tracker.unreachable(self.alias):
+        if not state.unreachable(self.alias):
             return None
-        return substitute_for_read(state, exclude=(self.alias,))
+        return balancing.substitute_for_read(state, exclude=(self.alias,))
 
     def _failover_target(self, error: BaseException) -> str | None:
         """Eject this replica (unless its pool was only busy); return where to go."""
@@ -387,11 +357,11 @@ class DatabaseWrapper(base.DatabaseWrapper):
         if config is None or self.alias not in config.replicas:
             return None
         if not _pool_busy(error):
-            registry.report_unreachable(self.alias, error)
-        state = registry.current()
+            health_state.report_unreachable(self.alias, error)
+        state = health_state.current()
         if state is None:
             return config.primary
-        return substitute_for_read(state, exclude=(self.alias,))
+        return balancing.substitute_for_read(state, exclude=(self.alias,))
 
 
 def _pool_busy(error: BaseException) -> bool:

@@ -1,10 +1,11 @@
 """
-The process-wide health state the router reads, and the replica choice.
+The process-wide health state: the tracker, its monitor thread, accessors.
 
 The monitor thread starts on the first routing decision that needs a
 replica, not at import, and again in a forked child. A routing decision
-reads the current :class:`~django_rwsplit.balancing.Rotation`: an attribute
-read, with no I/O and no lock in the common case.
+reads the current :class:`~django_rwsplit.health.rotation.Rotation`: an
+attribute read, with no I/O and no lock in the common case. The choice of
+replica is :mod:`django_rwsplit.balancing`'s.
 """
 
 from __future__ import annotations
@@ -16,14 +17,13 @@ from collections.abc import Sequence
 
 from django.db import connections
 
-from django_rwsplit import history, inflight, observe, signals
-from django_rwsplit.balancing import Rotation
+from django_rwsplit import signals
 from django_rwsplit.conf import Config
-from django_rwsplit.exceptions import NoReplicaAvailable
+from django_rwsplit.health import history, release
 from django_rwsplit.health.monitor import Monitor, tracker_for
 from django_rwsplit.health.probes import PrimaryStatus, ReplicaReading
-from django_rwsplit.health.tracker import HealthSnapshot, Transition
-from django_rwsplit.pinning import Scope
+from django_rwsplit.health.rotation import Rotation
+from django_rwsplit.health.tracker import HealthSnapshot, ReplicaStatus, Transition
 
 logger = logging.getLogger("django_rwsplit")
 
@@ -35,6 +35,7 @@ class ProcessHealth:
         self.config = config
         databases = {alias: connections.settings[alias] for alias in config.replicas}
         databases[config.primary] = connections.settings[config.primary]
+        self.databases = databases
         self.tracker = tracker_for(config, databases)
         self.monitor = Monitor(config, databases, self._take_round)
         self.fallback_active = False
@@ -46,6 +47,27 @@ class ProcessHealth:
         """The replicas in rotation now (kept current by the tracker)."""
         return self.tracker.rotation
 
+    @property
+    def primary(self) -> PrimaryStatus | None:
+        """The primary's last status (None before the first round)."""
+        return self.tracker.primary
+
+    def in_rotation(self, alias: str) -> bool:
+        """Return whether replica ``alias`` may serve reads now."""
+        return alias in self.tracker.rotation.members
+
+    def pick(self) -> str | None:
+        """Return the rotation's next replica (None when it is empty)."""
+        return self.tracker.rotation.pick()
+
+    def status(self, alias: str) -> ReplicaStatus | None:
+        """Return replica ``alias``'s latest status (None before its first check)."""
+        return self.tracker.status(alias)
+
+    def unreachable(self, alias: str) -> bool:
+        """Return whether ``alias`` was last found unreachable (not merely lagging)."""
+        return self.tracker.unreachable(alias)
+
     def _take_round(
         self, primary: PrimaryStatus, readings: Sequence[ReplicaReading]
     ) -> None:
@@ -54,7 +76,7 @@ class ProcessHealth:
         self._announce(transitions)
         for reading in readings:
             if not reading.reachable and (reading.error or "").startswith("timeout"):
-                inflight.release(reading.alias)
+                release.release(reading.alias, self.databases[reading.alias])
         self._primary_changed(primary)
         self._fallback_changed(not self.tracker.rotation.members)
 
@@ -174,108 +196,15 @@ def snapshot() -> HealthSnapshot | None:
     return state.tracker.snapshot() if state is not None else None
 
 
+def out_of_rotation(alias: str) -> bool:
+    """Return True only when the running health state shows ``alias`` out."""
+    state = _current
+    return state is not None and not state.in_rotation(alias)
+
+
 def report_unreachable(alias: str, error: BaseException) -> None:
     """Passive detection: a request could not connect to replica ``alias``."""
     state = _current
     if state is not None:
         message = str(error).splitlines()[0][:200].removeprefix("connection failed: ")
         state.eject(alias, f"connection failed: {message}")
-
-
-def choose_replica(config: Config, scope: Scope | None) -> str:
-    """Return the alias that should serve an unpinned read."""
-    if config.test_mirrors and mirrors_active(config):
-        return config.primary
-    state = _current
-    if state is None or state.config is not config:
-        state = process_health(config)
-    rotation = state.tracker.rotation
-    if scope is not None:
-        chosen = scope.replica
-        if chosen is not None and chosen in rotation.members:
-            return chosen
-        if scope.min_lsn is not None:
-            return _causal_choice(state, config, scope, rotation)
-    alias = rotation.pick()
-    if alias is None:
-        return fallback(config)
-    if scope is not None:
-        scope.replica = alias
-    return alias
-
-
-def _causal_choice(
-    state: ProcessHealth, config: Config, scope: Scope, rotation: Rotation
-) -> str:
-    from django_rwsplit.consistency import replica_reached
-
-    if not rotation.members:
-        return fallback(config)
-    for _ in range(len(rotation.members)):
-        alias = rotation.pick()
-        if alias is not None and replica_reached(state, alias, scope):
-            scope.replica = alias
-            return alias
-    if not _token_plausible(state, config, scope.min_lsn):
-        scope.min_lsn = None
-        return choose_replica(config, scope)
-    # No replica has the client's last write yet: the rest of the scope
-    # reads from the primary without asking the replicas again.
-    scope.pinned = "token"
-    observe.pin("token")
-    return config.primary
-
-
-def _token_plausible(state: ProcessHealth, config: Config, lsn: int | None) -> bool:
-    """
-    Return False for a token past the primary's current WAL position.
-
-    Such a token was not issued by this primary (forged with a leaked key, or
-    from before a restore); honouring it would pin the client to the primary
-    until it expires. The primary is asked only when the token is ahead of
-    the last health round.
-    """
-    from django_rwsplit.consistency import primary_position
-
-    if lsn is None:
-        return False
-    known = state.tracker.primary
-    if known is not None and known.current_lsn is not None and lsn <= known.current_lsn:
-        return True
-    current = primary_position(config.primary)
-    return current is None or lsn <= current
-
-
-def fallback(config: Config) -> str:
-    """Return where reads go with no replica in rotation (or raise)."""
-    if config.fallback == "error":
-        raise NoReplicaAvailable(
-            "No replica is in rotation and RWSPLIT['FALLBACK'] is 'error'; "
-            "run 'manage.py replica_health' to see why."
-        )
-    return config.primary
-
-
-_startup_names: dict[str, object] = {}
-
-
-def remember_database_names() -> None:
-    """Note each database NAME at start-up, before a test runner renames them."""
-    for alias, settings_dict in connections.settings.items():
-        _startup_names.setdefault(alias, settings_dict.get("NAME"))
-
-
-def mirrors_active(config: Config) -> bool:
-    """
-    Return whether Django's test runner has made the replicas test mirrors.
-
-    ``setup_databases`` points a replica whose ``TEST["MIRROR"]`` names the
-    primary at the primary's test database by changing its NAME. Such a
-    replica is a separate connection that cannot see the test's uncommitted
-    writes, so while that is the case (and ``ROUTE_TEST_MIRRORS_TO_PRIMARY``
-    is on) reads go to the primary.
-    """
-    for alias in config.replicas:
-        name = connections.settings[alias].get("NAME")
-        return bool(name != _startup_names.get(alias, name))
-    return False

@@ -1,0 +1,129 @@
+"""
+Connections to a hung replica, released so that the requests waiting on them move on.
+
+A frozen server never answers, and ``statement_timeout`` cannot fire on it.
+When the health monitor finds a replica hung (its probe timed out), this
+module shuts down, in this process:
+
+- the sockets of queries registered as waiting on that alias (the replica
+  backend's execute wrapper registers each query), and
+- every other TCP socket whose peer is the replica's address: connections
+  being opened to it (a connect waits up to ``connect_timeout``, 2 s at
+  least, which no deadline of ours can shorten), and kept or pooled
+  connections to it. Read from ``/proc/self/fd`` (Linux); elsewhere only
+  the registered queries are released.
+
+The waiting calls then fail at once, and
+:mod:`django_rwsplit.backends.postgresql` retries the read or opens the
+connection elsewhere.
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+import logging
+import os
+import socket
+import stat
+from collections.abc import Mapping
+from typing import Any
+
+logger = logging.getLogger("django_rwsplit")
+
+_waiting: dict[str, set[Any]] = {}
+_FD_DIR = "/proc/self/fd"
+DEFAULT_PORT = 5432
+
+
+def enter(alias: str, wrapper: Any) -> None:
+    """Note that ``wrapper`` (a DatabaseWrapper) is waiting on a query."""
+    _waiting.setdefault(alias, set()).add(wrapper)
+
+
+def leave(alias: str, wrapper: Any) -> None:
+    """Note that ``wrapper``'s query returned."""
+    _waiting.get(alias, set()).discard(wrapper)
+
+
+def release(alias: str, settings_dict: Mapping[str, Any] | None = None) -> int:
+    """
+    Shut down this process's connections to hung replica ``alias``.
+
+    Registered queries always; with ``settings_dict`` (the alias's DATABASES
+    entry), also every socket connected to its address. Returns how many.
+    """
+    released = 0
+    for wrapper in list(_waiting.get(alias, ())):
+        if getattr(wrapper, "substitute_for", None):
+            continue
+        try:
+            released += _shut(wrapper.connection.pgconn.socket)
+        except Exception:  # noqa: BLE001 - the query may have just finished
+            continue
+    if settings_dict is not None:
+        released += release_peer(settings_dict)
+    if released:
+        logger.warning("Released %d connection(s) to hung replica %r.", released, alias)
+    return released
+
+
+def release_peer(settings_dict: Mapping[str, Any]) -> int:
+    """Shut down every TCP socket of this process whose peer is this server."""
+    addresses = peer_addresses(settings_dict)
+    if not addresses:
+        return 0
+    try:
+        names = os.listdir(_FD_DIR)
+    except OSError:
+        return 0
+    released = 0
+    for name in names:
+        try:
+            fd = int(name)
+            if not stat.S_ISSOCK(os.fstat(fd).st_mode):
+                continue
+            with socket.socket(fileno=os.dup(fd)) as sock:
+                if sock.type != socket.SOCK_STREAM:
+                    continue
+                if sock.family not in (socket.AF_INET, socket.AF_INET6):
+                    continue
+                host, port = sock.getpeername()[:2]
+                if (host, port) in addresses:
+                    sock.shutdown(socket.SHUT_RDWR)
+                    released += 1
+        except (OSError, ValueError):  # closed meanwhile, not connected...
+            continue
+    return released
+
+
+def peer_addresses(settings_dict: Mapping[str, Any]) -> frozenset[tuple[str, int]]:
+    """Return the (IP, port) pairs a DATABASES entry connects to (none: a socket)."""
+    host = str(settings_dict.get("HOST") or "")
+    try:
+        port = int(settings_dict.get("PORT") or DEFAULT_PORT)
+    except (TypeError, ValueError):
+        return frozenset()
+    if not host or host.startswith("/") or "," in host:
+        return frozenset()
+    return frozenset((ip, port) for ip in _addresses_of(host))
+
+
+@functools.cache
+def _addresses_of(host: str) -> tuple[str, ...]:
+    """The IP addresses of ``host`` (resolved once per process)."""
+    try:
+        return (str(ipaddress.ip_address(host)),)
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except OSError:
+        return ()
+    return tuple(sorted({str(info[4][0]) for info in infos}))
+
+
+def _shut(fd: int) -> int:
+    with socket.socket(fileno=socket.dup(fd)) as sock:
+        sock.shutdown(socket.SHUT_RDWR)
+    return 1

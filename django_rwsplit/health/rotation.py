@@ -1,0 +1,71 @@
+"""The replicas in rotation, and the smooth weighted round-robin over them."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator, Mapping
+
+
+def smooth_weighted_sequence(weights: Mapping[str, int]) -> list[str]:
+    """
+    Return one period of the smooth weighted round-robin order of ``weights``.
+
+    Each step adds every alias's weight to its running score, picks the alias
+    with the highest score (first in ``weights`` order on ties) and subtracts
+    the total weight from it, so weights {a: 3, b: 1} give a, a, b, a rather
+    than a, a, a, b. The period is the sum of the weights.
+    """
+    total = sum(weights.values())
+    scores = dict.fromkeys(weights, 0)
+    order: list[str] = []
+    for _ in range(total):
+        for alias, weight in weights.items():
+            scores[alias] += weight
+        chosen = max(scores, key=scores.__getitem__)
+        scores[chosen] -= total
+        order.append(chosen)
+    return order
+
+
+class Rotation:
+    """
+    The replicas that may serve reads now, and the order to hand them out.
+
+    Immutable once built; :meth:`pick` is safe to call from many threads at
+    once because advancing an ``itertools.cycle`` is atomic in CPython. The
+    tracker builds a new one only when membership or weights change, so the
+    cycle goes on across health rounds.
+    """
+
+    __slots__ = ("members", "weights", "_cycle")
+
+    def __init__(self, weights: Mapping[str, int]) -> None:
+        self.weights: dict[str, int] = dict(weights)
+        self.members: frozenset[str] = frozenset(weights)
+        self._cycle: Iterator[str] | None = (
+            itertools.cycle(smooth_weighted_sequence(weights)) if weights else None
+        )
+
+    def pick(self) -> str | None:
+        """Return the next replica alias, or None when the rotation is empty."""
+        cycle = self._cycle
+        return None if cycle is None else next(cycle)
+
+    def candidates(self) -> list[str]:
+        """
+        Return every member once: the next pick first, then the others.
+
+        For loops that must consider each replica (read-your-writes, failover):
+        taking ``len(members)`` picks from a weighted cycle repeats heavy
+        members and can miss light ones.
+        """
+        first = self.pick()
+        if first is None:
+            return []
+        return [first, *sorted(self.members - {first})]
+
+    def __repr__(self) -> str:
+        return f"<Rotation {sorted(self.members)}>"
+
+
+EMPTY = Rotation({})
