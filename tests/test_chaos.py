@@ -46,8 +46,8 @@ from tests.chaos.servers import (
     running_servers,
     warm_up,
 )
-from tests.conftest import start_health
 from tests.testapp.models import Item
+from tests.utils import start_health
 
 pytestmark = pytest.mark.cluster
 

@@ -13,8 +13,8 @@ from django.test import Client, override_settings
 
 from django_rwsplit import consistency, pin_primary
 from django_rwsplit.consistency import current_token, read_after
-from tests.conftest import server_port, start_health, token_issued
 from tests.testapp.models import Item
+from tests.utils import server_port, start_health, token_issued
 
 pytestmark = [
     pytest.mark.cluster,

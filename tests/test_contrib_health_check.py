@@ -13,7 +13,7 @@ from django_rwsplit import conf
 from django_rwsplit.health import state as health_state
 from django_rwsplit.health.probes import PrimaryStatus
 from django_rwsplit.health.tracker import HealthSnapshot, ReplicaStatus
-from tests.conftest import fast_health, rotation, start_health, wait_until
+from tests.utils import fast_health, rotation, start_health, wait_until
 
 health_check = pytest.importorskip("health_check")
 if not hasattr(health_check, "HealthCheck"):  # pragma: no cover

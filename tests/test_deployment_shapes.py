@@ -27,8 +27,8 @@ from django_rwsplit.backends.postgresql.base import DatabaseWrapper
 from django_rwsplit.exceptions import PrimaryUnavailable
 from django_rwsplit.testing.cluster import LocalCluster
 from tests.chaos.pgbouncer import PgBouncerMissing, bouncers
-from tests.conftest import fast_health, server_port, start_health, wait_until
 from tests.testapp.models import Item
+from tests.utils import fast_health, server_port, start_health, wait_until
 
 prometheus_client = pytest.importorskip("prometheus_client")
 

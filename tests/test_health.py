@@ -15,14 +15,14 @@ from django.test import override_settings
 from django_rwsplit import balancing, conf, signals
 from django_rwsplit.health import state as health_state
 from django_rwsplit.health.monitor import SharedRounds
-from tests.conftest import (
+from tests.testapp.models import Item
+from tests.utils import (
     fast_health,
     rotation,
     server_port,
     start_health,
     wait_until,
 )
-from tests.testapp.models import Item
 
 pytestmark = [
     pytest.mark.cluster,

@@ -10,8 +10,8 @@ from django.db import router, transaction
 from django.test import override_settings
 
 from django_rwsplit import metrics, observe, pin_primary, pinning
-from tests.conftest import fast_health, start_health, wait_until
 from tests.testapp.models import Item
+from tests.utils import fast_health, start_health, wait_until
 
 prometheus_client = pytest.importorskip("prometheus_client")
 

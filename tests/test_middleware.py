@@ -10,7 +10,7 @@ from django.test import Client, override_settings
 
 from django_rwsplit import consistency
 from django_rwsplit.pinning import current_scope, is_pinned
-from tests.conftest import token_issued
+from tests.utils import token_issued
 
 pytestmark = [
     pytest.mark.cluster,

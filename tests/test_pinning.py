@@ -10,10 +10,13 @@ from django.db import router
 
 from django_rwsplit import pin_primary
 from django_rwsplit.pinning import is_pinned
-from tests.conftest import server_port
 from tests.testapp.models import Item
+from tests.utils import server_port
 
-pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
+pytestmark = [
+    pytest.mark.cluster,
+    pytest.mark.django_db(transaction=True, databases="__all__"),
+]
 
 
 def test_context_manager_pins_and_unpins():
@@ -23,7 +26,6 @@ def test_context_manager_pins_and_unpins():
     assert router.db_for_read(Item) != "default"
 
 
-@pytest.mark.cluster
 def test_pinned_read_really_runs_on_primary(cluster, ports):
     with pin_primary():
         assert server_port(router.db_for_read(Item)) == ports["default"]

@@ -10,8 +10,8 @@ from django_rwsplit import conf
 from django_rwsplit.exceptions import PrimaryUnavailable
 from django_rwsplit.health import state as health_state
 from django_rwsplit.health.probes import probe_for
-from tests.conftest import fast_health, server_port, start_health, wait_until
 from tests.testapp.models import Item
+from tests.utils import fast_health, server_port, start_health, wait_until
 
 pytestmark = [
     pytest.mark.cluster,

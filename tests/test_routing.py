@@ -9,8 +9,8 @@ from django.db import connections, router, transaction
 from django.test import override_settings
 
 from django_rwsplit import pin_primary
-from tests.conftest import server_port
 from tests.testapp.models import Item
+from tests.utils import server_port
 
 pytestmark = [
     pytest.mark.cluster,

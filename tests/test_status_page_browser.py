@@ -18,9 +18,9 @@ import pytest
 
 from django_rwsplit.health import history
 from django_rwsplit.health import state as health_state
-from tests.conftest import rotation, start_health, wait_until
 from tests.test_views import TOKEN, endpoint_settings
 from tests.testapp.models import Item
+from tests.utils import rotation, start_health, wait_until
 
 pytestmark = [
     pytest.mark.cluster,

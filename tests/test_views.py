@@ -18,7 +18,7 @@ from django_rwsplit.health import state as health_state
 from django_rwsplit.health.probes import PrimaryStatus
 from django_rwsplit.health.tracker import HealthSnapshot, ReplicaStatus
 from django_rwsplit.management.commands.replica_health import as_json
-from tests.conftest import fast_health, rotation, start_health, wait_until
+from tests.utils import fast_health, rotation, start_health, wait_until
 
 pytestmark = [
     pytest.mark.cluster,
