@@ -27,33 +27,16 @@ from django.core.exceptions import ImproperlyConfigured
 
 from django_rwsplit import conf, observe, signals
 from django_rwsplit.health import state as health_state
+from django_rwsplit.health.reasons import Reason
 
 __all__ = ["EJECTION_REASONS", "install", "normalise_reason", "uninstall"]
 
-EJECTION_REASONS = (
-    "lag",
-    "unreachable",
-    "not_in_recovery",
-    "not_streaming",
-    "connection_failed",
-    "other",
-)
-_REASON_PREFIXES = (
-    ("lag", "lag"),
-    ("unreachable", "unreachable"),
-    ("not in recovery", "not_in_recovery"),
-    ("wal receiver not streaming", "not_streaming"),
-    ("connection failed", "connection_failed"),
-)
+EJECTION_REASONS = tuple(reason.value for reason in Reason)
 
 
 def normalise_reason(reason: object) -> str:
     """Map a free-text ejection reason to one of :data:`EJECTION_REASONS`."""
-    text = str(reason or "").strip().lower()
-    for prefix, label in _REASON_PREFIXES:
-        if text.startswith(prefix):
-            return label
-    return "other"
+    return Reason.of_text(reason).value
 
 
 class _ThreadCounts(threading.local):
@@ -122,10 +105,17 @@ class CountingObserver:
                 pin_totals.update(pins.copy())
         return read_totals, pin_totals
 
-    def ejected(self, alias: str, reason: object = None, **kwargs: Any) -> None:
+    def ejected(
+        self,
+        alias: str,
+        reason: object = None,
+        kind: Reason | None = None,
+        **kwargs: Any,
+    ) -> None:
         """Receiver of :data:`~django_rwsplit.signals.replica_ejected`."""
+        label = (kind or Reason.of_text(reason)).value
         with self._lock:
-            self.ejections[(alias, normalise_reason(reason))] += 1
+            self.ejections[(alias, label)] += 1
             self._out.add(alias)
 
     def retried(self, alias: str, reason: str = "other", **kwargs: Any) -> None:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from django.dispatch import Signal
 
-# Sent with ``alias``, ``reason`` (str) and ``lag_seconds`` / ``lag_bytes``
-# (float / int, or None when unknown) on each transition only.
+# Sent with ``alias``, ``reason`` (str), ``kind`` (a
+# :class:`~django_rwsplit.health.reasons.Reason` when a replica left, else
+# None) and ``lag_seconds`` / ``lag_bytes`` (float / int, or None when
+# unknown) on each transition only.
 replica_ejected = Signal()
 replica_readmitted = Signal()
 

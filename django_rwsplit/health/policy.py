@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from django_rwsplit.conf import Config
 from django_rwsplit.health.probes import PrimaryStatus, ReplicaReading
+from django_rwsplit.health.reasons import Reason
 
 
 @dataclass(frozen=True)
@@ -16,6 +17,7 @@ class Assessment:
     lag_bytes: int | None
     lag_seconds: float | None
     problem: str | None
+    reason: Reason | None = None
 
 
 class PrimaryHistory:
@@ -65,11 +67,15 @@ def assess(
     :func:`behind_unstreamed`).
     """
     if not reading.reachable:
-        return Assessment(None, None, f"unreachable: {reading.error}")
+        return Assessment(
+            None, None, f"unreachable: {reading.error}", Reason.UNREACHABLE
+        )
     if reading.in_recovery is not True:
-        return Assessment(None, None, "not in recovery (promoted?)")
+        return Assessment(
+            None, None, "not in recovery (promoted?)", Reason.NOT_IN_RECOVERY
+        )
     if reading.replay_lsn is None:
-        return Assessment(None, None, "lag unknown: no replayed position")
+        return Assessment(None, None, "lag unknown: no replayed position", Reason.LAG)
     current = primary.current_lsn if primary is not None and primary.reachable else None
     primary_known = current is not None
     if current is not None:
@@ -77,7 +83,9 @@ def assess(
     else:
         last_known = history.last_lsn
         if last_known is None or reading.replay_lsn < last_known:
-            return Assessment(None, None, "lag unknown: primary unreachable")
+            return Assessment(
+                None, None, "lag unknown: primary unreachable", Reason.LAG
+            )
         primary_lsn = last_known
     lag_bytes = max(0, primary_lsn - reading.replay_lsn)
     if lag_bytes == 0:
@@ -94,16 +102,19 @@ def assess(
         and behind_unstreamed_before
         and behind_unstreamed(reading, lag_bytes)
     ):
-        return Assessment(lag_bytes, lag_seconds, "WAL receiver not streaming")
+        return Assessment(
+            lag_bytes, lag_seconds, "WAL receiver not streaming", Reason.NOT_STREAMING
+        )
     limit = config.max_lag_seconds
     if limit is not None:
         if lag_seconds is None:
-            return Assessment(lag_bytes, None, "lag unknown")
+            return Assessment(lag_bytes, None, "lag unknown", Reason.LAG)
         if lag_seconds > limit * bound_factor:
             return Assessment(
                 lag_bytes,
                 lag_seconds,
                 f"lag {lag_seconds:.2f} s over {limit * bound_factor:g} s",
+                Reason.LAG,
             )
     byte_limit = config.max_lag_bytes
     if byte_limit is not None and lag_bytes > byte_limit * bound_factor:
@@ -111,6 +122,7 @@ def assess(
             lag_bytes,
             lag_seconds,
             f"lag {lag_bytes} bytes over {byte_limit * bound_factor:g} bytes",
+            Reason.LAG,
         )
     return Assessment(lag_bytes, lag_seconds, None)
 

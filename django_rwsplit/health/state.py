@@ -22,6 +22,7 @@ from django_rwsplit.conf import Config
 from django_rwsplit.health import history, release
 from django_rwsplit.health.monitor import Monitor, tracker_for
 from django_rwsplit.health.probes import PrimaryStatus, ReplicaReading
+from django_rwsplit.health.reasons import Reason
 from django_rwsplit.health.rotation import Rotation
 from django_rwsplit.health.tracker import HealthSnapshot, ReplicaStatus, Transition
 
@@ -124,13 +125,14 @@ class ProcessHealth:
                 sender=ProcessHealth,
                 alias=transition.alias,
                 reason=transition.reason,
+                kind=transition.kind,
                 lag_seconds=transition.lag_seconds,
                 lag_bytes=transition.lag_bytes,
             )
 
-    def eject(self, alias: str, reason: str) -> None:
+    def eject(self, alias: str, reason: str, kind: Reason | None = None) -> None:
         """Take ``alias`` out of rotation at once."""
-        transition = self.tracker.eject(alias, reason)
+        transition = self.tracker.eject(alias, reason, kind)
         if transition is not None:
             self._announce([transition])
             if not self.tracker.rotation.members:
@@ -207,4 +209,4 @@ def report_unreachable(alias: str, error: BaseException) -> None:
     state = _current
     if state is not None:
         message = str(error).splitlines()[0][:200].removeprefix("connection failed: ")
-        state.eject(alias, f"connection failed: {message}")
+        state.eject(alias, f"connection failed: {message}", Reason.CONNECTION_FAILED)

@@ -11,6 +11,7 @@ from typing import Any
 from django_rwsplit.conf import Config
 from django_rwsplit.health.policy import PrimaryHistory, assess, behind_unstreamed
 from django_rwsplit.health.probes import PrimaryStatus, ReplicaReading
+from django_rwsplit.health.reasons import Reason
 from django_rwsplit.health.rotation import Rotation
 
 
@@ -97,6 +98,8 @@ class Transition:
     reason: str
     lag_seconds: float | None
     lag_bytes: int | None
+    # The kind of ``reason`` when a replica left (None when it rejoined).
+    kind: Reason | None = None
 
 
 @dataclass
@@ -105,6 +108,8 @@ class _ReplicaState:
     in_rotation: bool = False
     ever_admitted: bool = False
     good_streak: int = 0
+    # Why it is out (None while in rotation, or before a failed check).
+    kind: Reason | None = None
     # The last round found it behind a reachable primary, not streaming.
     behind_unstreamed: bool = False
     status: ReplicaStatus | None = None
@@ -181,6 +186,7 @@ class Tracker:
             and behind_unstreamed(reading, verdict.lag_bytes)
         )
         transition = None
+        state.kind = verdict.reason
         if verdict.problem is not None:
             state.good_streak = 0
             if state.in_rotation:
@@ -191,6 +197,7 @@ class Tracker:
                     verdict.problem,
                     verdict.lag_seconds,
                     verdict.lag_bytes,
+                    verdict.reason,
                 )
         elif not state.in_rotation:
             state.good_streak = state.good_streak + 1 if calm.problem is None else 0
@@ -223,20 +230,24 @@ class Tracker:
         )
         return transition
 
-    def eject(self, alias: str, reason: str) -> Transition | None:
+    def eject(
+        self, alias: str, reason: str, kind: Reason | None = None
+    ) -> Transition | None:
         """Take ``alias`` out of rotation now (a request could not reach it)."""
+        kind = kind or Reason.of_text(reason)
         with self._lock:
             state = self._states.get(alias)
             if state is None or not state.in_rotation:
                 return None
             state.in_rotation = False
             state.good_streak = 0
+            state.kind = kind
             if state.status is not None:
                 state.status = ReplicaStatus(
                     **{**asdict(state.status), "in_rotation": False, "error": reason}
                 )
             self._rebuild()
-        return Transition(alias, False, reason, None, None)
+        return Transition(alias, False, reason, None, None, kind)
 
     def _rebuild(self) -> None:
         """A new rotation only when membership changed: the cycle goes on."""
@@ -250,11 +261,9 @@ class Tracker:
 
     def unreachable(self, alias: str) -> bool:
         """Return whether ``alias`` was last found unreachable (not merely lagging)."""
-        status = self.status(alias)
+        state = self._states.get(alias)
         return bool(
-            status is not None
-            and status.error is not None
-            and status.error.startswith(("unreachable", "connection failed"))
+            state is not None and state.kind is not None and state.kind.unreachable
         )
 
     def status(self, alias: str) -> ReplicaStatus | None:
