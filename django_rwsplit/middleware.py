@@ -12,7 +12,6 @@ from django.http import HttpRequest, HttpResponseBase
 
 from django_rwsplit import consistency, observe, pinning
 from django_rwsplit.conf import Config, get_config
-from django_rwsplit.routers import forget_primary_connection
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 
@@ -85,7 +84,6 @@ class PinPrimaryMiddleware:
 
 def open_scope(request: HttpRequest, config: Config) -> pinning.Scope:
     """Return the routing scope a new request starts with."""
-    forget_primary_connection()
     scope = pinning.Scope()
     if config.pin_unsafe_methods and request.method not in SAFE_METHODS:
         scope.pinned = "unsafe_method"

@@ -71,6 +71,15 @@ get_scope = _scope.get
 get_pin_depth = _pin_depth.get
 
 
+_on_activate: list[Callable[[], None]] = []
+
+
+def on_activate(hook: Callable[[], None]) -> None:
+    """Call ``hook`` (no arguments) each time a scope is activated."""
+    if hook not in _on_activate:
+        _on_activate.append(hook)
+
+
 def activate(scope: Scope) -> Token[Scope | None]:
     """
     Make ``scope`` the current context's routing scope; return a reset token.
@@ -78,6 +87,8 @@ def activate(scope: Scope) -> Token[Scope | None]:
     Like Django's ``timezone.activate``, but give the token to
     :func:`deactivate` when the unit of work ends, also when it fails.
     """
+    for hook in _on_activate:
+        hook()
     return _scope.set(scope)
 
 

@@ -18,10 +18,10 @@ class _PrimaryConnection(threading.local):
     ``connections[alias]`` costs about a microsecond (asgiref's ``Local``
     probes for a running event loop on every access); the router asks whether
     the primary is inside ``atomic()`` on every read, so it keeps the wrapper
-    Django handed this thread. :class:`~django_rwsplit.middleware.
-    PinPrimaryMiddleware` forgets it at the start of each request, so a
-    wrapper replaced with ``connections[alias] = ...`` is seen by the next
-    request at the latest.
+    Django handed this thread. It is forgotten whenever a routing scope is
+    activated (each request, each ``read_after`` block), so a wrapper
+    replaced with ``connections[alias] = ...`` is seen by the next request
+    at the latest.
     """
 
     wrapper: BaseDatabaseWrapper | None = None
@@ -36,6 +36,10 @@ _choose_replica = balancing.choose_replica
 def forget_primary_connection() -> None:
     """Drop the remembered primary wrapper of the calling thread."""
     _primary_connection.wrapper = None
+
+
+# Each request (and read_after block) starts from connections[...] again.
+pinning.on_activate(forget_primary_connection)
 
 
 class ReadWriteRouter:
