@@ -13,14 +13,11 @@ the admin login. Host names and ports are shown only with
 from __future__ import annotations
 
 import hmac
-import re
 import time
-from collections.abc import Callable, Iterable, Mapping
-from functools import cache
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from django.db import connections
 from django.http import (
     Http404,
     HttpRequest,
@@ -37,6 +34,7 @@ from django.views.decorators.http import require_safe
 from django_rwsplit.conf import Config, config_or_none
 from django_rwsplit.health import history
 from django_rwsplit.health import state as health_state
+from django_rwsplit.health.report import health_document, redact, show_hosts, summary
 from django_rwsplit.health.tracker import HealthSnapshot
 
 __all__ = ["health", "redact", "status", "status_data"]
@@ -52,11 +50,6 @@ def endpoint_token(config: Config | None) -> str | None:
     """Return ``RWSPLIT["HEALTH_ENDPOINT_TOKEN"]`` (None when unset or empty)."""
     token = getattr(config, "health_endpoint_token", None)
     return token if isinstance(token, str) and token else None
-
-
-def show_hosts(config: Config | None) -> bool:
-    """Return ``RWSPLIT["HEALTH_ENDPOINT_SHOW_HOSTS"]``."""
-    return getattr(config, "health_endpoint_show_hosts", False) is True
 
 
 def is_staff(request: HttpRequest) -> bool:
@@ -129,45 +122,6 @@ def _misconfigured() -> JsonResponse:
 # -- data -----------------------------------------------------------------------
 
 
-@cache
-def _host_patterns(settings_items: tuple[tuple[str, str], ...]) -> re.Pattern[str]:
-    hosts = sorted({h for kind, h in settings_items if kind == "host"}, key=len)
-    ports = sorted({p for kind, p in settings_items if kind == "port"})
-    parts = [re.escape(host) for host in reversed(hosts)]
-    parts += [rf"(?<=port ){port}\b" for port in ports]
-    parts += [rf"(?<=:){port}\b" for port in ports]
-    parts.append(r"\b\d{1,3}(?:\.\d{1,3}){3}\b")  # any IPv4 literal
-    return re.compile("|".join(parts))
-
-
-def _endpoint_parts(aliases: Iterable[str]) -> tuple[tuple[str, str], ...]:
-    found: set[tuple[str, str]] = set()
-    for alias in aliases:
-        settings_dict: Mapping[str, Any] = connections.settings.get(alias) or {}
-        options: Mapping[str, Any] = settings_dict.get("OPTIONS") or {}
-        for value in (
-            settings_dict.get("HOST"),
-            options.get("host"),
-            options.get("hostaddr"),
-        ):
-            for host in str(value or "").split(","):
-                if host.strip():
-                    found.add(("host", host.strip()))
-        for value in (settings_dict.get("PORT"), options.get("port")):
-            for port in str(value or "").split(","):
-                if port.strip().isdigit():
-                    found.add(("port", port.strip()))
-    return tuple(sorted(found))
-
-
-def redact(text: str | None, config: Config) -> str | None:
-    """Hide the host names, addresses and ports of ``config``'s databases."""
-    if not text:
-        return text
-    parts = _endpoint_parts([config.primary, *config.replicas])
-    return _host_patterns(parts).sub("<hidden>", text)
-
-
 def current_snapshot(config: Config) -> HealthSnapshot:
     """Return this process's health snapshot, starting the monitor if needed."""
     state = health_state.current()
@@ -178,22 +132,8 @@ def current_snapshot(config: Config) -> HealthSnapshot:
     return snapshot
 
 
-def health_document(snapshot: HealthSnapshot, config: Config) -> dict[str, Any]:
-    """Return the ``replica_health --json`` document, hosts hidden unless allowed."""
-    visible = show_hosts(config)
-    document = snapshot.as_dict(show_endpoints=visible)
-    if not visible:
-        document["primary"]["error"] = redact(document["primary"]["error"], config)
-        for replica in document["replicas"]:
-            replica["error"] = redact(replica["error"], config)
-    document["checked_at"] = snapshot.taken_at
-    return document
-
-
 def status_document(snapshot: HealthSnapshot, config: Config) -> dict[str, Any]:
     """Return what the status page shows: the snapshot, limits and history."""
-    from django_rwsplit.management.commands.replica_health import summary
-
     text = summary(snapshot)
     return {
         "health": health_document(snapshot, config),

@@ -40,8 +40,9 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import connections
 
 from django_rwsplit.conf import Config, get_config
-from django_rwsplit.health import monitor
+from django_rwsplit.health import monitor, report
 from django_rwsplit.health import state as health_state
+from django_rwsplit.health.report import primary_problem, replica_reason
 from django_rwsplit.health.tracker import HealthSnapshot
 
 try:
@@ -83,14 +84,9 @@ def take_snapshot(config: Config) -> HealthSnapshot:
 
 def assess(snapshot: HealthSnapshot, config: Config) -> list[Finding]:
     """Return every problem of ``snapshot``, worst first."""
-    from django_rwsplit.management.commands.replica_health import (
-        primary_problem,
-        replica_reason,
-    )
-    from django_rwsplit.views import redact, show_hosts
 
     def public(text: str) -> str:
-        return text if show_hosts(config) else str(redact(text, config))
+        return report.public(text, config)
 
     findings = []
     problem = primary_problem(snapshot.primary)

@@ -17,15 +17,19 @@ from django.db import connections
 
 from django_rwsplit.conf import Config, get_config
 from django_rwsplit.health import monitor
-from django_rwsplit.health.probes import PrimaryStatus, format_lsn, probe_for
-from django_rwsplit.health.tracker import HealthSnapshot, ReplicaStatus
+from django_rwsplit.health.probes import format_lsn, probe_for
+from django_rwsplit.health.report import (
+    primary_problem,
+    replica_reason,
+    summary,
+)
+from django_rwsplit.health.tracker import HealthSnapshot
 
 EXIT_CODES = {"ok": 0, "warning": 1, "critical": 2}
 # Exit status when interrupted before a single round finished (as "UNKNOWN").
 INTERRUPTED = 3
 CLEAR_SCREEN = "\x1b[H\x1b[2J"
 DEFAULT_WATCH = 2.0
-PENDING = "readmission pending"
 
 
 def positive_seconds(text: str) -> float:
@@ -60,42 +64,6 @@ def _yes_no(value: bool | None) -> str:
 
 def _lsn(value: int | None) -> str:
     return "-" if value is None else format_lsn(value)
-
-
-def primary_problem(primary: PrimaryStatus | None) -> str | None:
-    """Return why the primary cannot take writes, or None when it can."""
-    if primary is None:
-        return "not checked"
-    if not primary.reachable:
-        return f"unreachable: {primary.error}"
-    if primary.in_recovery is not False:
-        return "in recovery (read-only)"
-    return None
-
-
-def replica_reason(status: ReplicaStatus) -> str:
-    """Return why a replica is out of rotation ("" when it is in)."""
-    if status.error:
-        return status.error
-    return "" if status.in_rotation else PENDING
-
-
-def summary(snapshot: HealthSnapshot) -> str:
-    """Return a one-line explanation of a warning or critical snapshot."""
-    parts = []
-    problem = primary_problem(snapshot.primary)
-    if problem is not None:
-        alias = snapshot.primary.alias if snapshot.primary else "primary"
-        parts.append(f"primary {alias} {problem}")
-    out = [r for r in snapshot.replicas if not r.in_rotation]
-    if out:
-        detail = ", ".join(f"{r.alias} ({replica_reason(r)})" for r in out)
-        if len(out) == len(snapshot.replicas):
-            parts.append(f"no replica in rotation: {detail}")
-        else:
-            plural = "replica" if len(out) == 1 else "replicas"
-            parts.append(f"{len(out)} {plural} out of rotation: {detail}")
-    return "; ".join(parts) or f"status: {snapshot.status}"
 
 
 def render_table(snapshot: HealthSnapshot, *, verbose: bool = False) -> list[str]:

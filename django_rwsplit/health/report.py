@@ -1,0 +1,119 @@
+"""
+One document of a health snapshot, rendered by the CLI, the views and contrib.
+
+:func:`health_document` is the JSON shape (``replica_health --json``, the
+health endpoint); :func:`summary` the one-line explanation; :func:`redact`
+the one place that hides host names, addresses and ports.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from functools import cache
+from typing import Any
+
+from django.db import connections
+
+from django_rwsplit.conf import Config
+from django_rwsplit.health.probes import PrimaryStatus
+from django_rwsplit.health.tracker import HealthSnapshot, ReplicaStatus
+
+PENDING = "readmission pending"
+
+
+def show_hosts(config: Config | None) -> bool:
+    """Return ``RWSPLIT["HEALTH_ENDPOINT_SHOW_HOSTS"]``."""
+    return getattr(config, "health_endpoint_show_hosts", False) is True
+
+
+@cache
+def _host_patterns(settings_items: tuple[tuple[str, str], ...]) -> re.Pattern[str]:
+    hosts = sorted({h for kind, h in settings_items if kind == "host"}, key=len)
+    ports = sorted({p for kind, p in settings_items if kind == "port"})
+    parts = [re.escape(host) for host in reversed(hosts)]
+    parts += [rf"(?<=port ){port}\b" for port in ports]
+    parts += [rf"(?<=:){port}\b" for port in ports]
+    parts.append(r"\b\d{1,3}(?:\.\d{1,3}){3}\b")  # any IPv4 literal
+    return re.compile("|".join(parts))
+
+
+def _endpoint_parts(aliases: Iterable[str]) -> tuple[tuple[str, str], ...]:
+    found: set[tuple[str, str]] = set()
+    for alias in aliases:
+        settings_dict: Mapping[str, Any] = connections.settings.get(alias) or {}
+        options: Mapping[str, Any] = settings_dict.get("OPTIONS") or {}
+        for value in (
+            settings_dict.get("HOST"),
+            options.get("host"),
+            options.get("hostaddr"),
+        ):
+            for host in str(value or "").split(","):
+                if host.strip():
+                    found.add(("host", host.strip()))
+        for value in (settings_dict.get("PORT"), options.get("port")):
+            for port in str(value or "").split(","):
+                if port.strip().isdigit():
+                    found.add(("port", port.strip()))
+    return tuple(sorted(found))
+
+
+def redact(text: str | None, config: Config) -> str | None:
+    """Hide the host names, addresses and ports of ``config``'s databases."""
+    if not text:
+        return text
+    parts = _endpoint_parts([config.primary, *config.replicas])
+    return _host_patterns(parts).sub("<hidden>", text)
+
+
+def primary_problem(primary: PrimaryStatus | None) -> str | None:
+    """Return why the primary cannot take writes, or None when it can."""
+    if primary is None:
+        return "not checked"
+    if not primary.reachable:
+        return f"unreachable: {primary.error}"
+    if primary.in_recovery is not False:
+        return "in recovery (read-only)"
+    return None
+
+
+def replica_reason(status: ReplicaStatus) -> str:
+    """Return why a replica is out of rotation ("" when it is in)."""
+    if status.error:
+        return status.error
+    return "" if status.in_rotation else PENDING
+
+
+def summary(snapshot: HealthSnapshot) -> str:
+    """Return a one-line explanation of a warning or critical snapshot."""
+    parts = []
+    problem = primary_problem(snapshot.primary)
+    if problem is not None:
+        alias = snapshot.primary.alias if snapshot.primary else "primary"
+        parts.append(f"primary {alias} {problem}")
+    out = [r for r in snapshot.replicas if not r.in_rotation]
+    if out:
+        detail = ", ".join(f"{r.alias} ({replica_reason(r)})" for r in out)
+        if len(out) == len(snapshot.replicas):
+            parts.append(f"no replica in rotation: {detail}")
+        else:
+            plural = "replica" if len(out) == 1 else "replicas"
+            parts.append(f"{len(out)} {plural} out of rotation: {detail}")
+    return "; ".join(parts) or f"status: {snapshot.status}"
+
+
+def health_document(snapshot: HealthSnapshot, config: Config) -> dict[str, Any]:
+    """Return the ``replica_health --json`` document, hosts hidden unless allowed."""
+    visible = show_hosts(config)
+    document = snapshot.as_dict(show_endpoints=visible)
+    if not visible:
+        document["primary"]["error"] = redact(document["primary"]["error"], config)
+        for replica in document["replicas"]:
+            replica["error"] = redact(replica["error"], config)
+    document["checked_at"] = snapshot.taken_at
+    return document
+
+
+def public(text: str, config: Config) -> str:
+    """``text`` as shown to whoever may not see hosts (unless they may)."""
+    return text if show_hosts(config) else str(redact(text, config))
