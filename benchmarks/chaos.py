@@ -46,6 +46,7 @@ from tests.chaos.servers import (
     SHAPES,
     ChaosSettings,
     prepare_database,
+    reported_ports,
     running_servers,
     warm_up,
 )
@@ -112,10 +113,7 @@ def run_shape(
             threads=args.threads,
             replica_ports=replica_ports,
         ) as servers:
-            ports = {node.name: node.port for node in local.nodes}
-            if replica_ports is not None:
-                names = [r.name for r in local.replicas]
-                ports.update(zip(names, replica_ports, strict=True))
+            ports = reported_ports(local, replica_ports)
             warm_up(servers, [ports[r.name] for r in local.replicas])
             urls = {name: server.url for name, server in servers.items()}
             seen, pin_problems = concurrent_pins(

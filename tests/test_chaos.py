@@ -43,6 +43,7 @@ from tests.chaos.servers import (
     ChaosSettings,
     Server,
     prepare_database,
+    reported_ports,
     running_servers,
     warm_up,
 )
@@ -116,10 +117,7 @@ def deployment(
                     replica_ports=replica_ports,
                 )
             )
-            ports = {node.name: node.port for node in rwsplit_cluster.nodes}
-            if replica_ports is not None:
-                names = [r.name for r in rwsplit_cluster.replicas]
-                ports.update(zip(names, replica_ports, strict=True))
+            ports = reported_ports(rwsplit_cluster, replica_ports)
             warm_up(servers, [ports[r.name] for r in rwsplit_cluster.replicas])
             yield Deployment(rwsplit_cluster, settings, servers, workdir, ports)
     finally:

@@ -58,6 +58,12 @@ def within(seconds: float, func: Callable[[], _T]) -> tuple[_T, float]:
     return result, time.monotonic() - started
 
 
+def timed_read(alias: str = "replica1") -> tuple[int, float]:
+    """Read through ``alias``; return the server port and how long it took."""
+    started = time.monotonic()
+    return server_port(alias), time.monotonic() - started
+
+
 def _closing(func: Callable[[], _T]) -> Callable[[], _T]:
     def run() -> _T:
         try:
@@ -202,12 +208,8 @@ def test_pool_with_health_checks_does_not_wait_on_a_hung_replica(cluster, ports)
         connections["replica1"].close()  # back to the pool
         wait_until(lambda: pool_of("replica1").get_stats()["pool_available"] >= 2, 10)
 
-        def read() -> tuple[int, float]:
-            started = time.monotonic()
-            return server_port("replica1"), time.monotonic() - started
-
         with frozen(cluster, "replica1"):
-            (port, waited), _ = within(20, read)
+            (port, waited), _ = within(20, timed_read)
 
     assert port == ports["replica2"]
     assert waited < CHECK_TIMEOUT + 1.0, f"the read waited {waited:.2f} s"
@@ -314,12 +316,8 @@ def test_pgbouncer_before_a_hung_replica_does_not_hold_a_new_connection(
         server_port("replica1")  # PgBouncer keeps a server connection
         connections["replica1"].close()
 
-        def read() -> tuple[int, float]:
-            started = time.monotonic()
-            return server_port("replica1"), time.monotonic() - started
-
         with frozen(cluster, "replica1"):
-            (port, waited), _ = within(20, read)
+            (port, waited), _ = within(20, timed_read)
 
     assert port == ports["replica2"]
     assert waited < CHECK_TIMEOUT + 1.0, f"the read waited {waited:.2f} s"

@@ -130,6 +130,17 @@ def example_env(
     return env
 
 
+def reported_ports(
+    cluster: LocalCluster, replica_ports: Sequence[int] | None = None
+) -> dict[str, int]:
+    """The port the example reports for each node (PgBouncer's, when in front)."""
+    ports = {node.name: node.port for node in cluster.nodes}
+    if replica_ports is not None:
+        names = [r.name for r in cluster.replicas]
+        ports.update(zip(names, replica_ports, strict=True))
+    return ports
+
+
 def prepare_database(cluster: LocalCluster, settings: ChaosSettings) -> None:
     """Create the run's database afresh, migrate it, wait for the replicas."""
     name = settings.database

@@ -264,6 +264,8 @@ class DatabaseWrapper(base.DatabaseWrapper):
                 self._set_time_zone_within_deadline(connection)
                 return connection
             except psycopg.Error as error:
+                if _pool_busy(error) and self._is_primary():
+                    return self._open_past_the_pool(error)
                 target = self._failover_target(error)
                 if target is None:
                     self._raise_if_primary(error)
@@ -275,6 +277,28 @@ class DatabaseWrapper(base.DatabaseWrapper):
         # next round.
         self._borrowed = bool(avoid)
         self.substitute_until = time.monotonic() + conf.get_config().check_interval
+        return connection
+
+    def _is_primary(self) -> bool:
+        config = conf.config_or_none()
+        return config is not None and self.alias == config.primary
+
+    def _open_past_the_pool(self, error: BaseException) -> Any:
+        """
+        The primary's pool gave nothing in time: connect directly once.
+
+        After an outage psycopg_pool retries its connections with a growing
+        backoff (1, 2, 4, 8 s...), so its wait can time out while the primary
+        is up again. A direct connection serves this request; the stale pool
+        is discarded, and the next request gets a fresh one. If the direct
+        connection fails too, the primary is unavailable.
+        """
+        try:
+            connection = self._open_substitute(self.alias)
+        except psycopg.Error as direct:
+            self._raise_if_primary(direct)
+            raise
+        pools.discard(self._connection_pools, self.alias)
         return connection
 
     def _set_time_zone_within_deadline(self, connection: Any) -> None:
