@@ -26,7 +26,7 @@ import logging
 import os
 import socket
 import stat
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 logger = logging.getLogger("django_rwsplit")
@@ -53,23 +53,28 @@ def release(alias: str, settings_dict: Mapping[str, Any] | None = None) -> int:
     Registered queries always; with ``settings_dict`` (the alias's DATABASES
     entry), also every socket connected to its address. Returns how many.
     """
-    released = 0
+    shut: set[int] = set()  # socket inodes, so none is counted twice
     for wrapper in list(_waiting.get(alias, ())):
         if getattr(wrapper, "substitute_for", None):
             continue
         try:
-            released += _shut(wrapper.connection.pgconn.socket)
+            shut.add(_shut(wrapper.connection.pgconn.socket))
         except Exception:  # noqa: BLE001 - the query may have just finished
             continue
+    released = len(shut)
     if settings_dict is not None:
-        released += release_peer(settings_dict)
+        released += release_peer(settings_dict, skip=shut)
     if released:
         logger.warning("Released %d connection(s) to hung replica %r.", released, alias)
     return released
 
 
-def release_peer(settings_dict: Mapping[str, Any]) -> int:
-    """Shut down every TCP socket of this process whose peer is this server."""
+def release_peer(settings_dict: Mapping[str, Any], skip: Collection[int] = ()) -> int:
+    """
+    Shut down every TCP socket of this process whose peer is this server.
+
+    ``skip`` holds the inodes of sockets already shut down.
+    """
     addresses = peer_addresses(settings_dict)
     if not addresses:
         return 0
@@ -81,7 +86,8 @@ def release_peer(settings_dict: Mapping[str, Any]) -> int:
     for name in names:
         try:
             fd = int(name)
-            if not stat.S_ISSOCK(os.fstat(fd).st_mode):
+            info = os.fstat(fd)
+            if not stat.S_ISSOCK(info.st_mode) or info.st_ino in skip:
                 continue
             with socket.socket(fileno=os.dup(fd)) as sock:
                 if sock.type != socket.SOCK_STREAM:
@@ -124,6 +130,8 @@ def _addresses_of(host: str) -> tuple[str, ...]:
 
 
 def _shut(fd: int) -> int:
+    """Shut down the socket of ``fd``; return its inode."""
+    inode = os.fstat(fd).st_ino
     with socket.socket(fileno=socket.dup(fd)) as sock:
         sock.shutdown(socket.SHUT_RDWR)
-    return 1
+    return inode

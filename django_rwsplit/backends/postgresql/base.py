@@ -265,7 +265,7 @@ class DatabaseWrapper(base.DatabaseWrapper):
                 return connection
             except psycopg.Error as error:
                 if _pool_busy(error) and self._is_primary():
-                    return self._open_past_the_pool(error)
+                    return self._open_past_the_pool()
                 target = self._failover_target(error)
                 if target is None:
                     self._raise_if_primary(error)
@@ -283,7 +283,7 @@ class DatabaseWrapper(base.DatabaseWrapper):
         config = conf.config_or_none()
         return config is not None and self.alias == config.primary
 
-    def _open_past_the_pool(self, error: BaseException) -> Any:
+    def _open_past_the_pool(self) -> Any:
         """
         The primary's pool gave nothing in time: connect directly once.
 
@@ -399,12 +399,12 @@ def _pool_busy(error: BaseException) -> bool:
 
 def wait_bound(settings_dict: dict[str, Any], check_timeout: float) -> float:
     """Seconds a request may wait for a replica's pool: its connect_timeout."""
-    raw = settings_dict["OPTIONS"].get("connect_timeout")
     try:
-        seconds = float(raw)
+        seconds = float(settings_dict["OPTIONS"].get("connect_timeout"))
     except (TypeError, ValueError):
-        return max(2.0, check_timeout)
-    return max(2.0, seconds) if seconds > 0 else max(2.0, check_timeout)
+        seconds = 0.0
+    # At least 2 s, libpq's minimum; CHECK_TIMEOUT when unset.
+    return max(2.0, seconds if seconds > 0 else check_timeout)
 
 
 def _discard_pool(sender: object, alias: str, **kwargs: Any) -> None:
