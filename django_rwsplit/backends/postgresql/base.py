@@ -389,12 +389,18 @@ class DatabaseWrapper(base.DatabaseWrapper):
 
 
 def _pool_busy(error: BaseException) -> bool:
-    """Return whether ``error`` is a pool wait that timed out (not a dead server)."""
+    """
+    Return whether ``error`` came from the pool, not from a dead server.
+
+    A wait that timed out, or a pool closed while the request waited in it
+    (discarded by another thread: a replica that left rotation, a stale
+    primary pool renewed).
+    """
     try:
-        from psycopg_pool import PoolTimeout
+        from psycopg_pool import PoolClosed, PoolTimeout
     except ImportError:
         return False
-    return isinstance(error, PoolTimeout)
+    return isinstance(error, PoolTimeout | PoolClosed)
 
 
 def wait_bound(settings_dict: dict[str, Any], check_timeout: float) -> float:
