@@ -1,63 +1,170 @@
-"""Typed, cached access to the ``RWSPLIT`` setting."""
+"""
+The ``RWSPLIT`` setting: a table of its keys, parsed once and cached.
+
+:data:`SETTINGS` lists every key with its type, default, bounds and system
+check id. It drives parsing (:func:`parse`), the checks (``rwsplit.E0xx``)
+and the README's settings list (a test compares the two).
+"""
 
 from __future__ import annotations
 
 import difflib
-import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
-DEFAULTS: dict[str, Any] = {
-    "PRIMARY": "default",
-    "REPLICAS": (),
-    "STICKY_SECONDS": 5.0,
-    "PIN_UNSAFE_METHODS": True,
-    "COOKIE_NAME": "rwsplit_pin",
-    "ROUTE_TEST_MIRRORS_TO_PRIMARY": True,
-    "MAX_LAG_SECONDS": 5.0,
-    "MAX_LAG_BYTES": None,
-    "CHECK_INTERVAL": 1.0,
-    "CHECK_TIMEOUT": 1.0,
-    "READMIT_AFTER": 3,
-    "FALLBACK": "primary",
-    "HEALTH_CACHE": None,
-    "CONSISTENCY": "lsn",
-    "CAUSAL_WAIT": 0,
-    "HEALTH_ENDPOINT_TOKEN": None,
-    "HEALTH_ENDPOINT_SHOW_HOSTS": False,
-    "METRICS": False,
-    "REPLICA_READS_IN_ATOMIC_REQUESTS": True,
-}
-# Upper bounds keep every number usable as a timeout, a cookie age or a date.
-MAXIMUMS: dict[str, float] = {
-    "STICKY_SECONDS": 86_400,
-    "MAX_LAG_SECONDS": 86_400,
-    "MAX_LAG_BYTES": 2**62,
-    "CHECK_INTERVAL": 3_600,
-    "CHECK_TIMEOUT": 600,
-    "READMIT_AFTER": 1_000_000,
-    "CAUSAL_WAIT": 60_000,
-}
+from django_rwsplit import validators
+from django_rwsplit.validators import Problem
+
+__all__ = [
+    "CONSISTENCY_CHOICES",
+    "DEFAULTS",
+    "FALLBACK_CHOICES",
+    "MAXIMUMS",
+    "SETTINGS",
+    "Config",
+    "Problem",
+    "Setting",
+    "clear_cache",
+    "config_or_none",
+    "get_config",
+    "parse",
+]
+
 FALLBACK_CHOICES = ("primary", "error")
 CONSISTENCY_CHOICES = ("lsn", "time")
 
 
 @dataclass(frozen=True)
-class Problem:
-    """One thing wrong with ``RWSPLIT``, reported as a system check."""
+class Setting:
+    """One key of ``RWSPLIT``: what it holds, its default and how it is checked."""
 
-    id: str
-    msg: str
-    hint: str | None = None
+    key: str
+    type: str
+    default: Any
+    validate: Callable[[Setting, Any, list[Problem]], Any]
+    check_id: str
+    maximum: float | None = None
+    positive: bool = False
+    nullable: bool = False
+    integer: bool = False
+    choices: tuple[str, ...] = ()
+
+    @property
+    def attribute(self) -> str:
+        """The :class:`Config` field holding the parsed value."""
+        return self.key.lower()
+
+    @property
+    def documented_default(self) -> str:
+        """The default as the README writes it (strings in double quotes)."""
+        if isinstance(self.default, str):
+            return f'"{self.default}"'
+        return repr(self.default)
+
+
+_number = validators.number
+_boolean = validators.boolean
+_choice = validators.choice
+
+# Upper bounds keep every number usable as a timeout, a cookie age or a date.
+SETTINGS: tuple[Setting, ...] = (
+    Setting("PRIMARY", "str", "default", validators.database_alias, "rwsplit.E003"),
+    Setting(
+        "REPLICAS",
+        "Sequence[str] | Mapping[str, Mapping[str, int]]",
+        (),
+        validators.replicas,
+        "rwsplit.E004",
+    ),
+    Setting("PIN_UNSAFE_METHODS", "bool", True, _boolean, "rwsplit.E009"),
+    Setting("REPLICA_READS_IN_ATOMIC_REQUESTS", "bool", True, _boolean, "rwsplit.E009"),
+    Setting("ROUTE_TEST_MIRRORS_TO_PRIMARY", "bool", True, _boolean, "rwsplit.E009"),
+    Setting(
+        "CONSISTENCY",
+        "str",
+        "lsn",
+        _choice,
+        "rwsplit.E012",
+        choices=CONSISTENCY_CHOICES,
+    ),
+    Setting("STICKY_SECONDS", "float", 5.0, _number, "rwsplit.E008", maximum=86_400),
+    Setting("CAUSAL_WAIT", "float", 0, _number, "rwsplit.E008", maximum=60_000),
+    Setting(
+        "COOKIE_NAME", "str", "rwsplit_pin", validators.cookie_name, "rwsplit.E010"
+    ),
+    Setting(
+        "MAX_LAG_SECONDS",
+        "float | None",
+        5.0,
+        _number,
+        "rwsplit.E008",
+        maximum=86_400,
+        positive=True,
+        nullable=True,
+    ),
+    Setting(
+        "MAX_LAG_BYTES",
+        "int | None",
+        None,
+        _number,
+        "rwsplit.E008",
+        maximum=2**62,
+        positive=True,
+        nullable=True,
+        integer=True,
+    ),
+    Setting(
+        "CHECK_INTERVAL",
+        "float",
+        1.0,
+        _number,
+        "rwsplit.E008",
+        maximum=3_600,
+        positive=True,
+    ),
+    Setting(
+        "CHECK_TIMEOUT",
+        "float",
+        1.0,
+        _number,
+        "rwsplit.E008",
+        maximum=600,
+        positive=True,
+    ),
+    Setting(
+        "READMIT_AFTER",
+        "int",
+        3,
+        _number,
+        "rwsplit.E008",
+        maximum=1_000_000,
+        positive=True,
+        integer=True,
+    ),
+    Setting(
+        "FALLBACK", "str", "primary", _choice, "rwsplit.E011", choices=FALLBACK_CHOICES
+    ),
+    Setting("HEALTH_CACHE", "str | None", None, validators.cache_alias, "rwsplit.E013"),
+    Setting(
+        "HEALTH_ENDPOINT_TOKEN", "str | None", None, validators.secret, "rwsplit.E014"
+    ),
+    Setting("HEALTH_ENDPOINT_SHOW_HOSTS", "bool", False, _boolean, "rwsplit.E009"),
+    Setting("METRICS", "bool", False, _boolean, "rwsplit.E009"),
+)
+SETTINGS_BY_KEY: dict[str, Setting] = {s.key: s for s in SETTINGS}
+DEFAULTS: dict[str, Any] = {s.key: s.default for s in SETTINGS}
+MAXIMUMS: dict[str, float] = {
+    s.key: s.maximum for s in SETTINGS if s.maximum is not None
+}
 
 
 @dataclass(frozen=True)
 class Config:
-    """The parsed, validated ``RWSPLIT`` setting."""
+    """The parsed, validated ``RWSPLIT`` setting (one field per :data:`SETTINGS`)."""
 
     primary: str = "default"
     replicas: Mapping[str, int] = field(default_factory=dict)
@@ -88,157 +195,6 @@ def raw_setting() -> object:
     return getattr(settings, "RWSPLIT", {})
 
 
-def _number(
-    raw: Mapping[str, Any],
-    key: str,
-    problems: list[Problem],
-    *,
-    nullable: bool = False,
-    integer: bool = False,
-    positive: bool = False,
-) -> Any:
-    value = raw.get(key, DEFAULTS[key])
-    if value is None and nullable:
-        return None
-    kinds = (int,) if integer else (int, float)
-    bad_type = isinstance(value, bool) or not isinstance(value, kinds)
-    maximum = MAXIMUMS[key]
-    if (
-        bad_type
-        or (isinstance(value, float) and not math.isfinite(value))
-        or value < 0
-        or value > maximum
-        or (positive and value == 0)
-    ):
-        wanted = "an integer" if integer else "a number"
-        sign = "greater than zero" if positive else "zero or more"
-        none = " or None" if nullable else ""
-        problems.append(
-            Problem(
-                "rwsplit.E008",
-                f'RWSPLIT["{key}"] should be {wanted} {sign} and at most '
-                f"{maximum:g}{none}, not {value!r}.",
-                f"The default is {DEFAULTS[key]!r}.",
-            )
-        )
-        return DEFAULTS[key]
-    return value
-
-
-def _replicas(raw: Mapping[str, Any], problems: list[Problem]) -> dict[str, int]:
-    value = raw.get("REPLICAS", ())
-    if isinstance(value, Mapping):
-        weights: dict[str, int] = {}
-        for alias, options in value.items():
-            if not isinstance(alias, str):
-                problems.append(
-                    Problem(
-                        "rwsplit.E004",
-                        f'RWSPLIT["REPLICAS"] keys should be database aliases, '
-                        f"not {alias!r}.",
-                    )
-                )
-                continue
-            weight = options.get("WEIGHT", 1) if isinstance(options, Mapping) else None
-            if (
-                isinstance(weight, bool)
-                or not isinstance(weight, int)
-                or weight < 1
-                or (isinstance(options, Mapping) and set(options) - {"WEIGHT"})
-            ):
-                problems.append(
-                    Problem(
-                        "rwsplit.E007",
-                        f'RWSPLIT["REPLICAS"]["{alias}"] should be a dict with an '
-                        f'optional positive integer "WEIGHT", not {options!r}.',
-                        'For example {"WEIGHT": 3}. The default weight is 1.',
-                    )
-                )
-                continue
-            weights[alias] = weight
-        return weights
-    if (
-        isinstance(value, Sequence)
-        and not isinstance(value, str | bytes)
-        and all(isinstance(alias, str) for alias in value)
-    ):
-        return dict.fromkeys(value, 1)
-    problems.append(
-        Problem(
-            "rwsplit.E004",
-            'RWSPLIT["REPLICAS"] should be a sequence of database aliases or a '
-            "dict of alias to options.",
-            'For example ["replica1", "replica2"] or {"replica1": {"WEIGHT": 3}}.',
-        )
-    )
-    return {}
-
-
-def _choice(
-    raw: Mapping[str, Any], key: str, choices: Sequence[str], problems: list[Problem]
-) -> str:
-    value = raw.get(key, DEFAULTS[key])
-    if value not in choices:
-        ids = {"FALLBACK": "rwsplit.E011", "CONSISTENCY": "rwsplit.E012"}
-        problems.append(
-            Problem(
-                ids[key],
-                f'RWSPLIT["{key}"] should be one of {", ".join(map(repr, choices))}, '
-                f"not {value!r}.",
-            )
-        )
-        return str(DEFAULTS[key])
-    return str(value)
-
-
-def _boolean(raw: Mapping[str, Any], key: str, problems: list[Problem]) -> bool:
-    value = raw.get(key, DEFAULTS[key])
-    if not isinstance(value, bool):
-        problems.append(
-            Problem(
-                "rwsplit.E009",
-                f'RWSPLIT["{key}"] should be True or False, not {value!r}.',
-            )
-        )
-        return bool(DEFAULTS[key])
-    return value
-
-
-def _optional_alias(raw: Mapping[str, Any], problems: list[Problem]) -> str | None:
-    value = raw.get("HEALTH_CACHE")
-    if value is None:
-        return None
-    if not isinstance(value, str) or value not in settings.CACHES:
-        problems.append(
-            Problem(
-                "rwsplit.E013",
-                f'RWSPLIT["HEALTH_CACHE"] should be None or an alias in CACHES, '
-                f"not {value!r}.",
-                "Use a cache shared by every process, such as Redis.",
-            )
-        )
-        return None
-    return value
-
-
-def _token(raw: Mapping[str, Any], problems: list[Problem]) -> str | None:
-    value = raw.get("HEALTH_ENDPOINT_TOKEN")
-    if value is None:
-        return None
-    if not isinstance(value, str) or not value.strip():
-        problems.append(
-            Problem(
-                "rwsplit.E014",
-                'RWSPLIT["HEALTH_ENDPOINT_TOKEN"] should be None or a non-empty '
-                f"string, not {type(value).__name__}.",
-                "Read it from the environment, e.g. "
-                'os.environ.get("RWSPLIT_HEALTH_TOKEN").',
-            )
-        )
-        return None
-    return value
-
-
 def test_mirror_of(alias: str) -> object:
     """Return the TEST["MIRROR"] of database ``alias`` (None when unset)."""
     options: Mapping[str, Any] = settings.DATABASES[alias]
@@ -246,20 +202,10 @@ def test_mirror_of(alias: str) -> object:
     return test.get("MIRROR") if isinstance(test, Mapping) else None
 
 
-def parse(raw: object) -> tuple[Config, list[Problem]]:
-    """Parse ``raw`` into a :class:`Config`, collecting every problem found."""
-    problems: list[Problem] = []
-    if not isinstance(raw, Mapping):
-        problems.append(
-            Problem(
-                "rwsplit.E001",
-                f"RWSPLIT should be a dict, not {type(raw).__name__}.",
-                'For example RWSPLIT = {"REPLICAS": ["replica1"]}.',
-            )
-        )
-        return Config(), problems
+def _unknown_keys(raw: Mapping[Any, Any]) -> list[Problem]:
+    problems = []
     for key in raw:
-        if key not in DEFAULTS:
+        if key not in SETTINGS_BY_KEY:
             close = difflib.get_close_matches(str(key), list(DEFAULTS), n=1)
             problems.append(
                 Problem(
@@ -270,17 +216,12 @@ def parse(raw: object) -> tuple[Config, list[Problem]]:
                     else f"Known keys: {', '.join(DEFAULTS)}.",
                 )
             )
-    primary = raw.get("PRIMARY", "default")
-    if not isinstance(primary, str) or primary not in settings.DATABASES:
-        problems.append(
-            Problem(
-                "rwsplit.E003",
-                f'RWSPLIT["PRIMARY"] should be an alias in DATABASES, not {primary!r}.',
-                f"Known aliases: {', '.join(settings.DATABASES)}.",
-            )
-        )
-        primary = "default"
-    replicas = _replicas(raw, problems)
+    return problems
+
+
+def _replicas_problems(primary: str, replicas: dict[str, int]) -> list[Problem]:
+    """Drop replicas that are the primary or unknown; check every engine."""
+    problems = []
     for alias in list(replicas):
         if alias == primary:
             problems.append(
@@ -300,70 +241,43 @@ def parse(raw: object) -> tuple[Config, list[Problem]]:
                 )
             )
             del replicas[alias]
-    if replicas:
-        for alias in (primary, *replicas):
-            engine = str(settings.DATABASES.get(alias, {}).get("ENGINE") or "")
-            if not measurable_engine(engine):
-                problems.append(
-                    Problem(
-                        "rwsplit.E015",
-                        f"DATABASES[{alias!r}] uses ENGINE {engine!r}: replica "
-                        "health is measured on PostgreSQL streaming replication "
-                        "only.",
-                        "Use a PostgreSQL engine (or one built on Django's), or "
-                        'leave RWSPLIT["REPLICAS"] empty.',
-                    )
+    for alias in (primary, *replicas) if replicas else ():
+        engine = str(settings.DATABASES.get(alias, {}).get("ENGINE") or "")
+        if not measurable_engine(engine):
+            problems.append(
+                Problem(
+                    "rwsplit.E015",
+                    f"DATABASES[{alias!r}] uses ENGINE {engine!r}: replica "
+                    "health is measured on PostgreSQL streaming replication "
+                    "only.",
+                    "Use a PostgreSQL engine (or one built on Django's), or "
+                    'leave RWSPLIT["REPLICAS"] empty.',
                 )
-    cookie_name = raw.get("COOKIE_NAME", DEFAULTS["COOKIE_NAME"])
-    if (
-        not isinstance(cookie_name, str)
-        or not cookie_name.isascii()
-        or not (cookie_name.replace("_", "").replace("-", "").isalnum())
-    ):
-        problems.append(
-            Problem(
-                "rwsplit.E010",
-                f'RWSPLIT["COOKIE_NAME"] should be a non-empty name of letters, '
-                f"digits, '-' and '_', not {cookie_name!r}.",
             )
+    return problems
+
+
+def parse(raw: object) -> tuple[Config, list[Problem]]:
+    """Parse ``raw`` into a :class:`Config`, collecting every problem found."""
+    if not isinstance(raw, Mapping):
+        problem = Problem(
+            "rwsplit.E001",
+            f"RWSPLIT should be a dict, not {type(raw).__name__}.",
+            'For example RWSPLIT = {"REPLICAS": ["replica1"]}.',
         )
-        cookie_name = DEFAULTS["COOKIE_NAME"]
-    route_mirrors = _boolean(raw, "ROUTE_TEST_MIRRORS_TO_PRIMARY", problems)
-    config = Config(
-        primary=primary,
-        replicas=replicas,
-        sticky_seconds=float(_number(raw, "STICKY_SECONDS", problems)),
-        pin_unsafe_methods=_boolean(raw, "PIN_UNSAFE_METHODS", problems),
-        cookie_name=cookie_name,
-        route_test_mirrors_to_primary=route_mirrors,
-        max_lag_seconds=_number(
-            raw, "MAX_LAG_SECONDS", problems, nullable=True, positive=True
-        ),
-        max_lag_bytes=_number(
-            raw, "MAX_LAG_BYTES", problems, nullable=True, integer=True, positive=True
-        ),
-        check_interval=float(_number(raw, "CHECK_INTERVAL", problems, positive=True)),
-        check_timeout=float(_number(raw, "CHECK_TIMEOUT", problems, positive=True)),
-        readmit_after=int(
-            _number(raw, "READMIT_AFTER", problems, integer=True, positive=True)
-        ),
-        fallback=_choice(raw, "FALLBACK", FALLBACK_CHOICES, problems),
-        health_cache=_optional_alias(raw, problems),
-        consistency=_choice(raw, "CONSISTENCY", CONSISTENCY_CHOICES, problems),
-        causal_wait=float(_number(raw, "CAUSAL_WAIT", problems)),
-        health_endpoint_token=_token(raw, problems),
-        health_endpoint_show_hosts=_boolean(
-            raw, "HEALTH_ENDPOINT_SHOW_HOSTS", problems
-        ),
-        metrics=_boolean(raw, "METRICS", problems),
-        replica_reads_in_atomic_requests=_boolean(
-            raw, "REPLICA_READS_IN_ATOMIC_REQUESTS", problems
-        ),
-        test_mirrors=route_mirrors
-        and bool(replicas)
-        and all(test_mirror_of(alias) == primary for alias in replicas),
+        return Config(), [problem]
+    problems = _unknown_keys(raw)
+    values = {
+        s.attribute: s.validate(s, raw.get(s.key, s.default), problems)
+        for s in SETTINGS
+    }
+    problems.extend(_replicas_problems(values["primary"], values["replicas"]))
+    values["test_mirrors"] = (
+        values["route_test_mirrors_to_primary"]
+        and bool(values["replicas"])
+        and all(test_mirror_of(a) == values["primary"] for a in values["replicas"])
     )
-    return config, problems
+    return Config(**values), problems
 
 
 # The parsed setting once get_config() ran (None before, and after a change):

@@ -136,22 +136,6 @@ class CountingObserver:
                 self.readmissions[alias] += 1
 
 
-class _Both:
-    """Forward to an observer installed before ours, then to ours."""
-
-    def __init__(self, first: observe.Observer, ours: CountingObserver) -> None:
-        self.first = first
-        self.ours = ours
-
-    def read(self, alias: str, reason: str | None) -> None:
-        self.first.read(alias, reason)
-        self.ours.read(alias, reason)
-
-    def pin(self, reason: str) -> None:
-        self.first.pin(reason)
-        self.ours.pin(reason)
-
-
 class RwsplitCollector:
     """Build the ``rwsplit_*`` metric families at scrape time."""
 
@@ -293,11 +277,7 @@ def install(registry: Any = None) -> None:
         if _observer is None:
             _observer = CountingObserver()
         counts = _observer
-        current = observe.observer
-        if current is not counts and not (
-            isinstance(current, _Both) and current.ours is counts
-        ):
-            observe.observer = counts if current is None else _Both(current, counts)
+        observe.subscribe(counts)
         signals.replica_ejected.connect(
             counts.ejected, weak=False, dispatch_uid=_DISPATCH_UID
         )
@@ -318,12 +298,8 @@ def uninstall() -> None:
     global _observer
     with _lock:
         counts = _observer
-        current = observe.observer
         if counts is not None:
-            if current is counts:
-                observe.observer = None
-            elif isinstance(current, _Both) and current.ours is counts:
-                observe.observer = current.first
+            observe.unsubscribe(counts)
         signals.replica_ejected.disconnect(dispatch_uid=_DISPATCH_UID)
         signals.replica_readmitted.disconnect(dispatch_uid=_DISPATCH_UID)
         signals.read_retried.disconnect(dispatch_uid=_DISPATCH_UID)

@@ -1,17 +1,20 @@
 """
-Hooks for optional integrations (metrics), off until one installs an observer.
+The per-read event channel: listeners that hear of each routed read and pin.
 
-The router calls :data:`observer` once per read only when it is set, so the
-Prometheus extra costs nothing when it is not installed.
+Rotation changes and retries are Django signals (:mod:`django_rwsplit.signals`);
+the events here happen once per query, too often for a signal, so they go to
+a plain tuple of listeners that the router walks only when it is not empty.
+Metrics subscribe here; so may any integration.
 """
 
 from __future__ import annotations
 
+import threading
 from typing import Protocol
 
 
 class Observer(Protocol):
-    """What an integration receives."""
+    """What a listener receives."""
 
     def read(self, alias: str, reason: str | None) -> None:
         """A read was routed to ``alias``; ``reason`` says why it was pinned."""
@@ -20,11 +23,33 @@ class Observer(Protocol):
         """A request, block or task started reading from the primary."""
 
 
-observer: Observer | None = None
+# Replaced, never mutated, so the router can walk it without a lock.
+listeners: tuple[Observer, ...] = ()
+_lock = threading.Lock()
+
+
+def subscribe(listener: Observer) -> None:
+    """Send ``listener`` every later event (once, however often subscribed)."""
+    global listeners
+    with _lock:
+        if not any(current is listener for current in listeners):
+            listeners = (*listeners, listener)
+
+
+def unsubscribe(listener: Observer) -> None:
+    """Stop sending events to ``listener`` (harmless when it was not subscribed)."""
+    global listeners
+    with _lock:
+        listeners = tuple(current for current in listeners if current is not listener)
+
+
+def read(alias: str, reason: str | None) -> None:
+    """Report a routed read."""
+    for listener in listeners:
+        listener.read(alias, reason)
 
 
 def pin(reason: str) -> None:
     """Report that a pin to the primary began (write, cookie, pin_primary...)."""
-    current = observer
-    if current is not None:
-        current.pin(reason)
+    for listener in listeners:
+        listener.pin(reason)

@@ -78,8 +78,8 @@ class ReadWriteRouter:
                     alias, reason = primary, "transaction"
                 else:
                     alias, reason = _choose_replica(config, scope), None
-        if observe.observer is not None:
-            observe.observer.read(alias, reason)
+        if observe.listeners:
+            observe.read(alias, reason)
         return alias
 
     def db_for_write(self, model: type[Any], **hints: Any) -> str:

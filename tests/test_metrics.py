@@ -53,20 +53,20 @@ def test_normalise_reason():
     assert metrics.normalise_reason(None) == "other"
 
 
-def test_install_is_idempotent_and_uninstall_restores_the_observer():
-    assert observe.observer is None
+def test_install_is_idempotent_and_uninstall_restores_the_listeners():
+    assert observe.listeners == ()
     registry = prometheus_client.CollectorRegistry()
     metrics.install(registry)
-    installed = observe.observer
+    installed = observe.listeners
     metrics.install(registry)
-    assert observe.observer is installed
+    assert observe.listeners == installed and len(installed) == 1
     assert len(list(registry.collect())) == 10  # registered once
     metrics.uninstall()
-    assert observe.observer is None
+    assert observe.listeners == ()
     assert list(registry.collect()) == []
 
 
-def test_an_existing_observer_keeps_receiving_events():
+def test_an_existing_listener_keeps_receiving_events():
     seen: list[tuple[str, str | None]] = []
 
     class Mine:
@@ -77,19 +77,20 @@ def test_an_existing_observer_keeps_receiving_events():
             seen.append(("pin", reason))
 
     mine = Mine()
-    observe.observer = mine
+    observe.subscribe(mine)
     try:
         registry = prometheus_client.CollectorRegistry()
         metrics.install(registry)
-        assert observe.observer is not None
-        observe.observer.read("replica1", None)
+        assert len(observe.listeners) == 2
+        observe.read("replica1", None)
         observe.pin("cookie")
         assert seen == [("replica1", None), ("pin", "cookie")]
         assert value(registry, "rwsplit_pins_total", reason="cookie") == 1
         metrics.uninstall()
-        assert observe.observer is mine
+        assert observe.listeners == (mine,)
     finally:
-        observe.observer = None
+        observe.unsubscribe(mine)
+    assert observe.listeners == ()
 
 
 def test_missing_prometheus_client_is_a_clear_error(monkeypatch):
@@ -105,7 +106,7 @@ def test_missing_prometheus_client_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_prometheus)
     with pytest.raises(ImproperlyConfigured, match=r"django-rwsplit\[prometheus\]"):
         metrics.install()
-    assert observe.observer is None
+    assert observe.listeners == ()
 
 
 @override_settings(RWSPLIT=FAST)
@@ -227,11 +228,12 @@ def test_metrics_setting_installs_at_start_up():
 
     with override_settings(RWSPLIT={**FAST, "METRICS": False}):
         apps._install_metrics()
-        assert observe.observer is None
+        assert observe.listeners == ()
     with override_settings(RWSPLIT={**FAST, "METRICS": True}):
         apps._install_metrics()
         try:
-            assert isinstance(observe.observer, metrics.CountingObserver)
+            (listener,) = observe.listeners
+            assert isinstance(listener, metrics.CountingObserver)
             names = {m.name for m in prometheus_client.REGISTRY.collect()}
             assert "rwsplit_reads" in names
         finally:

@@ -1,0 +1,202 @@
+"""
+How each kind of ``RWSPLIT`` value is checked: one function per kind.
+
+Each validator takes the :class:`~django_rwsplit.conf.Setting` it checks and
+the value the user wrote, and returns the value to use. On a bad value it
+appends a :class:`Problem` (reported as a system check with the setting's
+id) and returns the default, so one mistake never hides the next.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from django.conf import settings
+
+if TYPE_CHECKING:
+    from django_rwsplit.conf import Setting
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with ``RWSPLIT``, reported as a system check."""
+
+    id: str
+    msg: str
+    hint: str | None = None
+
+
+def number(setting: Setting, value: Any, problems: list[Problem]) -> Any:
+    """A finite number within the setting's bounds (or None when nullable)."""
+    if value is None and setting.nullable:
+        return None
+    kinds = (int,) if setting.integer else (int, float)
+    bad_type = isinstance(value, bool) or not isinstance(value, kinds)
+    maximum = setting.maximum if setting.maximum is not None else math.inf
+    if (
+        bad_type
+        or (isinstance(value, float) and not math.isfinite(value))
+        or value < 0
+        or value > maximum
+        or (setting.positive and value == 0)
+    ):
+        wanted = "an integer" if setting.integer else "a number"
+        sign = "greater than zero" if setting.positive else "zero or more"
+        none = " or None" if setting.nullable else ""
+        problems.append(
+            Problem(
+                setting.check_id,
+                f'RWSPLIT["{setting.key}"] should be {wanted} {sign} and at most '
+                f"{maximum:g}{none}, not {value!r}.",
+                f"The default is {setting.default!r}.",
+            )
+        )
+        return setting.default
+    return float(value) if not setting.integer and value is not None else value
+
+
+def boolean(setting: Setting, value: Any, problems: list[Problem]) -> bool:
+    """True or False, nothing truthy."""
+    if not isinstance(value, bool):
+        problems.append(
+            Problem(
+                setting.check_id,
+                f'RWSPLIT["{setting.key}"] should be True or False, not {value!r}.',
+            )
+        )
+        return bool(setting.default)
+    return value
+
+
+def choice(setting: Setting, value: Any, problems: list[Problem]) -> str:
+    """One of the setting's choices."""
+    if value not in setting.choices:
+        problems.append(
+            Problem(
+                setting.check_id,
+                f'RWSPLIT["{setting.key}"] should be one of '
+                f"{', '.join(map(repr, setting.choices))}, not {value!r}.",
+            )
+        )
+        return str(setting.default)
+    return str(value)
+
+
+def database_alias(setting: Setting, value: Any, problems: list[Problem]) -> str:
+    """An alias in ``DATABASES``."""
+    if not isinstance(value, str) or value not in settings.DATABASES:
+        problems.append(
+            Problem(
+                setting.check_id,
+                f'RWSPLIT["{setting.key}"] should be an alias in DATABASES, '
+                f"not {value!r}.",
+                f"Known aliases: {', '.join(settings.DATABASES)}.",
+            )
+        )
+        return str(setting.default)
+    return value
+
+
+def replicas(setting: Setting, value: Any, problems: list[Problem]) -> dict[str, int]:
+    """A sequence of aliases, or a dict of alias to ``{"WEIGHT": n}``."""
+    if isinstance(value, Mapping):
+        weights: dict[str, int] = {}
+        for alias, options in value.items():
+            if not isinstance(alias, str):
+                problems.append(
+                    Problem(
+                        setting.check_id,
+                        f'RWSPLIT["REPLICAS"] keys should be database aliases, '
+                        f"not {alias!r}.",
+                    )
+                )
+                continue
+            weight = options.get("WEIGHT", 1) if isinstance(options, Mapping) else None
+            if (
+                isinstance(weight, bool)
+                or not isinstance(weight, int)
+                or weight < 1
+                or (isinstance(options, Mapping) and set(options) - {"WEIGHT"})
+            ):
+                problems.append(
+                    Problem(
+                        "rwsplit.E007",
+                        f'RWSPLIT["REPLICAS"]["{alias}"] should be a dict with an '
+                        f'optional positive integer "WEIGHT", not {options!r}.',
+                        'For example {"WEIGHT": 3}. The default weight is 1.',
+                    )
+                )
+                continue
+            weights[alias] = weight
+        return weights
+    if (
+        isinstance(value, Sequence)
+        and not isinstance(value, str | bytes)
+        and all(isinstance(alias, str) for alias in value)
+    ):
+        return dict.fromkeys(value, 1)
+    problems.append(
+        Problem(
+            setting.check_id,
+            'RWSPLIT["REPLICAS"] should be a sequence of database aliases or a '
+            "dict of alias to options.",
+            'For example ["replica1", "replica2"] or {"replica1": {"WEIGHT": 3}}.',
+        )
+    )
+    return {}
+
+
+def cache_alias(setting: Setting, value: Any, problems: list[Problem]) -> str | None:
+    """None, or an alias in ``CACHES``."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or value not in settings.CACHES:
+        problems.append(
+            Problem(
+                setting.check_id,
+                f'RWSPLIT["{setting.key}"] should be None or an alias in CACHES, '
+                f"not {value!r}.",
+                "Use a cache shared by every process, such as Redis.",
+            )
+        )
+        return None
+    return value
+
+
+def secret(setting: Setting, value: Any, problems: list[Problem]) -> str | None:
+    """None, or a non-empty string (never echoed in the message)."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        problems.append(
+            Problem(
+                setting.check_id,
+                f'RWSPLIT["{setting.key}"] should be None or a non-empty '
+                f"string, not {type(value).__name__}.",
+                "Read it from the environment, e.g. "
+                'os.environ.get("RWSPLIT_HEALTH_TOKEN").',
+            )
+        )
+        return None
+    return value
+
+
+def cookie_name(setting: Setting, value: Any, problems: list[Problem]) -> str:
+    """A cookie name of letters, digits, ``-`` and ``_``."""
+    if (
+        not isinstance(value, str)
+        or not value.isascii()
+        or not value.replace("_", "").replace("-", "").isalnum()
+    ):
+        problems.append(
+            Problem(
+                setting.check_id,
+                f'RWSPLIT["{setting.key}"] should be a non-empty name of letters, '
+                f"digits, '-' and '_', not {value!r}.",
+            )
+        )
+        return str(setting.default)
+    return value
