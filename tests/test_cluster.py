@@ -16,7 +16,7 @@ import psycopg
 import pytest
 
 from django_rwsplit.testing import __main__ as cli
-from django_rwsplit.testing import cluster as cluster_mod
+from django_rwsplit.testing import processes
 from django_rwsplit.testing.cluster import ClusterError, LocalCluster
 
 pytestmark = pytest.mark.cluster
@@ -38,7 +38,7 @@ def wait_for(check: Callable[[], bool], timeout: float = 10.0) -> bool:
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[LocalCluster]:
     try:
-        cluster_mod.find_bindir()
+        processes.find_bindir()
     except ClusterError as exc:
         pytest.skip(str(exc))
     c = LocalCluster(primary_port=PORT)
@@ -165,10 +165,10 @@ def test_freeze_blocks_connections_until_thaw(cluster: LocalCluster) -> None:
     assert cluster.is_frozen(node)
     pid = cluster.postmaster_pid(node)
     assert pid is not None
-    family = [pid, *cluster_mod._descendants(pid)]
+    family = [pid, *processes.descendants(pid)]
     assert len(family) > 3  # postmaster, startup, walreceiver, checkpointer...
     for p in family:
-        assert (cluster_mod._proc_stat(p) or ("", "?", 0))[1] == "T", p
+        assert (processes.proc_stat(p) or ("", "?", 0))[1] == "T", p
 
     result: dict[str, Any] = {}
 
@@ -208,7 +208,7 @@ def test_stale_postmaster_pid_is_cleaned(cluster: LocalCluster) -> None:
     # a dead but unreaped process of the server's OS user: kill(pid, 0) works
     zombie = subprocess.Popen(["true"], user=cluster.os_user)
     try:
-        assert wait_for(lambda: (cluster_mod._proc_stat(zombie.pid) or "??")[1] == "Z")
+        assert wait_for(lambda: (processes.proc_stat(zombie.pid) or "??")[1] == "Z")
         pid_file.write_text("\n".join([str(zombie.pid), *pid_lines[1:]]) + "\n")
         lock_file.write_text("\n".join([str(zombie.pid), *lock_lines[1:]]) + "\n")
         assert not cluster.node_running(node)
@@ -274,11 +274,9 @@ def test_cli_status_and_errors(
 def test_missing_binaries_give_a_clear_error(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    monkeypatch.setattr(
-        cluster_mod, "REQUIRED_BINARIES", ("initdb", "no_such_pg_binary")
-    )
+    monkeypatch.setattr(processes, "REQUIRED_BINARIES", ("initdb", "no_such_pg_binary"))
     with pytest.raises(ClusterError, match="apt-get install postgresql"):
-        cluster_mod.find_bindir()
+        processes.find_bindir()
     target = tmp_path / "c"
     assert cli.main(["up", "--dir", str(target), "--port", "17990"]) == 2
     assert "PostgreSQL server binaries not found" in capsys.readouterr().err

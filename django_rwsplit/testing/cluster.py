@@ -11,16 +11,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import pwd
 import re
 import shutil
-import signal
 import socket
-import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +25,9 @@ from types import TracebackType
 from typing import Any
 
 import psycopg
+
+from django_rwsplit.testing import processes
+from django_rwsplit.testing.processes import ClusterError, find_bindir
 
 __all__ = ["ClusterError", "LocalCluster", "Node", "find_bindir"]
 
@@ -37,14 +37,9 @@ STATE_FILE = "cluster.json"
 LOG_FILE = "postgresql.log"
 NODE_CONF = "rwsplit_node.conf"  # written last: marks a finished data directory
 COMMON_CONF = "rwsplit.conf"
-REQUIRED_BINARIES = ("initdb", "pg_ctl", "pg_basebackup", "postgres")
 START_TIMEOUT = 60.0
 
 Rows = list[tuple[Any, ...]]
-
-
-class ClusterError(RuntimeError):
-    """Raised when the local cluster cannot be set up or driven."""
 
 
 @dataclass
@@ -75,111 +70,6 @@ class Node:
 # --------------------------------------------------------------------------
 
 
-def _version_key(path: Path) -> tuple[int, ...]:
-    return tuple(int(p) for p in re.findall(r"\d+", path.parent.name)) or (0,)
-
-
-def find_bindir() -> Path:
-    """Locate the PostgreSQL server binaries or raise ClusterError."""
-    candidates: list[Path] = []
-    if env_dir := os.environ.get("RWSPLIT_PG_BINDIR"):
-        candidates.append(Path(env_dir))
-    if pg_config := shutil.which("pg_config"):
-        try:
-            out = subprocess.run(
-                [pg_config, "--bindir"],
-                capture_output=True,
-                text=True,
-                timeout=10,
-                check=True,
-            ).stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            out = ""
-        if out:
-            candidates.append(Path(out))
-    candidates += sorted(
-        Path("/usr/lib/postgresql").glob("*/bin"), key=_version_key, reverse=True
-    )
-    for bindir in candidates:
-        if all((bindir / b).is_file() for b in REQUIRED_BINARIES):
-            return bindir
-    looked = ", ".join(str(c) for c in candidates) or "pg_config, /usr/lib/postgresql"
-    raise ClusterError(
-        f"PostgreSQL server binaries not found (looked in {looked}; need "
-        f"{', '.join(REQUIRED_BINARIES)}). Install them: apt-get install "
-        "postgresql (Debian/Ubuntu), or set RWSPLIT_PG_BINDIR."
-    )
-
-
-def _resolve_os_user(requested: str | None) -> str | None:
-    """The OS user to run the servers as (None: the current user)."""
-    if os.geteuid() != 0:
-        return None
-    name = requested or os.environ.get("RWSPLIT_PG_OS_USER") or "postgres"
-    try:
-        pwd.getpwnam(name)
-    except KeyError:
-        raise ClusterError(
-            f"running as root, but OS user {name!r} does not exist; PostgreSQL "
-            "refuses to run as root. Create it (useradd --system postgres) or "
-            "set RWSPLIT_PG_OS_USER to an unprivileged user."
-        ) from None
-    if not shutil.which("runuser"):
-        raise ClusterError("running as root, but `runuser` is not available")
-    return name
-
-
-def _proc_stat(pid: int) -> tuple[str, str, int] | None:
-    """(comm, state, ppid) of a process, or None if it is gone."""
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except (OSError, ValueError):
-        return None
-    comm = raw[raw.find("(") + 1 : raw.rfind(")")]
-    fields = raw[raw.rfind(")") + 2 :].split()
-    return comm, fields[0], int(fields[1])
-
-
-def _is_live_postgres(pid: int) -> bool:
-    st = _proc_stat(pid)
-    return (
-        st is not None
-        and st[1] not in ("Z", "X")
-        and st[0].startswith(("postgres", "postmaster"))
-    )
-
-
-def _descendants(root: int) -> list[int]:
-    """All live descendants of ``root`` (found via /proc/*/stat ppid)."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and (st := _proc_stat(int(entry.name))):
-            children.setdefault(st[2], []).append(int(entry.name))
-    found: list[int] = []
-    todo = [root]
-    while todo:
-        kids = children.get(todo.pop(), [])
-        found += kids
-        todo += kids
-    return found
-
-
-def _read_pid(path: Path) -> int | None:
-    try:
-        first = path.read_text().split("\n", 1)[0].strip()
-        return int(first)
-    except (OSError, ValueError):
-        return None
-
-
-def _tail(path: Path, lines: int = 25) -> str:
-    try:
-        text = path.read_text(errors="replace").splitlines()
-    except OSError:
-        return f"(no log at {path})"
-    return "\n".join(text[-lines:])
-
-
 def _load_state(base_dir: Path) -> dict[str, Any] | None:
     """The ``cluster.json`` written at init, or None if there is none."""
     path = base_dir / STATE_FILE
@@ -190,23 +80,6 @@ def _load_state(base_dir: Path) -> dict[str, Any] | None:
     except (OSError, ValueError) as exc:
         raise ClusterError(f"unreadable cluster state {path}: {exc}") from exc
     return state
-
-
-def _poll(check: Callable[[], bool], timeout: float, what: str, hint: str = "") -> None:
-    """Call ``check`` until it returns True or ``timeout`` seconds pass."""
-    deadline = time.monotonic() + timeout
-    last_error: Exception | None = None
-    while True:
-        try:
-            if check():
-                return
-            last_error = None
-        except ClusterError as exc:
-            last_error = exc
-        if time.monotonic() >= deadline:
-            detail = f" (last error: {last_error})" if last_error else ""
-            raise ClusterError(f"timed out after {timeout:g}s {what}{detail}{hint}")
-        time.sleep(0.05)
 
 
 # --------------------------------------------------------------------------
@@ -231,7 +104,9 @@ class LocalCluster:
         os_user: str | None = None,
     ) -> None:
         state = None if base_dir is None else _load_state(Path(base_dir))
-        self.os_user = _resolve_os_user(os_user or (state or {}).get("os_user"))
+        self.os_user = processes.resolve_os_user(
+            os_user or (state or {}).get("os_user")
+        )
         if state is not None:
             if primary_port is not None and primary_port != state["primary_port"]:
                 raise ClusterError(
@@ -330,58 +205,17 @@ class LocalCluster:
         return self._bindir
 
     def _chown(self, path: Path) -> None:
-        if self.os_user:
-            pw = pwd.getpwnam(self.os_user)
-            os.chown(path, pw.pw_uid, pw.pw_gid)
+        processes.chown(path, self.os_user)
 
     def _run(self, tool: str, *args: str, timeout: float = 120.0) -> str:
         """Run a server binary (as the OS user when root); return its output."""
-        cmd = [str(self.bindir / tool), *args]
-        if self.os_user:
-            cmd = ["runuser", "-u", self.os_user, "--", *cmd]
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
-        try:
-            proc = subprocess.run(
-                cmd,
-                cwd=self.base_dir,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                capture_output=True,
-                text=True,
-                timeout=timeout,
-            )
-        except subprocess.TimeoutExpired as exc:
-            raise ClusterError(f"{tool} timed out after {timeout:g}s") from exc
-        except OSError as exc:
-            raise ClusterError(f"cannot run {tool}: {exc}") from exc
-        if proc.returncode != 0:
-            out = (proc.stderr or proc.stdout).strip()
-            raise ClusterError(f"{tool} {' '.join(args)} failed: {out}")
-        return proc.stdout
+        return processes.run_tool(
+            self.bindir / tool, args, self.os_user, self.base_dir, timeout
+        )
 
     def _check_access(self) -> None:
         """Make sure the OS user can reach and write the base directory."""
-        if not self.os_user:
-            return
-        try:
-            self._run_as_user(["test", "-w", str(self.base_dir)])
-        except ClusterError:
-            raise ClusterError(
-                f"OS user {self.os_user!r} cannot write {self.base_dir}; every "
-                "parent directory must be searchable by it (e.g. use a "
-                "directory under /tmp)"
-            ) from None
-
-    def _run_as_user(self, cmd: list[str]) -> None:
-        assert self.os_user
-        proc = subprocess.run(
-            ["runuser", "-u", self.os_user, "--", *cmd],
-            cwd="/",
-            capture_output=True,
-            timeout=30,
-        )
-        if proc.returncode != 0:
-            raise ClusterError(f"{cmd[0]} failed as {self.os_user}")
+        processes.check_writable(self.base_dir, self.os_user)
 
     # -- queries -------------------------------------------------------------
 
@@ -444,8 +278,8 @@ class LocalCluster:
 
     def postmaster_pid(self, node: str | int | Node) -> int | None:
         """PID of the node's live postmaster, or None if it is not running."""
-        pid = _read_pid(self.node(node).data_dir / "postmaster.pid")
-        return pid if pid is not None and _is_live_postgres(pid) else None
+        pid = processes.read_pid(self.node(node).data_dir / "postmaster.pid")
+        return pid if pid is not None and processes.is_live_postgres(pid) else None
 
     def node_running(self, node: str | int | Node) -> bool:
         """Whether the node's postmaster process is alive (maybe frozen)."""
@@ -462,7 +296,7 @@ class LocalCluster:
         (e.g. ``freeze`` and ``status`` run from separate CLI invocations).
         """
         pid = self.postmaster_pid(node)
-        st = _proc_stat(pid) if pid else None
+        st = processes.proc_stat(pid) if pid else None
         return st is not None and st[1] in ("T", "t")
 
     def _clean_stale(self, n: Node) -> None:
@@ -474,8 +308,8 @@ class LocalCluster:
         ):
             if not path.exists():
                 continue
-            pid = _read_pid(path)
-            if pid is not None and _is_live_postgres(pid):
+            pid = processes.read_pid(path)
+            if pid is not None and processes.is_live_postgres(pid):
                 continue
             path.unlink(missing_ok=True)
             if extra is not None:
@@ -642,7 +476,7 @@ class LocalCluster:
         except ClusterError as exc:
             raise ClusterError(
                 f"{n.name} (port {n.port}) failed to start: {exc}\n"
-                f"--- tail of {n.log_file} ---\n{_tail(n.log_file)}"
+                f"--- tail of {n.log_file} ---\n{processes.tail(n.log_file)}"
             ) from None
 
     def _stop_node(self, n: Node, mode: str) -> None:
@@ -705,26 +539,7 @@ class LocalCluster:
         pid = self.postmaster_pid(n)
         if pid is None:
             raise ClusterError(f"{n.name} is not running")
-        os.kill(pid, signal.SIGSTOP)
-        _poll(
-            lambda: (_proc_stat(pid) or ("", "T", 0))[1] in ("T", "t"),
-            5,
-            f"waiting for {n.name} postmaster to stop",
-        )
-        kids = _descendants(pid)  # the stopped postmaster cannot fork any more
-        for kid in kids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(kid, signal.SIGSTOP)
-        # SIGSTOP takes effect asynchronously (a child in disk wait stops
-        # later): return only once every child is stopped, or has exited (a
-        # zombie, as the stopped postmaster cannot reap it).
-        _poll(
-            lambda: all(
-                (_proc_stat(k) or ("", "X", 0))[1] in ("T", "t", "Z", "X") for k in kids
-            ),
-            5,
-            f"waiting for {n.name}'s processes to stop",
-        )
+        processes.stop_tree(pid, n.name)
 
     def thaw(self, node: str | int | Node) -> None:
         """SIGCONT the node's children and postmaster; wait until all run."""
@@ -733,24 +548,13 @@ class LocalCluster:
         if pid is None:
             return
 
-        def all_resumed() -> bool:
-            stopped = [
-                p
-                for p in [*_descendants(pid), pid]
-                if (_proc_stat(p) or ("", "R", 0))[1] in ("T", "t")
-            ]
-            for p in stopped:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(p, signal.SIGCONT)
-            return not stopped
-
-        _poll(all_resumed, 10, f"waiting for {n.name} to resume")
+        processes.continue_tree(pid, n.name)
 
     def pause_replay(self, replica: str | int | Node) -> None:
         """Pause WAL replay on a replica; wait until it is really paused."""
         r = self._replica(replica)
         self.execute(r, "SELECT pg_wal_replay_pause()")
-        _poll(
+        processes.poll(
             lambda: (
                 self._scalar(r, "SELECT pg_get_wal_replay_pause_state()") == "paused"
             ),
@@ -762,7 +566,7 @@ class LocalCluster:
         """Resume WAL replay on a replica."""
         r = self._replica(replica)
         self.execute(r, "SELECT pg_wal_replay_resume()")
-        _poll(
+        processes.poll(
             lambda: (
                 self._scalar(r, "SELECT pg_get_wal_replay_pause_state()")
                 == "not paused"
@@ -779,7 +583,7 @@ class LocalCluster:
         self.execute(r, f"ALTER SYSTEM SET recovery_min_apply_delay = '{int(ms)}ms'")
         self.execute(r, "SELECT pg_reload_conf()")
         sql = "SELECT setting FROM pg_settings WHERE name = 'recovery_min_apply_delay'"
-        _poll(
+        processes.poll(
             lambda: int(self._scalar(r, sql)) == ms,
             15,
             f"waiting for {r.name} to apply recovery_min_apply_delay={ms}ms",
@@ -802,11 +606,11 @@ class LocalCluster:
     def wait_streaming(self, replica: str | int | Node, timeout: float = 30.0) -> None:
         """Wait until the primary streams WAL to ``replica``."""
         r = self._replica(replica)
-        _poll(
+        processes.poll(
             lambda: self._is_streaming(r),
             timeout,
             f"waiting for {r.name} to stream from the primary",
-            f"\n--- tail of {r.log_file} ---\n{_tail(r.log_file)}",
+            f"\n--- tail of {r.log_file} ---\n{processes.tail(r.log_file)}",
         )
 
     def wait_caught_up(
@@ -831,7 +635,9 @@ class LocalCluster:
                 return bool(self._scalar(r, sql, lsn))
 
             remaining = max(0.0, deadline - time.monotonic())
-            _poll(replayed, remaining, f"waiting for {r.name} to replay up to {lsn}")
+            processes.poll(
+                replayed, remaining, f"waiting for {r.name} to replay up to {lsn}"
+            )
 
     # -- Django glue ---------------------------------------------------------
 
