@@ -52,7 +52,7 @@ class RwsplitConfig(AppConfig):
 
     def ready(self) -> None:
         global _fork_hook_registered
-        from django_rwsplit import balancing
+        from django_rwsplit import balancing, load
         from django_rwsplit import checks as rwsplit_checks
         from django_rwsplit.health import state as health_state
 
@@ -67,4 +67,5 @@ class RwsplitConfig(AppConfig):
         _install_metrics()
         if not _fork_hook_registered:
             os.register_at_fork(after_in_child=health_state.reset_after_fork)
+            os.register_at_fork(after_in_child=load.reset)
             _fork_hook_registered = True

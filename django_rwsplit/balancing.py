@@ -3,19 +3,21 @@ The replica choice: the only place that picks which replica serves a read.
 
 The router asks :func:`choose_replica` for an unpinned read; the backend asks
 :func:`substitute_for_read` when the replica it was given cannot serve.
-Both take the replicas in rotation from :mod:`django_rwsplit.health.state`
-and never query a server themselves, except to confirm read-your-writes
-(:func:`caught_up`) and to reject a token from the future.
+Both take the replicas in rotation from :mod:`django_rwsplit.health.state`,
+in the order of the configured balancer (:data:`BALANCERS`), and never query
+a server themselves, except to confirm read-your-writes (:func:`caught_up`)
+and to reject a token from the future.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Collection
+from typing import Protocol
 
 from django.db import connections
 
-from django_rwsplit import consistency, observe
+from django_rwsplit import consistency, load, observe
 from django_rwsplit.conf import Config
 from django_rwsplit.exceptions import NoReplicaAvailable
 from django_rwsplit.health import state as health_state
@@ -23,8 +25,13 @@ from django_rwsplit.health.rotation import Rotation, smooth_weighted_sequence
 from django_rwsplit.pinning import Scope, current_scope
 
 __all__ = [
+    "BALANCERS",
+    "AdaptiveBalancer",
+    "Balancer",
+    "RoundRobinBalancer",
     "Rotation",
     "caught_up",
+    "cost",
     "choose_replica",
     "fallback",
     "mirrors_active",
@@ -32,6 +39,86 @@ __all__ = [
     "smooth_weighted_sequence",
     "substitute_for_read",
 ]
+
+
+class Balancer(Protocol):
+    """Orders the replicas in rotation for a read."""
+
+    def pick(self, state: health_state.ProcessHealth) -> str | None:
+        """Return the replica for a new scope's first read (None: none in rotation)."""
+
+    def candidates(self, state: health_state.ProcessHealth) -> list[str]:
+        """Return every replica in rotation once, the preferred first."""
+
+
+class RoundRobinBalancer:
+    """Smooth weighted round-robin: a fixed order, whatever the load."""
+
+    def pick(self, state: health_state.ProcessHealth) -> str | None:
+        return state.rotation.pick()
+
+    def candidates(self, state: health_state.ProcessHealth) -> list[str]:
+        return state.rotation.candidates()
+
+
+# The second candidate wins only when it is clearly cheaper: cost ratio and
+# an absolute slack (in cost units: ms x queries), so equally loaded replicas
+# keep their exact weighted round-robin shares, under light traffic too.
+CLEARLY_CHEAPER = 1.5
+SLACK_MS = 1.0
+
+
+def cost(state: health_state.ProcessHealth, alias: str, now: float) -> float:
+    """
+    Return what a read on ``alias`` is expected to cost now (lower is better).
+
+    Latency (this process's peak-EWMA, decaying to the health check's query
+    time) times the load: 1 + this process's queries in flight there + the
+    other sessions the last health check saw active on it (every process's).
+    """
+    server = load.of(alias)
+    status = state.status(alias)
+    active = 0
+    if status is not None:
+        server.neutral_ms = status.query_ms
+        active = status.active_backends or 0
+    latency = server.latency_ms(now) or 0.0
+    return latency * (1 + len(server.inflight) + active)
+
+
+class AdaptiveBalancer:
+    """
+    The cheaper of two: the round-robin's next replica and a random other.
+
+    The second is drawn by weight among the other replicas in rotation; it
+    serves when :func:`cost` finds it clearly cheaper. With one replica in
+    rotation no choice is made.
+    """
+
+    def pick(self, state: health_state.ProcessHealth) -> str | None:
+        rotation = state.rotation
+        first = rotation.pick()
+        if first is None:
+            return None
+        second = rotation.random_other(first)
+        if second is None:
+            return first
+        now = time.perf_counter()
+        threshold = CLEARLY_CHEAPER * cost(state, second, now) + SLACK_MS
+        return second if cost(state, first, now) > threshold else first
+
+    def candidates(self, state: health_state.ProcessHealth) -> list[str]:
+        now = time.perf_counter()
+        # sorted() is stable: equal costs keep the round-robin order.
+        return sorted(
+            state.rotation.candidates(), key=lambda alias: cost(state, alias, now)
+        )
+
+
+BALANCERS: dict[str, Balancer] = {
+    "adaptive": AdaptiveBalancer(),
+    "round_robin": RoundRobinBalancer(),
+}
 
 
 def choose_replica(config: Config, scope: Scope | None) -> str:
@@ -48,7 +135,7 @@ def choose_replica(config: Config, scope: Scope | None) -> str:
             return chosen
         if scope.min_lsn is not None:
             return _causal_choice(state, config, scope, rotation)
-    alias = rotation.pick()
+    alias = BALANCERS[config.balancer].pick(state)
     if alias is None:
         return fallback(config)
     if scope is not None:
@@ -62,7 +149,7 @@ def _causal_choice(
     """A replica that has replayed ``scope.min_lsn``, else the primary."""
     if not rotation.members:
         return fallback(config)
-    for alias in rotation.candidates():
+    for alias in BALANCERS[config.balancer].candidates(state):
         if caught_up(state, alias, scope, ask=True):
             scope.replica = alias
             return alias
@@ -88,7 +175,7 @@ def substitute_for_read(
     next pick, so substitutes spread over the replicas.
     """
     scope = current_scope()
-    for alias in state.rotation.candidates():
+    for alias in BALANCERS[state.config.balancer].candidates(state):
         if alias not in exclude and caught_up(state, alias, scope, ask=False):
             return alias
     return state.config.primary

@@ -20,6 +20,7 @@ from django_rwsplit import validators
 from django_rwsplit.validators import Problem
 
 __all__ = [
+    "BALANCER_CHOICES",
     "CONSISTENCY_CHOICES",
     "DEFAULTS",
     "FALLBACK_CHOICES",
@@ -36,6 +37,7 @@ __all__ = [
 
 FALLBACK_CHOICES = ("primary", "error")
 CONSISTENCY_CHOICES = ("lsn", "time")
+BALANCER_CHOICES = ("adaptive", "round_robin")
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,14 @@ SETTINGS: tuple[Setting, ...] = (
         (),
         validators.replicas,
         "rwsplit.E004",
+    ),
+    Setting(
+        "BALANCER",
+        "str",
+        "adaptive",
+        _choice,
+        "rwsplit.E016",
+        choices=BALANCER_CHOICES,
     ),
     Setting("PIN_UNSAFE_METHODS", "bool", True, _boolean, "rwsplit.E009"),
     Setting("REPLICA_READS_IN_ATOMIC_REQUESTS", "bool", True, _boolean, "rwsplit.E009"),
@@ -185,6 +195,7 @@ class Config:
     health_endpoint_show_hosts: bool = False
     metrics: bool = False
     replica_reads_in_atomic_requests: bool = True
+    balancer: str = "adaptive"
     # True when every replica is a TEST MIRROR of the primary and
     # ROUTE_TEST_MIRRORS_TO_PRIMARY is on (see balancing.mirrors_active).
     test_mirrors: bool = False

@@ -17,7 +17,9 @@ def fake_state(weights: dict[str, int], replayed: dict[str, int]) -> SimpleNames
     return SimpleNamespace(
         rotation=Rotation(weights),
         config=Config(replicas=weights),
-        status=lambda alias: SimpleNamespace(replay_lsn=replayed.get(alias)),
+        status=lambda alias: SimpleNamespace(
+            replay_lsn=replayed.get(alias), query_ms=None, active_backends=None
+        ),
     )
 
 

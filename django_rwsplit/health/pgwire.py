@@ -204,12 +204,16 @@ def _query(
     return row
 
 
-def fetch_row(conninfo: str, sql: str, timeout: float) -> tuple[str | None, ...]:
+def fetch_row(
+    conninfo: str, sql: str, timeout: float, *, timing: list[float] | None = None
+) -> tuple[str | None, ...]:
     """Connect, run ``sql`` and return its first row as text (``None`` = NULL).
 
     ``timeout`` (seconds) bounds connect and query together. Raises
     :class:`ProbeTimeout` when it passes and :class:`ProbeConnectionError` on
-    any other failure. The connection is always closed.
+    any other failure. The connection is always closed. With ``timing``, the
+    query's round trip alone (without connecting) is appended to it, in
+    seconds: the figure comparable with an application query's.
     """
     try:
         password = conninfo_to_dict(conninfo).get("password")
@@ -220,7 +224,11 @@ def fetch_row(conninfo: str, sql: str, timeout: float) -> tuple[str | None, ...]
     pgconn = pq.PGconn.connect_start(conninfo.encode())
     try:
         _connect(pgconn, deadline, secret)
-        return _query(pgconn, sql, deadline, secret)
+        started = time.perf_counter()
+        row = _query(pgconn, sql, deadline, secret)
+        if timing is not None:
+            timing.append(time.perf_counter() - started)
+        return row
     except psycopg.Error as exc:  # raised by the pq wrapper on I/O failures
         message = pgconn.error_message or str(exc)
         raise ProbeConnectionError(_clean(message, secret)) from None

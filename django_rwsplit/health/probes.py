@@ -55,7 +55,11 @@ REPLICA_SQL = (
     " pg_last_wal_receive_lsn(),"
     f" (SELECT coalesce(status, '{_HIDDEN}') FROM pg_stat_wal_receiver LIMIT 1),"
     " extract(epoch FROM pg_last_xact_replay_timestamp()),"
-    " extract(epoch FROM now())"
+    " extract(epoch FROM now()),"
+    # Other sessions running a query now: the replica's load from every
+    # process of the fleet (only sessions this role may see are counted).
+    " (SELECT count(*) FROM pg_stat_activity WHERE state = 'active'"
+    " AND backend_type = 'client backend' AND pid <> pg_backend_pid())"
 )
 
 
@@ -91,6 +95,9 @@ class ReplicaReading:
     server_time: float | None = None
     latency_ms: float | None = None
     error: str | None = None
+    # The check query's round trip alone (latency_ms includes connecting).
+    query_ms: float | None = None
+    active_backends: int | None = None
 
 
 class Probe(Protocol):
@@ -142,23 +149,39 @@ class PostgresStreamingProbe:
     def __init__(self, fetch: FetchRow = fetch_row) -> None:
         self._fetch = fetch
 
+    def _fetch_timed(
+        self, conninfo: str, sql: str, timeout: float
+    ) -> tuple[tuple[str | None, ...], float | None]:
+        """Run the fetch; return its row and the query's own round trip (ms)."""
+        if self._fetch is not fetch_row:
+            return self._fetch(conninfo, sql, timeout), None
+        timing: list[float] = []
+        row = fetch_row(conninfo, sql, timeout, timing=timing)
+        return row, timing[0] * 1000.0 if timing else None
+
     def _run(
         self, alias: str, settings_dict: Mapping[str, Any], sql: str, timeout: float
-    ) -> tuple[tuple[str | None, ...] | None, float | None, str | None]:
-        """Return ``(row, latency_ms, error)``; exactly one of row/error is set."""
+    ) -> tuple[tuple[str | None, ...] | None, float | None, float | None, str | None]:
+        """
+        Return ``(row, latency_ms, query_ms, error)``.
+
+        Exactly one of row and error is set.
+        """
         start = time.perf_counter()
         try:
-            row = self._fetch(conninfo_from_settings(settings_dict), sql, timeout)
+            row, query_ms = self._fetch_timed(
+                conninfo_from_settings(settings_dict), sql, timeout
+            )
         except ProbeTimeout:
-            return None, None, f"timeout after {timeout * 1000:.0f} ms"
+            return None, None, None, f"timeout after {timeout * 1000:.0f} ms"
         except ProbeConnectionError as exc:
-            return None, None, str(exc)
+            return None, None, None, str(exc)
         except Exception as exc:
             logger.warning(
                 "health probe of %r failed unexpectedly", alias, exc_info=True
             )
-            return None, None, f"unexpected error: {type(exc).__name__}"
-        return row, (time.perf_counter() - start) * 1000.0, None
+            return None, None, None, f"unexpected error: {type(exc).__name__}"
+        return row, (time.perf_counter() - start) * 1000.0, query_ms, None
 
     def check_primary(
         self, alias: str, settings_dict: Mapping[str, Any], timeout: float
@@ -166,7 +189,7 @@ class PostgresStreamingProbe:
         """Check that the primary answers and is not in recovery."""
         checked_at = time.time()
         endpoint = _endpoint(settings_dict)
-        row, latency, error = self._run(alias, settings_dict, PRIMARY_SQL, timeout)
+        row, latency, _, error = self._run(alias, settings_dict, PRIMARY_SQL, timeout)
         try:
             if row is not None:
                 in_recovery, current, now = row
@@ -197,10 +220,13 @@ class PostgresStreamingProbe:
         """Measure a replica's recovery and WAL replay state."""
         checked_at = time.time()
         endpoint = _endpoint(settings_dict)
-        row, latency, error = self._run(alias, settings_dict, REPLICA_SQL, timeout)
+        row, latency, query_ms, error = self._run(
+            alias, settings_dict, REPLICA_SQL, timeout
+        )
         try:
             if row is not None:
-                in_recovery, paused, replay, receive, status, replay_at, now = row
+                in_recovery, paused, replay, receive, status, replay_at, now = row[:7]
+                active = row[7] if len(row) > 7 else None
                 return ReplicaReading(
                     alias=alias,
                     endpoint=endpoint,
@@ -213,6 +239,8 @@ class PostgresStreamingProbe:
                     last_replay_at=_float(replay_at),
                     server_time=_float(now),
                     latency_ms=latency,
+                    query_ms=query_ms,
+                    active_backends=None if active is None else int(active),
                     checked_at=checked_at,
                 )
         except Exception as exc:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import bisect
 import itertools
+import random
 from collections.abc import Iterator, Mapping
 
 
@@ -37,7 +39,7 @@ class Rotation:
     cycle goes on across health rounds.
     """
 
-    __slots__ = ("members", "weights", "_cycle")
+    __slots__ = ("members", "weights", "_cycle", "_others")
 
     def __init__(self, weights: Mapping[str, int]) -> None:
         self.weights: dict[str, int] = dict(weights)
@@ -45,11 +47,30 @@ class Rotation:
         self._cycle: Iterator[str] | None = (
             itertools.cycle(smooth_weighted_sequence(weights)) if weights else None
         )
+        # For each member, the others and their cumulative weights.
+        self._others: dict[str, tuple[list[str], list[int]]] = {}
+        for alias in self.weights:
+            others = [other for other in self.weights if other != alias]
+            self._others[alias] = (
+                others,
+                list(itertools.accumulate(self.weights[o] for o in others)),
+            )
 
     def pick(self) -> str | None:
         """Return the next replica alias, or None when the rotation is empty."""
         cycle = self._cycle
         return None if cycle is None else next(cycle)
+
+    def random_other(self, alias: str) -> str | None:
+        """Return a member other than ``alias``, at random by weight (None if none)."""
+        entry = self._others.get(alias)
+        if entry is None or not entry[0]:
+            return None
+        others, cumulative = entry
+        if len(others) == 1:
+            return others[0]
+        point = random.random() * cumulative[-1]
+        return others[bisect.bisect_right(cumulative, point)]
 
     def candidates(self) -> list[str]:
         """

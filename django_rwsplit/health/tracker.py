@@ -32,6 +32,9 @@ class ReplicaStatus:
     latency_ms: float | None = None
     error: str | None = None
     checked_at: float | None = None
+    # Load seen by the check: its query's round trip, other active sessions.
+    query_ms: float | None = None
+    active_backends: int | None = None
 
 
 @dataclass(frozen=True)
@@ -227,6 +230,8 @@ class Tracker:
             latency_ms=reading.latency_ms,
             error=verdict.problem,
             checked_at=reading.checked_at,
+            query_ms=reading.query_ms,
+            active_backends=reading.active_backends,
         )
         return transition
 

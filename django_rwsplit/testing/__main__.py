@@ -9,7 +9,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 try:
-    from django_rwsplit.testing.cluster import ClusterError, LocalCluster
+    from django_rwsplit.testing import processes
+    from django_rwsplit.testing.cluster import (
+        DUTY_CYCLE_COMMAND,
+        ClusterError,
+        LocalCluster,
+    )
 except ImportError as missing:  # psycopg is the one third-party need here
     sys.exit(
         f"python -m django_rwsplit.testing needs psycopg 3 ({missing}); "
@@ -48,6 +53,7 @@ def _parser() -> argparse.ArgumentParser:
         ("start", "start a node"),
         ("freeze", "SIGSTOP a node and its children"),
         ("thaw", "SIGCONT a frozen node"),
+        ("unslow", "end a slow-down"),
     ):
         sub.add_parser(name, parents=[common], help=text).add_argument("name")
     delay = sub.add_parser(
@@ -55,6 +61,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     delay.add_argument("name")
     delay.add_argument("ms", type=int)
+    slow = sub.add_parser(
+        "slow",
+        parents=[common],
+        help="make a node FACTOR times slower (healthy, caught up) until unslow",
+    )
+    slow.add_argument("name")
+    slow.add_argument("factor", type=float)
+    # The background process behind ``slow`` (not for direct use).
+    cycle = sub.add_parser(DUTY_CYCLE_COMMAND)
+    cycle.add_argument("pid", type=int)
+    cycle.add_argument("factor", type=float)
+    cycle.add_argument("period", type=float)
     return parser
 
 
@@ -68,10 +86,12 @@ def _attach(directory: Path) -> LocalCluster:
 
 
 def _status(cluster: LocalCluster) -> None:
-    rows = [("NODE", "PORT", "RUNNING", "FROZEN", "RECOVERY", "LSN", "REPLAY")]
+    rows = [("NODE", "PORT", "RUNNING", "FROZEN", "SLOW", "RECOVERY", "LSN", "REPLAY")]
     for n in cluster.nodes:
         running = cluster.node_running(n)
-        frozen = running and cluster.is_frozen(n)
+        factor = cluster.slowed(n)
+        slow = "-" if factor is None else f"{factor:g}x"
+        frozen = running and factor is None and cluster.is_frozen(n)
         recovery = lsn = replay = "-"
         if running and not frozen:
             try:
@@ -88,7 +108,7 @@ def _status(cluster: LocalCluster) -> None:
             except ClusterError:
                 recovery = lsn = replay = "?"
         yes_no = ("yes" if running else "no", "yes" if frozen else "no")
-        rows.append((n.name, str(n.port), *yes_no, recovery, lsn, replay))
+        rows.append((n.name, str(n.port), *yes_no, slow, recovery, lsn, replay))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
@@ -98,6 +118,8 @@ def run(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; return the exit status."""
     args = _parser().parse_args(argv)
     cmd: str = args.command
+    if cmd == DUTY_CYCLE_COMMAND:
+        return _duty_cycle(args.pid, args.factor, args.period)
     if cmd == "up":
         cluster = LocalCluster(
             args.dir.absolute(), primary_port=args.port, replicas=args.replicas
@@ -137,6 +159,20 @@ def run(argv: Sequence[str] | None = None) -> int:
         cluster.freeze(args.name)
     elif cmd == "thaw":
         cluster.thaw(args.name)
+    elif cmd == "slow":
+        cluster.slow(args.name, args.factor)
+    elif cmd == "unslow":
+        cluster.unslow(args.name)
+    return 0
+
+
+def _duty_cycle(pid: int, factor: float, period: float) -> int:
+    """Run the slow-down of ``slow`` until SIGTERM (or the server is gone)."""
+    import signal
+
+    ending: list[bool] = []
+    signal.signal(signal.SIGTERM, lambda *_: ending.append(True))
+    processes.duty_cycle(pid, factor, period, lambda: bool(ending))
     return 0
 
 

@@ -13,7 +13,10 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -38,6 +41,9 @@ LOG_FILE = "postgresql.log"
 NODE_CONF = "rwsplit_node.conf"  # written last: marks a finished data directory
 COMMON_CONF = "rwsplit.conf"
 START_TIMEOUT = 60.0
+# One stop-and-continue cycle of a slowed node, in seconds.
+SLOW_PERIOD = 0.02
+DUTY_CYCLE_COMMAND = "_duty-cycle"
 
 Rows = list[tuple[Any, ...]]
 
@@ -294,10 +300,12 @@ class LocalCluster:
 
         The frozen state is read from /proc, so it is seen across processes
         (e.g. ``freeze`` and ``status`` run from separate CLI invocations).
+        A slowed node (:meth:`slow`) is stopped often but not frozen.
         """
         pid = self.postmaster_pid(node)
         st = processes.proc_stat(pid) if pid else None
-        return st is not None and st[1] in ("T", "t")
+        stopped = st is not None and st[1] in processes.STOPPED
+        return stopped and self._slow_state(self.node(node)) is None
 
     def _clean_stale(self, n: Node) -> None:
         """Remove lock files left by a dead (or zombie) postmaster."""
@@ -484,6 +492,7 @@ class LocalCluster:
             raise ClusterError(f"bad stop mode {mode!r}")
         if not self.node_running(n):
             return
+        self.unslow(n)
         if self.is_frozen(n):
             self.thaw(n)
         try:
@@ -534,8 +543,9 @@ class LocalCluster:
     # -- fault injection -----------------------------------------------------
 
     def freeze(self, node: str | int | Node) -> None:
-        """SIGSTOP the node's postmaster and all its children."""
+        """SIGSTOP the node's postmaster and all its children (ends a slow-down)."""
         n = self.node(node)
+        self.unslow(n)
         pid = self.postmaster_pid(n)
         if pid is None:
             raise ClusterError(f"{n.name} is not running")
@@ -549,6 +559,82 @@ class LocalCluster:
             return
 
         processes.continue_tree(pid, n.name)
+
+    def slow(self, node: str | int | Node, factor: float) -> None:
+        """
+        Make ``node`` ``factor`` times slower until :meth:`unslow`.
+
+        A background process stops and continues the node's processes so
+        that they run ``1/factor`` of every :data:`SLOW_PERIOD` seconds: the
+        node stays healthy and caught up, but each query waits for a running
+        slice, as on a CPU-starved VM. Survives this process (CLI use).
+        """
+        n = self.node(node)
+        if not 1 < factor <= 100:
+            raise ClusterError(f"slow factor must be above 1 and at most 100: {factor}")
+        self.unslow(n)
+        pid = self.postmaster_pid(n)
+        if pid is None:
+            raise ClusterError(f"{n.name} is not running")
+        if self.is_frozen(n):
+            raise ClusterError(f"{n.name} is frozen; thaw it first")
+        daemon = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "django_rwsplit.testing",
+                DUTY_CYCLE_COMMAND,
+                str(pid),
+                str(factor),
+                str(SLOW_PERIOD),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+        )
+        self._slow_file(n).write_text(
+            json.dumps({"pid": daemon.pid, "factor": factor, "target": pid})
+        )
+
+    def slowed(self, node: str | int | Node) -> float | None:
+        """Return the factor ``node`` is slowed by (None when it is not)."""
+        state = self._slow_state(self.node(node))
+        return None if state is None else float(state["factor"])
+
+    def unslow(self, node: str | int | Node) -> None:
+        """End :meth:`slow`: stop the background process; the node runs freely."""
+        n = self.node(node)
+        path = self._slow_file(n)
+        state = self._slow_state(n)
+        if state is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(state["pid"]), signal.SIGTERM)
+            processes.poll(
+                lambda: (
+                    not processes.is_running_command(
+                        int(state["pid"]), DUTY_CYCLE_COMMAND
+                    )
+                ),
+                10,
+                f"waiting for {n.name}'s slow-down to end",
+            )
+        path.unlink(missing_ok=True)
+        pid = self.postmaster_pid(n)
+        if pid is not None and state is not None:
+            processes.continue_tree(pid, n.name)
+
+    def _slow_file(self, n: Node) -> Path:
+        return self.base_dir / f"slow-{n.name}.json"
+
+    def _slow_state(self, n: Node) -> dict[str, Any] | None:
+        try:
+            state: dict[str, Any] = json.loads(self._slow_file(n).read_text())
+        except (OSError, ValueError):
+            return None
+        alive = processes.is_running_command(int(state["pid"]), DUTY_CYCLE_COMMAND)
+        return state if alive else None
 
     def pause_replay(self, replica: str | int | Node) -> None:
         """Pause WAL replay on a replica; wait until it is really paused."""

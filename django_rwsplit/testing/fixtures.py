@@ -38,6 +38,8 @@ def django_db_modify_db_settings(
 
 def heal(cluster: LocalCluster) -> None:
     """Undo every fault a test may have injected, and wait until caught up."""
+    for node in cluster.nodes:
+        cluster.unslow(node)
     cluster.thaw("primary")
     if not cluster.node_running("primary"):
         cluster.start_primary()

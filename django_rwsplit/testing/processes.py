@@ -242,3 +242,81 @@ def check_writable(directory: Path, os_user: str | None) -> None:
             "parent directory must be searchable by it (e.g. use a "
             "directory under /tmp)"
         )
+
+
+def signal_all(pids: Sequence[int], signum: int) -> None:
+    """Send ``signum`` to each of ``pids`` that still exists."""
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signum)
+
+
+def duty_cycle(
+    pid: int, factor: float, period: float, done: Callable[[], bool]
+) -> None:
+    """
+    Let process ``pid`` and its descendants run ``1/factor`` of each ``period``.
+
+    Each period stops the postmaster (so it forks no new backend), then its
+    children, and continues them all after ``period * (1 - 1/factor)``
+    seconds: a server with ``1/factor`` of its CPU, as on a starved VM. Ends,
+    leaving every process running, when ``done()`` or when ``pid`` is gone.
+    """
+    running = period / factor
+    stopped = period - running
+    family: list[int] = []
+    finder = ChildFinder(pid)
+    try:
+        while not done() and is_live_postgres(pid):
+            os.kill(pid, signal.SIGSTOP)
+            family = finder.descendants()
+            signal_all(family, signal.SIGSTOP)
+            time.sleep(stopped)
+            signal_all([*family, pid], signal.SIGCONT)
+            time.sleep(running)
+    finally:
+        signal_all([*family, *descendants(pid), pid], signal.SIGCONT)
+
+
+class ChildFinder:
+    """
+    The descendants of one process, found cheaply again and again.
+
+    Lists ``/proc`` each time but reads the parent of new processes only, so
+    a scan costs a directory listing rather than one file read per process.
+    """
+
+    def __init__(self, root: int) -> None:
+        self.root = root
+        self._parents: dict[int, int] = {}
+
+    def descendants(self) -> list[int]:
+        """Return the live descendants of the root now."""
+        pids = {int(name) for name in os.listdir("/proc") if name.isdigit()}
+        for gone in self._parents.keys() - pids:
+            del self._parents[gone]
+        for new in pids - self._parents.keys():
+            st = proc_stat(new)
+            self._parents[new] = st[2] if st is not None else 0
+        children: dict[int, list[int]] = {}
+        for child, parent in self._parents.items():
+            children.setdefault(parent, []).append(child)
+        found: list[int] = []
+        todo = [self.root]
+        while todo:
+            kids = children.get(todo.pop(), [])
+            found += kids
+            todo += kids
+        return found
+
+
+def is_running_command(pid: int, marker: str) -> bool:
+    """Return whether ``pid`` is alive (not a zombie) with ``marker`` in its argv."""
+    st = proc_stat(pid)
+    if st is None or st[1] in ("Z", "X"):
+        return False
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return marker.encode() in argv

@@ -14,6 +14,9 @@ satisfies the scope's read-your-writes position, else on the primary, without
 ejecting anything. Both are bounded (:data:`retry.MAX_RETRIES`) and announced
 with :data:`~django_rwsplit.signals.read_retried`.
 
+Every query's latency and the queries in flight are measured per server
+(:mod:`django_rwsplit.load`) for the adaptive balancer.
+
 Kept connections (``CONN_MAX_AGE`` > 0) and pooled ones (``OPTIONS["pool"]``)
 to a replica that left rotation are not reused, and Django's connection
 health check gets a client-side deadline of ``CHECK_TIMEOUT``.
@@ -32,7 +35,7 @@ from django.db.backends.postgresql import base
 from django.db.utils import InterfaceError, OperationalError
 from psycopg import sql as sql_module
 
-from django_rwsplit import balancing, conf, signals
+from django_rwsplit import balancing, conf, load, signals
 from django_rwsplit.backends.postgresql import pools
 from django_rwsplit.backends.postgresql.retry import MAX_RETRIES, retry_reason
 from django_rwsplit.exceptions import PrimaryUnavailable
@@ -57,8 +60,12 @@ def retry_elsewhere(
     attempt = 0
     while True:
         release.enter(alias, wrapper)
+        server = wrapper.substitute_for or alias
+        started = load.begin(server, wrapper)
+        ok = False
         try:
             result = execute(sql, params, many, context)
+            ok = True
         except (OperationalError, InterfaceError) as error:
             wrapper.end_borrowing()
             reason = wrapper.retry_reason(cursor, error)
@@ -75,6 +82,7 @@ def retry_elsewhere(
             return result
         finally:
             release.leave(alias, wrapper)
+            load.end(server, wrapper, started, ok=ok)
 
 
 class DatabaseWrapper(base.DatabaseWrapper):
