@@ -52,8 +52,9 @@ class RwsplitConfig(AppConfig):
 
     def ready(self) -> None:
         global _fork_hook_registered
-        from django_rwsplit import balancing, load
+        from django_rwsplit import balancing
         from django_rwsplit import checks as rwsplit_checks
+        from django_rwsplit.health import load
         from django_rwsplit.health import state as health_state
 
         checks.register(rwsplit_checks.check_settings)

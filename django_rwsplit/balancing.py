@@ -17,9 +17,10 @@ from typing import Protocol
 
 from django.db import connections
 
-from django_rwsplit import consistency, load, observe
+from django_rwsplit import consistency, observe
 from django_rwsplit.conf import Config
 from django_rwsplit.exceptions import NoReplicaAvailable
+from django_rwsplit.health import load
 from django_rwsplit.health import state as health_state
 from django_rwsplit.health.rotation import Rotation, smooth_weighted_sequence
 from django_rwsplit.pinning import Scope, current_scope

@@ -18,6 +18,7 @@ collectors.
 from __future__ import annotations
 
 import threading
+import time
 import weakref
 from collections import Counter
 from collections.abc import Iterator
@@ -26,6 +27,7 @@ from typing import Any
 from django.core.exceptions import ImproperlyConfigured
 
 from django_rwsplit import conf, observe, signals
+from django_rwsplit.health import load
 from django_rwsplit.health import state as health_state
 from django_rwsplit.health.reasons import Reason
 
@@ -175,6 +177,17 @@ class RwsplitCollector:
                 "Duration of the last health check query on the replica.",
                 labels=["alias"],
             ),
+            "average": GaugeMetricFamily(
+                "rwsplit_replica_latency_average_seconds",
+                "This process's decaying peak average of query latency on the "
+                "replica (the adaptive balancer's latency input).",
+                labels=["alias"],
+            ),
+            "outstanding": GaugeMetricFamily(
+                "rwsplit_replica_outstanding_queries",
+                "Queries of this process running on the replica now.",
+                labels=["alias"],
+            ),
         }
         snapshot = health_state.snapshot()
         for status in snapshot.replicas if snapshot else ():
@@ -186,6 +199,13 @@ class RwsplitCollector:
                 gauges["lag_bytes"].add_metric(labels, float(status.lag_bytes))
             if status.latency_ms is not None:
                 gauges["latency"].add_metric(labels, status.latency_ms / 1000.0)
+        now = time.perf_counter()
+        for alias in replicas:
+            server = load.of(alias)
+            average = server.latency_ms(now)
+            if average is not None:
+                gauges["average"].add_metric([alias], average / 1000.0)
+            gauges["outstanding"].add_metric([alias], float(server.outstanding))
         yield from gauges.values()
 
         reads, pins = self.counts.totals()

@@ -135,6 +135,7 @@ def current_snapshot(config: Config) -> HealthSnapshot:
 def status_document(snapshot: HealthSnapshot, config: Config) -> dict[str, Any]:
     """Return what the status page shows: the snapshot, limits and history."""
     text = summary(snapshot)
+    window = history.samples()
     return {
         "health": health_document(snapshot, config),
         "summary": text if show_hosts(config) else redact(text, config),
@@ -144,7 +145,8 @@ def status_document(snapshot: HealthSnapshot, config: Config) -> dict[str, Any]:
         "refresh_seconds": max(1.0, config.check_interval),
         "window_seconds": history.WINDOW_SECONDS,
         "now": time.time(),
-        "history": [sample.as_dict() for sample in history.samples()],
+        "history": [sample.as_dict() for sample in window],
+        "reads": history.reads_summary(window),
     }
 
 

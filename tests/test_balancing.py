@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections import Counter
 from types import SimpleNamespace
 
 import pytest
@@ -9,6 +11,7 @@ import pytest
 from django_rwsplit import balancing, pinning
 from django_rwsplit.conf import Config
 from django_rwsplit.exceptions import NoReplicaAvailable
+from django_rwsplit.health import load
 from django_rwsplit.health.rotation import Rotation
 
 
@@ -63,3 +66,91 @@ def test_fallback():
     assert balancing.fallback(Config(fallback="primary")) == "default"
     with pytest.raises(NoReplicaAvailable):
         balancing.fallback(Config(fallback="error"))
+
+
+# -- the balancers ---------------------------------------------------------
+
+
+def loaded_state(weights: dict[str, int], balancer: str = "adaptive"):
+    state = fake_state(weights, {})
+    state.config = Config(replicas=weights, balancer=balancer)
+    return state
+
+
+@pytest.fixture
+def fresh_load():
+    load.reset()
+    yield
+    load.reset()
+
+
+def test_adaptive_keeps_the_weighted_order_when_the_load_is_equal(fresh_load):
+    state = loaded_state({"r1": 3, "r2": 1})
+    balancer = balancing.BALANCERS["adaptive"]
+    picks = [balancer.pick(state) for _ in range(8)]
+    assert picks == ["r1", "r1", "r2", "r1"] * 2
+
+
+def test_adaptive_avoids_a_replica_that_answers_slowly(fresh_load):
+    state = loaded_state({"r1": 1, "r2": 1})
+    now = time.perf_counter()
+    load.of("r1").sample(50.0, now)
+    load.of("r2").sample(0.5, now)
+    balancer = balancing.BALANCERS["adaptive"]
+    assert [balancer.pick(state) for _ in range(10)] == ["r2"] * 10
+    assert balancer.candidates(state) == ["r2", "r1"]
+
+
+def test_adaptive_avoids_a_replica_with_queries_in_flight(fresh_load):
+    state = loaded_state({"r1": 1, "r2": 1})
+    now = time.perf_counter()
+    for alias in ("r1", "r2"):
+        load.of(alias).sample(3.0, now)
+    for query in range(3):
+        load.begin("r1", query)
+    balancer = balancing.BALANCERS["adaptive"]
+    assert {balancer.pick(state) for _ in range(6)} == {"r2"}
+
+
+def test_a_slow_replica_wins_its_share_back_once_its_spike_decays(fresh_load):
+    state = loaded_state({"r1": 1, "r2": 1})
+    long_ago = time.perf_counter() - 20 * load.DECAY_SECONDS
+    load.of("r1").sample(50.0, long_ago)
+    balancer = balancing.BALANCERS["adaptive"]
+    assert Counter(balancer.pick(state) for _ in range(10)) == {"r1": 5, "r2": 5}
+
+
+def test_one_replica_needs_no_choice(fresh_load):
+    state = loaded_state({"r1": 1})
+    load.of("r1").sample(500.0, time.perf_counter())
+    assert balancing.BALANCERS["adaptive"].pick(state) == "r1"
+
+
+def test_round_robin_ignores_the_load(fresh_load):
+    state = loaded_state({"r1": 1, "r2": 1}, balancer="round_robin")
+    load.of("r1").sample(50.0, time.perf_counter())
+    picks = [balancing.BALANCERS["round_robin"].pick(state) for _ in range(4)]
+    assert picks == ["r1", "r2", "r1", "r2"]
+
+
+def test_the_health_checks_load_counts_for_every_process(fresh_load):
+    """Active sessions seen by the check raise a replica's cost here too."""
+    state = loaded_state({"r1": 1, "r2": 1})
+    statuses = {
+        "r1": SimpleNamespace(replay_lsn=None, query_ms=2.0, active_backends=6),
+        "r2": SimpleNamespace(replay_lsn=None, query_ms=2.0, active_backends=0),
+    }
+    state.status = statuses.get
+    now = time.perf_counter()
+    assert balancing.cost(state, "r1", now) == pytest.approx(2.0 * 7)
+    assert balancing.cost(state, "r2", now) == pytest.approx(2.0)
+    balancer = balancing.BALANCERS["adaptive"]
+    assert {balancer.pick(state) for _ in range(4)} == {"r2"}
+
+
+def test_random_other_draws_by_weight_and_never_the_first():
+    rotation = Rotation({"a": 1, "b": 8, "c": 1})
+    draws = Counter(rotation.random_other("a") for _ in range(2000))
+    assert set(draws) == {"b", "c"}
+    assert draws["b"] > 4 * draws["c"]
+    assert Rotation({"a": 1}).random_other("a") is None

@@ -60,7 +60,7 @@ def test_install_is_idempotent_and_uninstall_restores_the_listeners():
     installed = observe.listeners
     metrics.install(registry)
     assert observe.listeners == installed and len(installed) == 1
-    assert len(list(registry.collect())) == 10  # registered once
+    assert len(list(registry.collect())) == 12  # registered once
     metrics.uninstall()
     assert observe.listeners == ()
     assert list(registry.collect()) == []
@@ -170,6 +170,11 @@ def test_routed_reads_pins_and_gauges(cluster, prom):
             "rwsplit_replica_check_latency_seconds", {"alias": alias}
         )
         assert 0 < latency < 0.5
+        average = prom.get_sample_value(
+            "rwsplit_replica_latency_average_seconds", {"alias": alias}
+        )
+        assert 0 < average < 0.5  # the reads above were measured
+        assert value(prom, "rwsplit_replica_outstanding_queries", alias=alias) == 0
         # First admissions after start-up are not readmissions.
         assert value(prom, "rwsplit_replica_readmissions_total", alias=alias) == 0
     text = prometheus_client.generate_latest(prom).decode()

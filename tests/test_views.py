@@ -258,7 +258,15 @@ def test_status_page_and_data(cluster):
         assert data["window_seconds"] == 300
         assert {s["alias"] for s in data["history"]} == {"replica1", "replica2"}
         sample = data["history"][-1]
-        assert sample.keys() == {"t", "alias", "lag_seconds", "in_rotation"}
+        assert sample.keys() == {
+            "t",
+            "alias",
+            "lag_seconds",
+            "in_rotation",
+            "queries",
+            "latency_ms",
+        }
+        assert set(data["reads"]) <= {"replica1", "replica2"}
         assert sample["t"] <= data["now"]
 
 

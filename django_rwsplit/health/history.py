@@ -1,5 +1,9 @@
 """
-Recent health rounds of this process, for the status page's lag chart.
+Recent health rounds of this process, for the status page's charts.
+
+Each sample holds a replica's lag and place in rotation at one round, and
+this process's queries on it since the previous round with their latency
+average (:mod:`~django_rwsplit.health.load`): the share of reads chart.
 
 A bounded in-memory ring of per-replica samples. :func:`record` takes a
 :class:`~django_rwsplit.health.tracker.HealthSnapshot` and keeps it only when
@@ -15,9 +19,10 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
+from django_rwsplit.health import load
 from django_rwsplit.health.tracker import HealthSnapshot
 
-__all__ = ["WINDOW_SECONDS", "Sample", "clear", "record", "samples"]
+__all__ = ["WINDOW_SECONDS", "Sample", "clear", "reads_summary", "record", "samples"]
 
 WINDOW_SECONDS = 300.0
 # Rounds kept at most: five minutes at a CHECK_INTERVAL of 0.1 s.
@@ -32,6 +37,8 @@ class Sample:
     alias: str
     lag_seconds: float | None
     in_rotation: bool
+    queries: int = 0
+    latency_ms: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """Return the JSON shape used by the status page."""
@@ -40,6 +47,10 @@ class Sample:
             "alias": self.alias,
             "lag_seconds": self.lag_seconds,
             "in_rotation": self.in_rotation,
+            "queries": self.queries,
+            "latency_ms": None
+            if self.latency_ms is None
+            else round(self.latency_ms, 3),
         }
 
 
@@ -57,6 +68,7 @@ class History:
     def __init__(self, max_rounds: int = MAX_ROUNDS) -> None:
         self._lock = threading.Lock()
         self._rounds: deque[tuple[float, tuple[Sample, ...]]] = deque(maxlen=max_rounds)
+        self._queries_before: dict[str, int] = {}
 
     def record(self, snapshot: HealthSnapshot | None) -> bool:
         """Keep ``snapshot`` if it is a newer round; return whether it was kept."""
@@ -68,16 +80,24 @@ class History:
         with self._lock:
             if self._rounds and at <= self._rounds[-1][0]:
                 return False
-            row = tuple(
-                Sample(
-                    t=status.checked_at if status.checked_at is not None else at,
-                    alias=status.alias,
-                    lag_seconds=status.lag_seconds,
-                    in_rotation=status.in_rotation,
+            now = time.perf_counter()
+            row = []
+            for status in snapshot.replicas:
+                server = load.of(status.alias)
+                queries = server.queries
+                before = self._queries_before.get(status.alias, queries)
+                self._queries_before[status.alias] = queries
+                row.append(
+                    Sample(
+                        t=status.checked_at if status.checked_at is not None else at,
+                        alias=status.alias,
+                        lag_seconds=status.lag_seconds,
+                        in_rotation=status.in_rotation,
+                        queries=max(0, queries - before),
+                        latency_ms=server.latency_ms(now),
+                    )
                 )
-                for status in snapshot.replicas
-            )
-            self._rounds.append((at, row))
+            self._rounds.append((at, tuple(row)))
             self._prune(at)
         return True
 
@@ -98,6 +118,7 @@ class History:
         """Forget every round."""
         with self._lock:
             self._rounds.clear()
+            self._queries_before.clear()
 
 
 _history = History()
@@ -111,6 +132,32 @@ def record(snapshot: HealthSnapshot | None) -> bool:
 def samples(seconds: float = WINDOW_SECONDS) -> list[Sample]:
     """Return this process's samples of the last ``seconds``, oldest first."""
     return _history.samples(seconds)
+
+
+def reads_summary(window: list[Sample]) -> dict[str, dict[str, Any]]:
+    """
+    Return each replica's share of this process's queries over ``window``.
+
+    With the query-weighted mean of the latency average at each round: the
+    figures the status page shows beside the lag chart, over the same samples.
+    """
+    queries: dict[str, int] = {}
+    weighted: dict[str, float] = {}
+    for sample in window:
+        queries[sample.alias] = queries.get(sample.alias, 0) + sample.queries
+        if sample.latency_ms is not None and sample.queries:
+            weighted[sample.alias] = (
+                weighted.get(sample.alias, 0.0) + sample.latency_ms * sample.queries
+            )
+    total = sum(queries.values())
+    return {
+        alias: {
+            "queries": count,
+            "share": count / total if total else None,
+            "latency_ms": weighted[alias] / count if alias in weighted else None,
+        }
+        for alias, count in queries.items()
+    }
 
 
 def clear() -> None:

@@ -35,11 +35,11 @@ from django.db.backends.postgresql import base
 from django.db.utils import InterfaceError, OperationalError
 from psycopg import sql as sql_module
 
-from django_rwsplit import balancing, conf, load, signals
+from django_rwsplit import balancing, conf, signals
 from django_rwsplit.backends.postgresql import pools
 from django_rwsplit.backends.postgresql.retry import MAX_RETRIES, retry_reason
 from django_rwsplit.exceptions import PrimaryUnavailable
-from django_rwsplit.health import release
+from django_rwsplit.health import load, release
 from django_rwsplit.health import state as health_state
 from django_rwsplit.health.pgwire import (
     ProbeError,

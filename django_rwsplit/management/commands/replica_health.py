@@ -72,8 +72,10 @@ def render_table(snapshot: HealthSnapshot, *, verbose: bool = False) -> list[str
     header.append("check latency (ms)")
     if verbose:
         header += ["in recovery", "replay paused", "streaming", "replay LSN"]
+        # The adaptive balancer's inputs seen by the check (shared by the fleet).
+        header += ["query (ms)", "active sessions"]
     header.append("error")
-    numeric = {4, 5, 6}
+    numeric = {4, 5, 6, 11, 12} if verbose else {4, 5, 6}
     rows: list[list[str]] = []
     primary = snapshot.primary
     if primary is not None:
@@ -83,6 +85,7 @@ def render_table(snapshot: HealthSnapshot, *, verbose: bool = False) -> list[str
             current = _lsn(primary.current_lsn)
             row += [_yes_no(primary.in_recovery), "-", "-"]
             row.append(current if current == "-" else f"{current} (current)")
+            row += ["-", "-"]
         row.append(primary_problem(primary) or "")
         rows.append(row)
     for status in snapshot.replicas:
@@ -101,6 +104,8 @@ def render_table(snapshot: HealthSnapshot, *, verbose: bool = False) -> list[str
                 _yes_no(status.replay_paused),
                 _yes_no(status.streaming),
                 _lsn(status.replay_lsn),
+                _number(status.query_ms, 2),
+                _number(status.active_backends, 0),
             ]
         row.append(replica_reason(status))
         rows.append(row)
@@ -121,7 +126,7 @@ def as_json(snapshot: HealthSnapshot) -> dict[str, Any]:
     document = snapshot.as_dict()
     document["checked_at"] = snapshot.taken_at
     for entry in [document["primary"], *document["replicas"]]:
-        for key in ("latency_ms", "lag_seconds"):
+        for key in ("latency_ms", "lag_seconds", "query_ms"):
             if isinstance(entry.get(key), float):
                 entry[key] = round(entry[key], 3)
     return document

@@ -5,7 +5,8 @@ The engine's execute wrapper calls :func:`begin` and :func:`end` around each
 query. Per server alias they keep the queries in flight and a peak-EWMA of
 query latency: a slower response raises the average at once, faster ones
 pull it down by :data:`SMOOTHING` of the gap, and with no new response it
-decays back to a neutral figure (the health check's own query time) within
+decays back to a neutral figure (the health check's own query time, else
+zero) within
 a few :data:`DECAY_SECONDS`. There is no lock and no I/O: adding to or
 discarding from a set is atomic in CPython, and two threads finishing at the
 same instant can at worst lose one sample of an average.
@@ -50,7 +51,7 @@ class ServerLoad:
         if peak is None:
             return neutral
         if neutral is None:
-            return peak
+            neutral = 0.0
         return neutral + (peak - neutral) * math.exp(
             (self.sampled_at - now) / DECAY_SECONDS
         )

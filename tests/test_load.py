@@ -1,0 +1,59 @@
+"""Per-server load as this process sees it: pure logic, no server needed."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from django_rwsplit.health import load
+
+
+@pytest.fixture(autouse=True)
+def fresh():
+    load.reset()
+    yield
+    load.reset()
+
+
+def test_a_slower_response_raises_the_average_at_once():
+    server = load.ServerLoad()
+    server.sample(1.0, now=10.0)
+    server.sample(40.0, now=10.1)
+    assert server.latency_ms(10.1) == 40.0
+
+
+def test_a_faster_response_pulls_the_average_down_by_the_smoothing():
+    server = load.ServerLoad()
+    server.sample(10.0, now=10.0)
+    server.sample(2.0, now=10.0)
+    assert server.latency_ms(10.0) == pytest.approx(10.0 - 8.0 * load.SMOOTHING)
+
+
+def test_without_responses_the_average_decays_to_neutral():
+    server = load.ServerLoad()
+    server.neutral_ms = 1.0
+    server.sample(41.0, now=0.0)
+    one_tau = server.latency_ms(load.DECAY_SECONDS)
+    assert one_tau == pytest.approx(1.0 + 40.0 / math.e)
+    assert server.latency_ms(5 * load.DECAY_SECONDS) < 1.3
+
+
+def test_no_measurement_means_the_neutral_figure_or_none():
+    server = load.ServerLoad()
+    assert server.latency_ms(0.0) is None
+    server.neutral_ms = 0.5
+    assert server.latency_ms(0.0) == 0.5
+
+
+def test_begin_and_end_count_queries_in_flight():
+    first, second = object(), object()
+    t1 = load.begin("replica1", first)
+    load.begin("replica1", second)
+    assert load.of("replica1").outstanding == 2
+    load.end("replica1", first, t1)
+    assert load.of("replica1").outstanding == 1
+    assert load.of("replica1").queries == 1
+    load.end("replica1", second, t1, ok=False)  # a failure is no sample
+    assert load.of("replica1").outstanding == 0
+    assert load.of("replica1").queries == 1
