@@ -104,6 +104,8 @@ RWSPLIT = {
     # "time": the pin cookie sends the client's reads to the primary for
     # STICKY_SECONDS. "lsn": to any replica that has replayed its last write.
     "CONSISTENCY": env.str("RWSPLIT_CONSISTENCY", default="time"),
+    # "adaptive": reads go where the load is lowest; "round_robin": by weight.
+    "BALANCER": env.str("RWSPLIT_BALANCER", default="adaptive"),
 }
 
 # -- Django -----------------------------------------------------------------

@@ -55,10 +55,16 @@ PLAN = (
     Step("replica2 restarted", "start", "replica2"),
     Step("replica1 frozen", "freeze", "replica1"),
     Step("replica1 thawed", "thaw", "replica1"),
+    Step("replica1 slowed 4x", "slow", "replica1"),
+    Step("replica1 unslowed", "unslow", "replica1"),
     Step("primary stopped", "primary_stop", "primary"),
     Step("primary restarted", "primary_start", "primary"),
 )
-HEALS = frozenset({"resume", "start", "thaw"})
+HEALS = frozenset({"resume", "start", "thaw", "unslow"})
+SLOW_FACTOR = 4.0
+# With the adaptive balancer, a slowed replica's share of replica reads must
+# fall under this fraction of its steady share.
+MAX_SLOWED_SHARE = 0.6
 STOPS = frozenset({"stop", "primary_stop"})
 
 
@@ -73,6 +79,8 @@ def inject(cluster: LocalCluster, step: Step) -> None:
         "start": lambda: cluster.start_replica(node),
         "freeze": lambda: cluster.freeze(node),
         "thaw": lambda: cluster.thaw(node),
+        "slow": lambda: cluster.slow(node, SLOW_FACTOR),
+        "unslow": lambda: cluster.unslow(node),
         "primary_stop": cluster.stop_primary,
         "primary_start": cluster.start_primary,
     }
@@ -439,6 +447,16 @@ def violations(run: Run) -> list[str]:
                     f"{phase.name}: {phase.step.node} served reads again {seen}, "
                     f"not within {window:g} s of the heal"
                 )
+        if kind == "slow" and s.balancer == "adaptive":
+            port = run.ports[phase.step.node or "primary"]
+            steady_share = replica_share(grouped[0][1], port, run.replica_ports)
+            share = replica_share(records, port, run.replica_ports)
+            if steady_share and share > MAX_SLOWED_SHARE * steady_share:
+                problems.append(
+                    f"{phase.name}: the slowed replica served {share:.0%} of replica "
+                    f"reads, not under {MAX_SLOWED_SHARE:g} x its steady "
+                    f"{steady_share:.0%}"
+                )
         if kind == "steady":
             served = {r["port"] for r in records if r["kind"] == "read"}
             if not run.replica_ports <= served:
@@ -447,6 +465,18 @@ def violations(run: Run) -> list[str]:
 
 
 # -- reporting -----------------------------------------------------------------
+
+
+def replica_share(
+    records: Sequence[Mapping[str, Any]], port: int, replica_ports: set[int]
+) -> float:
+    """The share of successful reads from replicas that ``port`` served."""
+    served = [
+        r["port"]
+        for r in records
+        if r["kind"] == "read" and r["status"] == 200 and r["port"] in replica_ports
+    ]
+    return served.count(port) / len(served) if served else 0.0
 
 
 def percentile(values: Sequence[float], q: float) -> float:

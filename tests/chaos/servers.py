@@ -49,6 +49,7 @@ class ChaosSettings:
     atomic_requests: bool = False
     # PgBouncer (transaction pooling) in front of each replica.
     pgbouncer: bool = False
+    balancer: str = "adaptive"
     secret_key: str = "rwsplit-chaos-not-secret"
 
     @property
@@ -121,6 +122,7 @@ def example_env(
             "RWSPLIT_MAX_LAG_SECONDS": str(settings.max_lag_seconds),
             "RWSPLIT_READMIT_AFTER": str(settings.readmit_after),
             "RWSPLIT_STICKY_SECONDS": str(settings.sticky_seconds),
+            "RWSPLIT_BALANCER": settings.balancer,
             "PYTHONUNBUFFERED": "1",
             "PYTHONPATH": os.pathsep.join(
                 p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p
