@@ -213,7 +213,9 @@ def test_adaptive_moves_reads_off_a_slowed_replica_and_back(
                 healed = time.monotonic()
                 # Back to a fair share within a few seconds of the heal.
                 wait_until(
-                    lambda: share(replica_reads(server, 1.0), slow_port) >= 0.3,
+                    lambda server=server: (
+                        share(replica_reads(server, 1.0), slow_port) >= 0.3
+                    ),
                     timeout=8,
                     interval=0,
                 )
