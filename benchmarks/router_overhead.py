@@ -1,6 +1,8 @@
 """
 Nanoseconds per ``router.db_for_read(Model)``: no router, django-multidb-router,
-and ReadWriteRouter, measured in one run against a real local cluster.
+and ReadWriteRouter (adaptive and round-robin balancers), measured in one run
+against a real local cluster; and the engine's execute wrapper's added cost
+per query (failover, hung-server registry, load measurement), in ns.
 
     python benchmarks/router_overhead.py [--number N] [--repeat R]
 
@@ -15,8 +17,90 @@ import platform
 import sys
 import time
 from collections.abc import Callable
+from typing import Any
 
 from _setup import cluster, configure, table
+
+
+def best_of(
+    runs: dict[str, Callable[[], float | None]], repeat: int, number: int
+) -> dict[str, float]:
+    """
+    Nanoseconds per call of each run, best of ``repeat``, interleaved.
+
+    A run may return the seconds its calls took (leaving out its set-up).
+    """
+    best: dict[str, float] = dict.fromkeys(runs, float("inf"))
+    for _ in range(repeat):
+        # Interleaved, so that machine noise hits the candidates alike.
+        for name, run in runs.items():
+            started = time.perf_counter()
+            elapsed = run()
+            if elapsed is None:
+                elapsed = time.perf_counter() - started
+            best[name] = min(best[name], elapsed)
+    return {name: seconds / number * 1e9 for name, seconds in best.items()}
+
+
+def plain_with(balancer: str, router: Any, number: int) -> Callable[[], float]:
+    """``number`` calls of ``router.db_for_read`` with ``balancer`` configured."""
+    from django.conf import settings
+    from django.contrib.auth.models import User
+    from django.test import override_settings
+
+    from django_rwsplit import conf
+    from django_rwsplit.health import state as health_state
+
+    wanted = {**settings.RWSPLIT, "BALANCER": balancer}
+
+    def run() -> float:
+        with override_settings(RWSPLIT=wanted):
+            config = conf.get_config()
+            state = health_state.process_health(config)
+            deadline = time.monotonic() + 10
+            while len(state.rotation.members) < 2 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            call = router.db_for_read
+            started = time.perf_counter()
+            for _ in range(number):
+                call(User)
+            return time.perf_counter() - started
+
+    return run
+
+
+def execute_wrapper_cost(number: int, repeat: int) -> dict[str, float]:
+    """Nanoseconds the replica engine's execute wrapper adds to each query."""
+    from django.db import connections
+
+    from django_rwsplit.backends.postgresql.base import retry_elsewhere
+    from django_rwsplit.health import load
+
+    wrapper = connections["replica1"]
+    context = {"connection": wrapper, "cursor": None}
+
+    def execute(sql: str, params: Any, many: bool, context: Any) -> None:
+        return None
+
+    def bare() -> None:
+        for _ in range(number):
+            execute("SELECT 1", None, False, context)
+
+    def wrapped() -> None:
+        for _ in range(number):
+            retry_elsewhere(execute, "SELECT 1", None, False, context)
+
+    def measuring() -> None:
+        for _ in range(number):
+            load.end("replica1", wrapper, load.begin("replica1", wrapper))
+
+    ns = best_of(
+        {"bare": bare, "wrapped": wrapped, "measuring": measuring}, repeat, number
+    )
+    return {
+        "execute wrapper, added per query": ns["wrapped"] - ns["bare"],
+        "of which load measurement": ns["measuring"],
+    }
 
 
 def main() -> None:
@@ -48,7 +132,7 @@ def main() -> None:
             "multidb PinningReplicaRouter": ConnectionRouter(
                 ["multidb.PinningReplicaRouter"]
             ),
-            "ReadWriteRouter": ConnectionRouter([ReadWriteRouter()]),
+            "ReadWriteRouter": ConnectionRouter([ReadWriteRouter()]),  # adaptive
         }
         # Start health checks and let the replicas enter rotation first.
         rw = candidates["ReadWriteRouter"]
@@ -57,12 +141,9 @@ def main() -> None:
         )
 
         def in_request() -> None:
-            token = pinning._scope.set(pinning.Scope())
-            try:
+            with pinning.scoped(pinning.Scope()):
                 for _ in range(args.number):
                     rw.db_for_read(User)
-            finally:
-                pinning._scope.reset(token)
 
         def plain(router: ConnectionRouter) -> Callable[[], None]:
             def run() -> None:
@@ -72,16 +153,15 @@ def main() -> None:
 
             return run
 
-        runs = {name: plain(router) for name, router in candidates.items()}
+        runs: dict[str, Callable[[], float | None]] = {
+            name: plain(router) for name, router in candidates.items()
+        }
+        runs["ReadWriteRouter, round_robin"] = plain_with(
+            "round_robin", rw, args.number
+        )
         runs["ReadWriteRouter, inside a request"] = in_request
-        # Interleave the candidates so that machine noise hits them alike.
-        best: dict[str, float] = dict.fromkeys(runs, float("inf"))
-        for _ in range(args.repeat):
-            for name, run in runs.items():
-                started = time.perf_counter()
-                run()
-                best[name] = min(best[name], time.perf_counter() - started)
-        results = {name: seconds / args.number * 1e9 for name, seconds in best.items()}
+        results = best_of(runs, args.repeat, args.number)
+        wrapper = execute_wrapper_cost(args.number, args.repeat)
         health_state.reset()
 
     baseline = results["multidb PinningReplicaRouter"]
@@ -104,6 +184,8 @@ def main() -> None:
             ["router", "ns per db_for_read", "vs PinningReplicaRouter", "vs no router"],
         )
     )
+    print()
+    print(table([[k, f"{v:.0f}"] for k, v in wrapper.items()], ["engine", "ns"]))
 
 
 if __name__ == "__main__":

@@ -211,9 +211,10 @@ def fetch_row(
 
     ``timeout`` (seconds) bounds connect and query together. Raises
     :class:`ProbeTimeout` when it passes and :class:`ProbeConnectionError` on
-    any other failure. The connection is always closed. With ``timing``, the
-    query's round trip alone (without connecting) is appended to it, in
-    seconds: the figure comparable with an application query's.
+    any other failure. The connection is always closed. With ``timing``, a
+    ``SELECT 1`` follows, and its round trip (on a warm session, without
+    connecting) is appended to it in seconds: a figure comparable with an
+    application query's.
     """
     try:
         password = conninfo_to_dict(conninfo).get("password")
@@ -224,9 +225,12 @@ def fetch_row(
     pgconn = pq.PGconn.connect_start(conninfo.encode())
     try:
         _connect(pgconn, deadline, secret)
-        started = time.perf_counter()
         row = _query(pgconn, sql, deadline, secret)
         if timing is not None:
+            # A second, trivial round trip on the now warm backend: the first
+            # query of a new session also loads its caches.
+            started = time.perf_counter()
+            _query(pgconn, "SELECT 1", deadline, secret)
             timing.append(time.perf_counter() - started)
         return row
     except psycopg.Error as exc:  # raised by the pq wrapper on I/O failures

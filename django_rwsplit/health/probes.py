@@ -95,7 +95,7 @@ class ReplicaReading:
     server_time: float | None = None
     latency_ms: float | None = None
     error: str | None = None
-    # The check query's round trip alone (latency_ms includes connecting).
+    # A warm round trip after the check (latency_ms includes connecting).
     query_ms: float | None = None
     active_backends: int | None = None
 
