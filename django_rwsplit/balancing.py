@@ -45,75 +45,64 @@ __all__ = [
 class Balancer(Protocol):
     """Orders the replicas in rotation for a read."""
 
-    def pick(self, state: health_state.ProcessHealth) -> str | None:
+    def pick(self, rotation: Rotation) -> str | None:
         """Return the replica for a new scope's first read (None: none in rotation)."""
 
-    def candidates(self, state: health_state.ProcessHealth) -> list[str]:
+    def candidates(self, rotation: Rotation) -> list[str]:
         """Return every replica in rotation once, the preferred first."""
 
 
 class RoundRobinBalancer:
     """Smooth weighted round-robin: a fixed order, whatever the load."""
 
-    def pick(self, state: health_state.ProcessHealth) -> str | None:
-        return state.rotation.pick()
+    def pick(self, rotation: Rotation) -> str | None:
+        return rotation.pick()
 
-    def candidates(self, state: health_state.ProcessHealth) -> list[str]:
-        return state.rotation.candidates()
-
-
-# The second candidate wins only when it is clearly cheaper: cost ratio and
-# an absolute slack (in cost units: ms x queries), so equally loaded replicas
-# keep their exact weighted round-robin shares, under light traffic too.
-CLEARLY_CHEAPER = 1.5
-SLACK_MS = 1.0
+    def candidates(self, rotation: Rotation) -> list[str]:
+        return rotation.candidates()
 
 
-def cost(state: health_state.ProcessHealth, alias: str, now: float) -> float:
+def cost(alias: str, now: float) -> float:
     """
     Return what a read on ``alias`` is expected to cost now (lower is better).
 
     Latency (this process's peak-EWMA, decaying to the health check's query
     time) times the load: 1 + this process's queries in flight there + the
     other sessions the last health check saw active on it (every process's).
+    See :meth:`~django_rwsplit.health.load.ServerLoad.cost`.
     """
-    server = load.of(alias)
-    status = state.status(alias)
-    active = 0
-    if status is not None:
-        server.neutral_ms = status.query_ms
-        active = status.active_backends or 0
-    latency = server.latency_ms(now) or 0.0
-    return latency * (1 + len(server.inflight) + active)
+    return load.of(alias).cost(now)
 
 
 class AdaptiveBalancer:
     """
-    The cheaper of two: the round-robin's next replica and a random other.
+    Two candidates: the round-robin's next replica and a random other.
 
-    The second is drawn by weight among the other replicas in rotation; it
-    serves when :func:`cost` finds it clearly cheaper. With one replica in
+    The second, drawn by weight among the other replicas in rotation, serves
+    when the first is *penalised*: its :func:`cost` is clearly above the
+    cheapest replica's (:func:`~django_rwsplit.health.load.judge`, renewed
+    by finishing queries at most every millisecond and by each health round,
+    so a pick reads one set) and the second's is not. With one replica in
     rotation no choice is made.
     """
 
-    def pick(self, state: health_state.ProcessHealth) -> str | None:
-        rotation = state.rotation
+    def pick(self, rotation: Rotation) -> str | None:
         first = rotation.pick()
         if first is None:
             return None
-        second = rotation.random_other(first)
-        if second is None:
+        penalised = load.penalised
+        if first not in penalised:
             return first
-        now = time.perf_counter()
-        threshold = CLEARLY_CHEAPER * cost(state, second, now) + SLACK_MS
-        return second if cost(state, first, now) > threshold else first
+        second = rotation.random_other(first)
+        if second is None or second not in penalised:
+            return second or first
+        # Both drawn are penalised (three replicas or more): any that is not.
+        return next((a for a in rotation.weights if a not in penalised), first)
 
-    def candidates(self, state: health_state.ProcessHealth) -> list[str]:
+    def candidates(self, rotation: Rotation) -> list[str]:
         now = time.perf_counter()
         # sorted() is stable: equal costs keep the round-robin order.
-        return sorted(
-            state.rotation.candidates(), key=lambda alias: cost(state, alias, now)
-        )
+        return sorted(rotation.candidates(), key=lambda alias: cost(alias, now))
 
 
 BALANCERS: dict[str, Balancer] = {
@@ -136,7 +125,7 @@ def choose_replica(config: Config, scope: Scope | None) -> str:
             return chosen
         if scope.min_lsn is not None:
             return _causal_choice(state, config, scope, rotation)
-    alias = BALANCERS[config.balancer].pick(state)
+    alias = BALANCERS[config.balancer].pick(rotation)
     if alias is None:
         return fallback(config)
     if scope is not None:
@@ -150,7 +139,7 @@ def _causal_choice(
     """A replica that has replayed ``scope.min_lsn``, else the primary."""
     if not rotation.members:
         return fallback(config)
-    for alias in BALANCERS[config.balancer].candidates(state):
+    for alias in BALANCERS[config.balancer].candidates(rotation):
         if caught_up(state, alias, scope, ask=True):
             scope.replica = alias
             return alias
@@ -176,7 +165,7 @@ def substitute_for_read(
     next pick, so substitutes spread over the replicas.
     """
     scope = current_scope()
-    for alias in BALANCERS[state.config.balancer].candidates(state):
+    for alias in BALANCERS[state.config.balancer].candidates(state.rotation):
         if alias not in exclude and caught_up(state, alias, scope, ask=False):
             return alias
     return state.config.primary

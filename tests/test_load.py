@@ -57,3 +57,19 @@ def test_begin_and_end_count_queries_in_flight():
     load.end("replica1", second, t1, ok=False)  # a failure is no sample
     assert load.of("replica1").outstanding == 0
     assert load.of("replica1").queries == 1
+
+
+def test_cost_is_latency_times_load():
+    server = load.of("replica1")
+    load.take_check("replica1", 1.5, 2)
+    assert server.cost(0.0) == pytest.approx(1.5 * 3)
+    load.begin("replica1", "a query")
+    assert server.cost(0.0) == pytest.approx(1.5 * 4)
+
+
+def test_an_average_from_the_future_is_not_decayed():
+    """Another thread may sample after this one read the clock: no overflow."""
+    server = load.ServerLoad()
+    server.sample(5.0, now=1e6)
+    assert server.latency_ms(0.0) == 5.0
+    assert server.cost(0.0) == 5.0

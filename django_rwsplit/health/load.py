@@ -18,25 +18,56 @@ import math
 import time
 from typing import Any
 
-__all__ = ["DECAY_SECONDS", "SMOOTHING", "ServerLoad", "begin", "end", "of", "reset"]
+__all__ = [
+    "DECAY_SECONDS",
+    "SMOOTHING",
+    "ServerLoad",
+    "CLEARLY_CHEAPER",
+    "SLACK_MS",
+    "begin",
+    "end",
+    "judge",
+    "of",
+    "penalised",
+    "reset",
+    "take_check",
+]
 
 # Time constant of the decay back to neutral: after 3 s, 5 % of a spike is left.
 DECAY_SECONDS = 1.0
 # Weight of a response faster than the average (slower ones replace it).
 SMOOTHING = 0.3
+_RATE = 1.0 / DECAY_SECONDS
+# A replica is *penalised* when its cost is more than CLEARLY_CHEAPER times
+# the cheapest replica's plus SLACK_MS (cost units: ms x load), so equally
+# loaded replicas, whose costs differ by noise, are never told apart.
+CLEARLY_CHEAPER = 1.5
+SLACK_MS = 1.0
+# The verdict is renewed at most this often (seconds) by finishing queries,
+# and once per health round.
+JUDGE_EVERY = 0.001
 
 
 class ServerLoad:
     """One server's load as this process sees it."""
 
-    __slots__ = ("inflight", "peak_ms", "sampled_at", "neutral_ms", "queries")
+    __slots__ = (
+        "inflight",
+        "peak_ms",
+        "sampled_at",
+        "neutral_ms",
+        "active_backends",
+        "queries",
+    )
 
     def __init__(self) -> None:
         self.inflight: set[Any] = set()
         self.peak_ms: float | None = None
         self.sampled_at = 0.0
-        # What the average decays to (set by the balancer from health checks).
+        # From the last health check (see :func:`take_check`): what the
+        # average decays to, and the other sessions running a query there.
         self.neutral_ms: float | None = None
+        self.active_backends = 0
         self.queries = 0
 
     @property
@@ -47,24 +78,61 @@ class ServerLoad:
     def latency_ms(self, now: float) -> float | None:
         """Return the average at ``now`` (perf_counter), decayed toward neutral."""
         peak = self.peak_ms
-        neutral = self.neutral_ms
         if peak is None:
-            return neutral
-        if neutral is None:
-            neutral = 0.0
-        return neutral + (peak - neutral) * math.exp(
-            (self.sampled_at - now) / DECAY_SECONDS
-        )
+            return self.neutral_ms
+        age = now - self.sampled_at
+        if age <= 0.0:
+            return peak
+        neutral = self.neutral_ms or 0.0
+        return neutral + (peak - neutral) * math.exp(-age * _RATE)
+
+    def cost(self, now: float) -> float:
+        """
+        Return latency x load: what a read here is expected to cost now.
+
+        Load is 1 + this process's queries in flight + the other sessions
+        the last health check saw active (every process's queries).
+        """
+        peak = self.peak_ms
+        if peak is None:
+            latency = self.neutral_ms or 0.0
+        else:
+            age = now - self.sampled_at
+            if age <= 0.0:
+                latency = peak
+            else:
+                neutral = self.neutral_ms or 0.0
+                latency = neutral + (peak - neutral) * math.exp(-age * _RATE)
+        return latency * (1 + len(self.inflight) + self.active_backends)
 
     def sample(self, elapsed_ms: float, now: float) -> None:
         """Take one response time into the average."""
-        current = self.latency_ms(now)
-        if current is None or elapsed_ms >= current:
+        peak = self.peak_ms
+        if peak is not None:
+            age = now - self.sampled_at
+            if age > 0.0:
+                neutral = self.neutral_ms or 0.0
+                peak = neutral + (peak - neutral) * math.exp(-age * _RATE)
+        if peak is None or elapsed_ms >= peak:
             self.peak_ms = elapsed_ms
         else:
-            self.peak_ms = current + (elapsed_ms - current) * SMOOTHING
+            self.peak_ms = peak + (elapsed_ms - peak) * SMOOTHING
         self.sampled_at = now
         self.queries += 1
+
+    def begin(self, query: object) -> float:
+        """Note that ``query`` (any hashable token) started here; return the time."""
+        self.inflight.add(query)
+        return time.perf_counter()
+
+    def end(self, query: object, started: float, ok: bool = True) -> None:
+        """Note that ``query`` returned; a successful one is a latency sample."""
+        now = time.perf_counter()
+        self.inflight.discard(query)
+        if ok:
+            self.sample((now - started) * 1000.0, now)
+        if now - _judged_at >= JUDGE_EVERY:
+            judge(now)
 
 
 _loads: dict[str, ServerLoad] = {}
@@ -78,21 +146,50 @@ def of(alias: str) -> ServerLoad:
     return load
 
 
+# Replicas in rotation (set each health round) and those clearly costlier
+# than the cheapest of them now: replaced whole, read without a lock.
+_members: frozenset[str] = frozenset()
+penalised: frozenset[str] = frozenset()
+_judged_at = 0.0
+
+
+def judge(now: float, members: frozenset[str] | None = None) -> frozenset[str]:
+    """Renew :data:`penalised` (among ``members``, default: the last ones)."""
+    global _members, penalised, _judged_at
+    if members is not None:
+        _members = members
+    _judged_at = now
+    current = _members
+    if len(current) < 2:
+        penalised = frozenset()
+        return penalised
+    costs = {alias: of(alias).cost(now) for alias in current}
+    limit = CLEARLY_CHEAPER * min(costs.values()) + SLACK_MS
+    penalised = frozenset(alias for alias, cost in costs.items() if cost > limit)
+    return penalised
+
+
 def begin(alias: str, query: object) -> float:
     """Note that ``query`` (any hashable token) started on ``alias``."""
-    of(alias).inflight.add(query)
-    return time.perf_counter()
+    return of(alias).begin(query)
 
 
 def end(alias: str, query: object, started: float, *, ok: bool = True) -> None:
     """Note that ``query`` returned; a successful one is a latency sample."""
-    now = time.perf_counter()
-    load = of(alias)
-    load.inflight.discard(query)
-    if ok:
-        load.sample((now - started) * 1000.0, now)
+    of(alias).end(query, started, ok)
+
+
+def take_check(alias: str, query_ms: float | None, active: int | None) -> None:
+    """Take a health check's view of ``alias``'s load (called once per round)."""
+    server = of(alias)
+    if query_ms is not None:
+        server.neutral_ms = query_ms
+    server.active_backends = active or 0
 
 
 def reset() -> None:
     """Forget every measurement (tests; a forked child starts afresh)."""
+    global _members, penalised, _judged_at
     _loads.clear()
+    _members = penalised = frozenset()
+    _judged_at = 0.0

@@ -13,13 +13,14 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Sequence
 
 from django.db import connections
 
 from django_rwsplit import signals
 from django_rwsplit.conf import Config
-from django_rwsplit.health import history, release
+from django_rwsplit.health import history, load, release
 from django_rwsplit.health.monitor import Monitor, tracker_for
 from django_rwsplit.health.probes import PrimaryStatus, ReplicaReading
 from django_rwsplit.health.reasons import Reason
@@ -73,6 +74,11 @@ class ProcessHealth:
         self, primary: PrimaryStatus, readings: Sequence[ReplicaReading]
     ) -> None:
         transitions = self.tracker.apply(primary, readings)
+        for reading in readings:
+            if reading.reachable:
+                load.take_check(
+                    reading.alias, reading.query_ms, reading.active_backends
+                )
         history.record(self.tracker.snapshot())
         self._announce(transitions)
         for reading in readings:
@@ -133,6 +139,7 @@ class ProcessHealth:
     def eject(self, alias: str, reason: str, kind: Reason | None = None) -> None:
         """Take ``alias`` out of rotation at once."""
         transition = self.tracker.eject(alias, reason, kind)
+        load.judge(time.perf_counter(), self.tracker.rotation.members)
         if transition is not None:
             self._announce([transition])
             if not self.tracker.rotation.members:

@@ -60,8 +60,8 @@ def retry_elsewhere(
     attempt = 0
     while True:
         release.enter(alias, wrapper)
-        server = wrapper.substitute_for or alias
-        started = load.begin(server, wrapper)
+        server = load.of(wrapper.substitute_for or alias)
+        started = server.begin(wrapper)
         ok = False
         try:
             result = execute(sql, params, many, context)
@@ -82,7 +82,7 @@ def retry_elsewhere(
             return result
         finally:
             release.leave(alias, wrapper)
-            load.end(server, wrapper, started, ok=ok)
+            server.end(wrapper, started, ok)
 
 
 class DatabaseWrapper(base.DatabaseWrapper):
