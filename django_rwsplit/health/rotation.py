@@ -5,7 +5,7 @@ from __future__ import annotations
 import bisect
 import itertools
 import random
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Mapping
 
 
 def smooth_weighted_sequence(weights: Mapping[str, int]) -> list[str]:
@@ -29,23 +29,31 @@ def smooth_weighted_sequence(weights: Mapping[str, int]) -> list[str]:
     return order
 
 
+def _nothing() -> None:
+    return None
+
+
 class Rotation:
     """
     The replicas that may serve reads now, and the order to hand them out.
 
-    Immutable once built; :meth:`pick` is safe to call from many threads at
+    Immutable once built; ``pick()`` is safe to call from many threads at
     once because advancing an ``itertools.cycle`` is atomic in CPython. The
     tracker builds a new one only when membership or weights change, so the
     cycle goes on across health rounds.
     """
 
-    __slots__ = ("members", "weights", "_cycle", "_others")
+    __slots__ = ("members", "weights", "pick", "_others")
 
     def __init__(self, weights: Mapping[str, int]) -> None:
         self.weights: dict[str, int] = dict(weights)
         self.members: frozenset[str] = frozenset(weights)
-        self._cycle: Iterator[str] | None = (
-            itertools.cycle(smooth_weighted_sequence(weights)) if weights else None
+        # pick(): the next replica alias, or None when the rotation is empty.
+        # The cycle's own __next__ when there are members: one C call.
+        self.pick: Callable[[], str | None] = (
+            itertools.cycle(smooth_weighted_sequence(weights)).__next__
+            if weights
+            else _nothing
         )
         # For each member, the others and their cumulative weights.
         self._others: dict[str, tuple[list[str], list[int]]] = {}
@@ -55,11 +63,6 @@ class Rotation:
                 others,
                 list(itertools.accumulate(self.weights[o] for o in others)),
             )
-
-    def pick(self) -> str | None:
-        """Return the next replica alias, or None when the rotation is empty."""
-        cycle = self._cycle
-        return None if cycle is None else next(cycle)
 
     def random_other(self, alias: str) -> str | None:
         """Return a member other than ``alias``, at random by weight (None if none)."""

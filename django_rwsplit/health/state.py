@@ -39,15 +39,14 @@ class ProcessHealth:
         databases[config.primary] = connections.settings[config.primary]
         self.databases = databases
         self.tracker = tracker_for(config, databases)
+        # The replicas in rotation now: the tracker's, handed over on each
+        # change (a plain attribute: the router reads it on every read).
+        self.rotation: Rotation = self.tracker.rotation
+        self.tracker.on_rotation = self._rotation_changed
         self.monitor = Monitor(config, databases, self._take_round)
         self.fallback_active = False
         self.primary_problem: str | None = None
         self.pid = os.getpid()
-
-    @property
-    def rotation(self) -> Rotation:
-        """The replicas in rotation now (kept current by the tracker)."""
-        return self.tracker.rotation
 
     @property
     def primary(self) -> PrimaryStatus | None:
@@ -56,11 +55,11 @@ class ProcessHealth:
 
     def in_rotation(self, alias: str) -> bool:
         """Return whether replica ``alias`` may serve reads now."""
-        return alias in self.tracker.rotation.members
+        return alias in self.rotation.members
 
     def pick(self) -> str | None:
         """Return the rotation's next replica (None when it is empty)."""
-        return self.tracker.rotation.pick()
+        return self.rotation.pick()
 
     def status(self, alias: str) -> ReplicaStatus | None:
         """Return replica ``alias``'s latest status (None before its first check)."""
@@ -69,6 +68,10 @@ class ProcessHealth:
     def unreachable(self, alias: str) -> bool:
         """Return whether ``alias`` was last found unreachable (not merely lagging)."""
         return self.tracker.unreachable(alias)
+
+    def _rotation_changed(self, rotation: Rotation) -> None:
+        self.rotation = rotation
+        load.judge(time.perf_counter(), rotation.members)
 
     def _take_round(
         self, primary: PrimaryStatus, readings: Sequence[ReplicaReading]
@@ -85,7 +88,7 @@ class ProcessHealth:
             if not reading.reachable and (reading.error or "").startswith("timeout"):
                 release.release(reading.alias, self.databases[reading.alias])
         self._primary_changed(primary)
-        self._fallback_changed(not self.tracker.rotation.members)
+        self._fallback_changed(not self.rotation.members)
 
     def _primary_changed(self, primary: PrimaryStatus) -> None:
         problem = (
@@ -139,10 +142,9 @@ class ProcessHealth:
     def eject(self, alias: str, reason: str, kind: Reason | None = None) -> None:
         """Take ``alias`` out of rotation at once."""
         transition = self.tracker.eject(alias, reason, kind)
-        load.judge(time.perf_counter(), self.tracker.rotation.members)
         if transition is not None:
             self._announce([transition])
-            if not self.tracker.rotation.members:
+            if not self.rotation.members:
                 self._fallback_changed(True)
 
     def start(self) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -140,6 +140,8 @@ class Tracker:
             for alias in config.replicas
         }
         self.rotation = Rotation({})
+        # Called with each new rotation (the process state keeps a copy).
+        self.on_rotation: Callable[[Rotation], None] | None = None
 
     def apply(
         self, primary: PrimaryStatus | None, readings: Sequence[ReplicaReading]
@@ -263,6 +265,8 @@ class Tracker:
         }
         if weights != self.rotation.weights:
             self.rotation = Rotation(weights)
+            if self.on_rotation is not None:
+                self.on_rotation(self.rotation)
 
     def unreachable(self, alias: str) -> bool:
         """Return whether ``alias`` was last found unreachable (not merely lagging)."""
