@@ -17,6 +17,7 @@ import platform
 import sys
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from typing import Any
 
 from _setup import cluster, configure, table
@@ -42,13 +43,20 @@ def best_of(
     return {name: seconds / number * 1e9 for name, seconds in best.items()}
 
 
-def plain_with(balancer: str, router: Any, number: int) -> Callable[[], float]:
-    """``number`` calls of ``router.db_for_read`` with ``balancer`` configured."""
+def plain_with(
+    balancer: str, router: Any, number: int, *, in_request: bool = False
+) -> Callable[[], float]:
+    """
+    ``number`` calls of ``router.db_for_read`` with ``balancer`` configured.
+
+    Each run sets its configuration and waits for both replicas in rotation
+    before it starts the clock (a new configuration restarts the monitor).
+    """
     from django.conf import settings
     from django.contrib.auth.models import User
     from django.test import override_settings
 
-    from django_rwsplit import conf
+    from django_rwsplit import conf, pinning
     from django_rwsplit.health import state as health_state
 
     wanted = {**settings.RWSPLIT, "BALANCER": balancer}
@@ -61,10 +69,11 @@ def plain_with(balancer: str, router: Any, number: int) -> Callable[[], float]:
             while len(state.rotation.members) < 2 and time.monotonic() < deadline:
                 time.sleep(0.05)
             call = router.db_for_read
-            started = time.perf_counter()
-            for _ in range(number):
-                call(User)
-            return time.perf_counter() - started
+            with pinning.scoped(pinning.Scope()) if in_request else nullcontext():
+                started = time.perf_counter()
+                for _ in range(number):
+                    call(User)
+                return time.perf_counter() - started
 
     return run
 
@@ -122,7 +131,6 @@ def main() -> None:
         from django.contrib.auth.models import User
         from django.db.utils import ConnectionRouter
 
-        from django_rwsplit import pinning
         from django_rwsplit.health import state as health_state
         from django_rwsplit.routers import ReadWriteRouter
 
@@ -132,18 +140,13 @@ def main() -> None:
             "multidb PinningReplicaRouter": ConnectionRouter(
                 ["multidb.PinningReplicaRouter"]
             ),
-            "ReadWriteRouter": ConnectionRouter([ReadWriteRouter()]),  # adaptive
+            "ReadWriteRouter": ConnectionRouter([ReadWriteRouter()]),
         }
         # Start health checks and let the replicas enter rotation first.
         rw = candidates["ReadWriteRouter"]
         assert rw.db_for_read(User) in ("replica1", "replica2"), (
             "replicas not in rotation"
         )
-
-        def in_request() -> None:
-            with pinning.scoped(pinning.Scope()):
-                for _ in range(args.number):
-                    rw.db_for_read(User)
 
         def plain(router: ConnectionRouter) -> Callable[[], None]:
             def run() -> None:
@@ -154,12 +157,15 @@ def main() -> None:
             return run
 
         runs: dict[str, Callable[[], float | None]] = {
-            name: plain(router) for name, router in candidates.items()
+            name: plain(router)
+            for name, router in candidates.items()
+            if name != "ReadWriteRouter"
         }
-        runs["ReadWriteRouter, round_robin"] = plain_with(
-            "round_robin", rw, args.number
-        )
-        runs["ReadWriteRouter, inside a request"] = in_request
+        for balancer in ("adaptive", "round_robin"):
+            runs[f"ReadWriteRouter, {balancer}"] = plain_with(balancer, rw, args.number)
+            runs[f"ReadWriteRouter, {balancer}, inside a request"] = plain_with(
+                balancer, rw, args.number, in_request=True
+            )
         results = best_of(runs, args.repeat, args.number)
         wrapper = execute_wrapper_cost(args.number, args.repeat)
         health_state.reset()
