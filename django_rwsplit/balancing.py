@@ -88,11 +88,14 @@ class AdaptiveBalancer:
 
     def pick(self, rotation: Rotation) -> str | None:
         first = rotation.pick()
-        if first is None:
-            return None
-        penalised = load.penalised
-        if first not in penalised:
+        if first is None or first not in load.penalised:
             return first
+        return self.instead_of(rotation, first)
+
+    @staticmethod
+    def instead_of(rotation: Rotation, first: str) -> str:
+        """Return the replica to read from when ``first`` is penalised."""
+        penalised = load.penalised
         second = rotation.random_other(first)
         if second is None or second not in penalised:
             return second or first
@@ -125,9 +128,12 @@ def choose_replica(config: Config, scope: Scope | None) -> str:
             return chosen
         if scope.min_lsn is not None:
             return _causal_choice(state, config, scope, rotation)
-    alias = BALANCERS[config.balancer].pick(rotation)
+    # The balancers' pick, inlined: this runs for every unpinned read.
+    alias = rotation.pick()
     if alias is None:
         return fallback(config)
+    if alias in load.penalised and config.balancer == "adaptive":
+        alias = AdaptiveBalancer.instead_of(rotation, alias)
     if scope is not None:
         scope.replica = alias
     return alias

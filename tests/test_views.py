@@ -18,6 +18,7 @@ from django_rwsplit.health import state as health_state
 from django_rwsplit.health.probes import PrimaryStatus
 from django_rwsplit.health.tracker import HealthSnapshot, ReplicaStatus
 from django_rwsplit.management.commands.replica_health import as_json
+from tests.testapp.models import Item
 from tests.utils import fast_health, rotation, start_health, wait_until
 
 pytestmark = [
@@ -326,3 +327,28 @@ def test_history_keeps_each_round_once_within_the_window():
     assert len(ring.samples(seconds=1000)) == 3  # max_rounds
     ring.clear()
     assert ring.samples() == []
+
+
+def test_status_data_shows_each_replicas_share_of_reads(cluster):
+    """The share and latency of this process's queries over the chart's window."""
+    with endpoint_settings(HEALTH_ENDPOINT_TOKEN=TOKEN, BALANCER="round_robin"):
+        state = start_health()
+        client = Client()
+        client.get("/rwsplit/status/data/", {"token": TOKEN})  # a first round kept
+        for _ in range(40):
+            Item.objects.exists()  # outside a request: alternates the replicas
+
+        def both_counted():
+            before = state.tracker.primary
+            wait_until(lambda: state.tracker.primary is not before, 5)
+            data = client.get("/rwsplit/status/data/", {"token": TOKEN}).json()
+            reads = data["reads"]
+            return {"replica1", "replica2"} <= set(reads) and all(
+                reads[a]["queries"] >= 20 for a in ("replica1", "replica2")
+            )
+
+        wait_until(both_counted, timeout=10, interval=0)
+        reads = client.get("/rwsplit/status/data/", {"token": TOKEN}).json()["reads"]
+    assert reads["replica1"]["share"] + reads["replica2"]["share"] == pytest.approx(1)
+    assert 0.4 <= reads["replica1"]["share"] <= 0.6
+    assert all(reads[a]["latency_ms"] > 0 for a in ("replica1", "replica2"))

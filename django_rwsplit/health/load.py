@@ -1,15 +1,20 @@
 """
 This process's measure of each server's load, taken where its queries pass.
 
-The engine's execute wrapper calls :func:`begin` and :func:`end` around each
-query. Per server alias they keep the queries in flight and a peak-EWMA of
-query latency: a slower response raises the average at once, faster ones
-pull it down by :data:`SMOOTHING` of the gap, and with no new response it
-decays back to a neutral figure (the health check's own query time, else
-zero) within
-a few :data:`DECAY_SECONDS`. There is no lock and no I/O: adding to or
-discarding from a set is atomic in CPython, and two threads finishing at the
-same instant can at worst lose one sample of an average.
+The engine's execute wrapper calls :meth:`ServerLoad.begin` and
+:meth:`ServerLoad.end` around each query. Per server alias they keep the
+queries in flight and a peak-EWMA of query latency: a slower response raises
+the average at once, faster ones pull it down by :data:`SMOOTHING` of the
+gap, and with no new response it decays back to a neutral figure (the health
+check's query time, else zero) within a few :data:`DECAY_SECONDS`. A
+replica's cost is that latency times its load (:meth:`ServerLoad.cost`).
+
+:func:`judge` renews :data:`penalised`, the replicas in rotation whose cost is
+clearly above the cheapest one's; finishing queries call it at most every
+:data:`JUDGE_EVERY` seconds and each health round calls it, so the adaptive
+balancer reads one set per pick. There is no lock and no I/O: adding to or
+discarding from a set is atomic in CPython, sets are replaced whole, and two
+threads finishing at the same instant can at worst lose one sample.
 """
 
 from __future__ import annotations
