@@ -8,13 +8,16 @@ replica only once that replica has replayed the position.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 
+from asgiref.sync import sync_to_async
 from django.core import signing
+from django.core.exceptions import SynchronousOnlyOperation
 from django.db import connections
 
 from django_rwsplit import pinning
@@ -83,16 +86,40 @@ def current_token() -> str | None:
     Return a token for the position after this context's writes, or None.
 
     Pass it to a task (for example a Celery task enqueued right after a write)
-    and read inside ``with read_after(token):`` there.
+    and read inside ``with read_after(token):`` there. Outside any scope, a
+    write counts for ``STICKY_SECONDS``. From async code, use
+    :func:`acurrent_token` (this raises ``SynchronousOnlyOperation`` there in
+    ``"lsn"`` mode rather than return a weaker token).
     """
+    config = get_config()
     scope = pinning.current_scope()
-    wrote = scope.wrote if scope is not None else pinning.wrote_unscoped()
+    if scope is not None:
+        wrote = scope.wrote
+    else:
+        wrote = pinning.wrote_unscoped(config.sticky_seconds)
     if not wrote:
         return None
-    config = get_config()
     if config.consistency != "lsn":
         return encode(None)
+    if _in_event_loop():
+        raise SynchronousOnlyOperation(
+            "current_token() reads the primary's WAL position, which cannot be "
+            "done from async code: use 'await acurrent_token()' there."
+        )
     return encode(primary_position(config.primary))
+
+
+async def acurrent_token() -> str | None:
+    """:func:`current_token` for async code (the primary is read in a thread)."""
+    return await sync_to_async(current_token)()
+
+
+def _in_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 @contextmanager

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar, Token
@@ -57,8 +58,9 @@ class Scope:
 
 
 _scope: ContextVar[Scope | None] = ContextVar("rwsplit_scope", default=None)
-# Set to True in a context (thread or task) that wrote outside any scope.
-_wrote_unscoped: ContextVar[bool] = ContextVar("rwsplit_wrote", default=False)
+# When (time.monotonic()) the current context (a thread, an asyncio task)
+# last wrote outside any scope; 0.0 when it never did.
+_unscoped_write: ContextVar[float] = ContextVar("rwsplit_unscoped_write", default=0.0)
 
 
 def current_scope() -> Scope | None:
@@ -107,9 +109,14 @@ def scoped(scope: Scope) -> Iterator[Scope]:
         deactivate(token)
 
 
-def wrote_unscoped() -> bool:
-    """Return whether the current context wrote outside any scope."""
-    return _wrote_unscoped.get()
+# For the router's hot path.
+get_unscoped_write = _unscoped_write.get
+
+
+def wrote_unscoped(window: float) -> bool:
+    """Return whether the current context wrote outside any scope in ``window`` s."""
+    at = _unscoped_write.get()
+    return bool(at) and time.monotonic() - at < window
 
 
 def is_pinned() -> bool:
@@ -120,12 +127,23 @@ def is_pinned() -> bool:
     return scope is not None and scope.pinned is not None
 
 
+def forget_unscoped_write() -> None:
+    """
+    Unpin the current context from its last write outside any scope.
+
+    For a long-lived worker between two units of work that are not scopes
+    (a loop of jobs, one test after another): the next reads use replicas.
+    """
+    _unscoped_write.set(0.0)
+
+
 def note_write() -> None:
     """Record that the current context wrote to the primary."""
     scope = _scope.get()
     if scope is None:
-        if not _wrote_unscoped.get():
-            _wrote_unscoped.set(True)
+        # Outside any scope the context's reads go to the primary for the
+        # pin window (the router reads this), then return to the replicas.
+        _unscoped_write.set(time.monotonic())
         return
     scope.wrote = True
     if scope.pinned is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 from django.db import connections
@@ -31,6 +32,7 @@ _primary_connection = _PrimaryConnection()
 _pin_depth = pinning.get_pin_depth
 _current_scope = pinning.get_scope
 _choose_replica = balancing.choose_replica
+_unscoped_write = pinning.get_unscoped_write
 
 
 def forget_primary_connection() -> None:
@@ -67,6 +69,13 @@ class ReadWriteRouter:
             scope = _current_scope()
             if scope is not None and scope.pinned is not None:
                 alias, reason = primary, scope.pinned
+            elif (
+                scope is None
+                and (wrote_at := _unscoped_write())
+                and time.monotonic() - wrote_at < config.sticky_seconds
+            ):
+                # Outside any scope, a write pins its context for a while.
+                alias, reason = primary, "write"
             else:
                 wrapper = _primary_connection.wrapper
                 if wrapper is None or wrapper.alias != primary:

@@ -4,6 +4,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from django_rwsplit import pinning
 from django_rwsplit.health import state as health_state
 from django_rwsplit.testing.cluster import LocalCluster
 
@@ -37,6 +38,9 @@ def ports(rwsplit_cluster: LocalCluster) -> dict[str, int]:
 
 @pytest.fixture(autouse=True)
 def _fresh_health() -> Iterator[None]:
+    # A write outside any scope (another test's, the database flush) pins
+    # this thread's reads for STICKY_SECONDS: each test starts unpinned.
+    pinning.forget_unscoped_write()
     yield
     health_state.reset()
 
