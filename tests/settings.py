@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 
 PRIMARY_PORT = int(os.environ.get("RWSPLIT_CLUSTER_PORT", "15432"))
+# A Celery worker started by the tests uses the test database by this name.
+DATABASE_NAME = os.environ.get("RWSPLIT_DB_NAME", "rwsplit")
 SECRET_KEY = "django-rwsplit-tests"
 DEBUG = False
 USE_TZ = True
@@ -17,7 +19,7 @@ def database(port: int, *, replica: bool) -> dict[str, object]:
     """Return a DATABASES entry for one node of the local cluster."""
     entry: dict[str, object] = {
         "ENGINE": "django_rwsplit.backends.postgresql",
-        "NAME": "rwsplit",
+        "NAME": DATABASE_NAME,
         "USER": "postgres",
         "HOST": "127.0.0.1",
         "PORT": str(port),
@@ -52,6 +54,8 @@ INSTALLED_APPS = [
     "django_rwsplit",
     "tests.testapp",
 ]
+if os.environ.get("RWSPLIT_CELERY_INTEGRATION", "on") != "off":
+    INSTALLED_APPS.append("django_rwsplit.contrib.celery")
 MIDDLEWARE = [
     "django_rwsplit.middleware.PinPrimaryMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",

@@ -82,6 +82,8 @@ def restart_the_cycle_every_round(monkeypatch: pytest.MonkeyPatch) -> None:
             if self._states[alias].in_rotation
         }
         self.rotation = Rotation(weights)
+        if self.on_rotation is not None:
+            self.on_rotation(self.rotation)
 
     monkeypatch.setattr(Tracker, "_rebuild", rebuild)
 

@@ -64,7 +64,7 @@ HEALS = frozenset({"resume", "start", "thaw", "unslow"})
 SLOW_FACTOR = 4.0
 # With the adaptive balancer, a slowed replica's share of replica reads must
 # fall under this fraction of its steady share.
-MAX_SLOWED_SHARE = 0.6
+MAX_SLOWED_SHARE = 0.8
 STOPS = frozenset({"stop", "primary_stop"})
 
 
