@@ -107,6 +107,20 @@ SETTINGS: tuple[Setting, ...] = (
         "COOKIE_NAME", "str", "rwsplit_pin", validators.cookie_name, "rwsplit.E010"
     ),
     Setting(
+        "RESPONSE_TOKEN_HEADER",
+        "str | None",
+        "X-RWSplit-Token",
+        validators.header_name,
+        "rwsplit.E017",
+    ),
+    Setting(
+        "REQUEST_TOKEN_HEADER",
+        "str | None",
+        "X-RWSplit-Token",
+        validators.header_name,
+        "rwsplit.E017",
+    ),
+    Setting(
         "MAX_LAG_SECONDS",
         "float | None",
         5.0,
@@ -196,6 +210,8 @@ class Config:
     metrics: bool = False
     replica_reads_in_atomic_requests: bool = True
     balancer: str = "adaptive"
+    response_token_header: str | None = "X-RWSplit-Token"
+    request_token_header: str | None = "X-RWSplit-Token"
     # True when every replica is a TEST MIRROR of the primary and
     # ROUTE_TEST_MIRRORS_TO_PRIMARY is on (see balancing.mirrors_active).
     test_mirrors: bool = False

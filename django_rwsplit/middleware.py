@@ -25,7 +25,9 @@ class PinPrimaryMiddleware:
     a signed cookie: in ``"lsn"`` consistency it carries the primary's WAL
     position after the request, and the client's next requests read from
     replicas that have replayed it; in ``"time"`` consistency it pins them to
-    the primary for ``STICKY_SECONDS``.
+    the primary for ``STICKY_SECONDS``. The same token goes in the
+    ``RESPONSE_TOKEN_HEADER`` response header, and a client without cookies
+    may send it back in the ``REQUEST_TOKEN_HEADER`` request header.
     """
 
     sync_capable = True
@@ -87,7 +89,7 @@ def open_scope(request: HttpRequest, config: Config) -> pinning.Scope:
     scope = pinning.Scope()
     if config.pin_unsafe_methods and request.method not in SAFE_METHODS:
         scope.pinned = "unsafe_method"
-    token = consistency.decode(request.COOKIES.get(config.cookie_name), config)
+    token = client_token(request, config)
     if token is not None:
         if token.lsn is None or config.consistency != "lsn":
             scope.pinned = scope.pinned or "cookie"
@@ -97,6 +99,29 @@ def open_scope(request: HttpRequest, config: Config) -> pinning.Scope:
     if scope.pinned is not None:
         observe.pin(scope.pinned)
     return scope
+
+
+def client_token(request: HttpRequest, config: Config) -> consistency.Token | None:
+    """
+    Return the pin the client sent: the cookie, else the request header.
+
+    Either is ignored when forged, expired, oversized or garbage. With both
+    valid, the one for the later position (or the later time pin) wins.
+    """
+    found = [
+        consistency.decode(request.COOKIES.get(config.cookie_name), config),
+    ]
+    if config.request_token_header:
+        found.append(
+            consistency.decode(request.headers.get(config.request_token_header), config)
+        )
+    tokens = [token for token in found if token is not None]
+    if not tokens:
+        return None
+    time_pins = [token for token in tokens if token.lsn is None]
+    if time_pins:
+        return max(time_pins, key=lambda token: token.issued_at)
+    return max(tokens, key=lambda token: token.lsn or 0)
 
 
 def expect_atomic_view(
@@ -139,9 +164,13 @@ def remember_write(
     lsn = None
     if config.consistency == "lsn":
         lsn = consistency.primary_position(config.primary)
+    value = consistency.encode(lsn)
+    if config.response_token_header:
+        # For clients that keep no cookies: send it back in the request header.
+        response[config.response_token_header] = value
     response.set_cookie(
         config.cookie_name,
-        consistency.encode(lsn),
+        value,
         max_age=max(1, math.ceil(config.sticky_seconds)),
         path="/",
         secure=request.is_secure(),

@@ -200,3 +200,24 @@ def cookie_name(setting: Setting, value: Any, problems: list[Problem]) -> str:
         )
         return str(setting.default)
     return value
+
+
+def header_name(setting: Setting, value: Any, problems: list[Problem]) -> str | None:
+    """None (off), or an HTTP header name of letters, digits and ``-``."""
+    if value is None:
+        return None
+    if (
+        not isinstance(value, str)
+        or not value.isascii()
+        or not value.replace("-", "").isalnum()
+    ):
+        problems.append(
+            Problem(
+                setting.check_id,
+                f'RWSPLIT["{setting.key}"] should be None or a header name of '
+                f"letters, digits and '-', not {value!r}.",
+                f"The default is {setting.default!r}.",
+            )
+        )
+        return str(setting.default)
+    return value

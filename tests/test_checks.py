@@ -62,6 +62,9 @@ def test_absent_setting_passes(settings):
         ({**OK, "HEALTH_ENDPOINT_TOKEN": 1234}, ["rwsplit.E014"]),
         ({**OK, "HEALTH_ENDPOINT_SHOW_HOSTS": 1}, ["rwsplit.E009"]),
         ({**OK, "METRICS": "on"}, ["rwsplit.E009"]),
+        ({**OK, "BALANCER": "random"}, ["rwsplit.E016"]),
+        ({**OK, "RESPONSE_TOKEN_HEADER": "X Token"}, ["rwsplit.E017"]),
+        ({**OK, "REQUEST_TOKEN_HEADER": 7}, ["rwsplit.E017"]),
     ],
 )
 def test_each_bad_setting_has_its_id(rwsplit, expected):
