@@ -56,6 +56,13 @@ INSTALLED_APPS = [
 ]
 if os.environ.get("RWSPLIT_CELERY_INTEGRATION", "on") != "off":
     INSTALLED_APPS.append("django_rwsplit.contrib.celery")
+try:
+    import django.tasks  # noqa: F401 - Django 6.0 and later
+except ImportError:
+    pass
+else:
+    INSTALLED_APPS.append("django_rwsplit.contrib.django_tasks")
+    TASKS = {"default": {"BACKEND": "tests.django_tasks_app.ThreadBackend"}}
 MIDDLEWARE = [
     "django_rwsplit.middleware.PinPrimaryMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
