@@ -123,6 +123,13 @@ def choose_replica(config: Config, scope: Scope | None) -> str:
         state = health_state.process_health(config)
     rotation = state.rotation
     if scope is not None:
+        hook = scope.before_first_read
+        if hook is not None:
+            scope.before_first_read = None  # reads the hook makes skip it
+            if not hook(scope):
+                scope.before_first_read = hook  # not yet: at the next read
+            if scope.pinned is not None:
+                return config.primary
         chosen = scope.replica
         if chosen is not None and chosen in rotation.members:
             return chosen

@@ -121,6 +121,9 @@ SETTINGS: tuple[Setting, ...] = (
         "rwsplit.E017",
     ),
     Setting(
+        "USER_PIN_CACHE", "str | None", None, validators.cache_alias, "rwsplit.E018"
+    ),
+    Setting(
         "MAX_LAG_SECONDS",
         "float | None",
         5.0,
@@ -212,6 +215,7 @@ class Config:
     balancer: str = "adaptive"
     response_token_header: str | None = "X-RWSplit-Token"
     request_token_header: str | None = "X-RWSplit-Token"
+    user_pin_cache: str | None = None
     # True when every replica is a TEST MIRROR of the primary and
     # ROUTE_TEST_MIRRORS_TO_PRIMARY is on (see balancing.mirrors_active).
     test_mirrors: bool = False

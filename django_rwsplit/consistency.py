@@ -70,6 +70,16 @@ def decode(value: object, config: Config) -> Token | None:
     return None if lsn is None else Token(lsn, issued_at)
 
 
+def apply(token: Token, scope: pinning.Scope, config: Config) -> None:
+    """Make ``scope`` read after ``token`` (the later of it and what it had)."""
+    if token.lsn is None or config.consistency != "lsn":
+        scope.pinned = scope.pinned or "cookie"
+    elif scope.min_lsn is None or token.lsn > scope.min_lsn:
+        scope.min_lsn = token.lsn
+        scope.token_at = token.issued_at
+        scope.replica = None  # chosen before the token was known: choose again
+
+
 def primary_position(using: str) -> int | None:
     """Return the primary's current WAL position (None if it cannot be read)."""
     try:

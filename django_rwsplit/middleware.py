@@ -10,7 +10,7 @@ from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_asy
 from django.db import connections
 from django.http import HttpRequest, HttpResponseBase
 
-from django_rwsplit import consistency, observe, pinning
+from django_rwsplit import consistency, observe, pinning, user_pins
 from django_rwsplit.conf import Config, get_config
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
@@ -91,11 +91,11 @@ def open_scope(request: HttpRequest, config: Config) -> pinning.Scope:
         scope.pinned = "unsafe_method"
     token = client_token(request, config)
     if token is not None:
-        if token.lsn is None or config.consistency != "lsn":
-            scope.pinned = scope.pinned or "cookie"
-        else:
-            scope.min_lsn = token.lsn
-            scope.token_at = token.issued_at
+        consistency.apply(token, scope, config)
+    if config.user_pin_cache is not None:
+        # Authentication may happen in the view (REST frameworks): look the
+        # user's pin up when the request first reads, not now.
+        scope.before_first_read = user_pins.lookup_for(request, config)
     if scope.pinned is not None:
         observe.pin(scope.pinned)
     return scope
@@ -165,6 +165,8 @@ def remember_write(
     if config.consistency == "lsn":
         lsn = consistency.primary_position(config.primary)
     value = consistency.encode(lsn)
+    if config.user_pin_cache is not None:
+        user_pins.remember(request, value, config)
     if config.response_token_header:
         # For clients that keep no cookies: send it back in the request header.
         response[config.response_token_header] = value

@@ -39,6 +39,7 @@ class Scope:
         "token_at",
         "wrote",
         "request_atomic_depth",
+        "before_first_read",
     )
 
     def __init__(
@@ -55,6 +56,9 @@ class Scope:
         # With ATOMIC_REQUESTS: how many atomic blocks are open on the primary
         # inside the request's own (the view's), else None.
         self.request_atomic_depth: int | None = None
+        # Called with the scope before a read picks a replica, until it
+        # returns True (done).
+        self.before_first_read: Callable[[Scope], bool] | None = None
 
 
 _scope: ContextVar[Scope | None] = ContextVar("rwsplit_scope", default=None)

@@ -65,6 +65,7 @@ def test_absent_setting_passes(settings):
         ({**OK, "BALANCER": "random"}, ["rwsplit.E016"]),
         ({**OK, "RESPONSE_TOKEN_HEADER": "X Token"}, ["rwsplit.E017"]),
         ({**OK, "REQUEST_TOKEN_HEADER": 7}, ["rwsplit.E017"]),
+        ({**OK, "USER_PIN_CACHE": "nope"}, ["rwsplit.E018"]),
     ],
 )
 def test_each_bad_setting_has_its_id(rwsplit, expected):

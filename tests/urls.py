@@ -15,4 +15,6 @@ urlpatterns = [
     path("atomic-read/", views.atomic_read),
     path("slow-read/", views.slow_read),
     path("item/<int:pk>/", views.item),
+    path("api/create/", views.api_create),
+    path("api/item/<int:pk>/", views.api_item),
 ]
