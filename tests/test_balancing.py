@@ -118,9 +118,11 @@ def test_finishing_queries_renew_the_verdict(fresh_load):
     rotation = judged(Rotation({"r1": 1, "r2": 1}))
     assert load.penalised == frozenset()
     time.sleep(load.JUDGE_EVERY)  # the verdict's minimum age, not a guess
-    started = time.perf_counter() - 0.05  # a 50 ms query on r1
-    load.begin("r1", "slow query")
-    load.end("r1", "slow query", started)
+    for query in ("slow", "slow again"):  # two 50 ms queries on r1
+        started = time.perf_counter() - 0.05
+        load.begin("r1", query)
+        load.end("r1", query, started)
+        time.sleep(load.JUDGE_EVERY)
     assert load.penalised == {"r1"}
     assert {ADAPTIVE.pick(rotation) for _ in range(4)} == {"r2"}
 

@@ -16,11 +16,21 @@ def fresh():
     load.reset()
 
 
-def test_a_slower_response_raises_the_average_at_once():
+def test_slower_responses_raise_the_average_at_once():
     server = load.ServerLoad()
     server.sample(1.0, now=10.0)
-    server.sample(40.0, now=10.1)
-    assert server.latency_ms(10.1) == 40.0
+    server.sample(41.0, now=10.0)
+    assert server.latency_ms(10.0) == 21.0  # one alone: halfway
+    server.sample(40.0, now=10.0)
+    assert server.latency_ms(10.0) == 40.0  # two in a row: all the way
+
+
+def test_an_isolated_slow_response_is_half_a_peak():
+    server = load.ServerLoad()
+    server.sample(1.0, now=10.0)
+    server.sample(9.0, now=10.0)
+    server.sample(1.0, now=10.0)
+    assert server.latency_ms(10.0) == pytest.approx(5.0 - 4.0 * load.SMOOTHING)
 
 
 def test_a_faster_response_pulls_the_average_down_by_the_smoothing():

@@ -3,10 +3,11 @@ This process's measure of each server's load, taken where its queries pass.
 
 The engine's execute wrapper calls :meth:`ServerLoad.begin` and
 :meth:`ServerLoad.end` around each query. Per server alias they keep the
-queries in flight and a peak-EWMA of query latency: a slower response raises
-the average at once, faster ones pull it down by :data:`SMOOTHING` of the
-gap, and with no new response it decays back to a neutral figure (the health
-check's query time, else zero) within a few :data:`DECAY_SECONDS`. A
+queries in flight and a peak-EWMA of query latency: slower responses raise
+the average at once (a single one alone, halfway), faster ones pull it down
+by :data:`SMOOTHING` of the gap, and with no new response it decays back to
+a neutral figure (the health check's query time, else zero) within a few
+:data:`DECAY_SECONDS`. A
 replica's cost is that latency times its load (:meth:`ServerLoad.cost`).
 
 :func:`judge` renews :data:`penalised`, the replicas in rotation whose cost is
@@ -47,7 +48,7 @@ _RATE = 1.0 / DECAY_SECONDS
 # the cheapest replica's plus SLACK_MS (cost units: ms x load), so equally
 # loaded replicas, whose costs differ by noise, are never told apart.
 CLEARLY_CHEAPER = 1.5
-SLACK_MS = 1.0
+SLACK_MS = 2.0
 # The verdict is renewed at most this often (seconds) by finishing queries,
 # and once per health round.
 JUDGE_EVERY = 0.001
@@ -63,6 +64,7 @@ class ServerLoad:
         "neutral_ms",
         "active_backends",
         "queries",
+        "slow_before",
     )
 
     def __init__(self) -> None:
@@ -74,6 +76,8 @@ class ServerLoad:
         self.neutral_ms: float | None = None
         self.active_backends = 0
         self.queries = 0
+        # Whether the last answer was slower than the average before it.
+        self.slow_before = False
 
     @property
     def outstanding(self) -> int:
@@ -118,10 +122,15 @@ class ServerLoad:
             if age > 0.0:
                 neutral = self.neutral_ms or 0.0
                 peak = neutral + (peak - neutral) * math.exp(-age * _RATE)
-        if peak is None or elapsed_ms >= peak:
+        if peak is None or (elapsed_ms >= peak and self.slow_before):
             self.peak_ms = elapsed_ms
+        elif elapsed_ms >= peak:
+            # One slow answer alone (a scheduling hiccup) moves the average
+            # halfway; a second in a row takes it all the way.
+            self.peak_ms = peak + (elapsed_ms - peak) * 0.5
         else:
             self.peak_ms = peak + (elapsed_ms - peak) * SMOOTHING
+        self.slow_before = peak is not None and elapsed_ms >= peak
         self.sampled_at = now
         self.queries += 1
 
