@@ -7,8 +7,8 @@ queries in flight and a peak-EWMA of query latency: slower responses raise
 the average at once (a single one alone, halfway), faster ones pull it down
 by :data:`SMOOTHING` of the gap, and with no new response it decays back to
 a neutral figure (the health check's query time, else zero) within a few
-:data:`DECAY_SECONDS`. A
-replica's cost is that latency times its load (:meth:`ServerLoad.cost`).
+:data:`DECAY_SECONDS`. A replica's cost is that latency times its load
+(:meth:`ServerLoad.cost`).
 
 :func:`judge` renews :data:`penalised`, the replicas in rotation whose cost is
 clearly above the cheapest one's; finishing queries call it at most every
