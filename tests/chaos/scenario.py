@@ -63,7 +63,8 @@ PLAN = (
 HEALS = frozenset({"resume", "start", "thaw", "unslow"})
 SLOW_FACTOR = 4.0
 # With the adaptive balancer, a slowed replica's share of replica reads must
-# fall under this fraction of its steady share.
+# fall under this fraction of its fair share (the steady phase's own share
+# varies by balancer noise: 38 % to 60 % seen).
 MAX_SLOWED_SHARE = 0.8
 STOPS = frozenset({"stop", "primary_stop"})
 
@@ -449,13 +450,12 @@ def violations(run: Run) -> list[str]:
                 )
         if kind == "slow" and s.balancer == "adaptive":
             port = run.ports[phase.step.node or "primary"]
-            steady_share = replica_share(grouped[0][1], port, run.replica_ports)
+            fair = 1 / len(run.replica_ports)
             share = replica_share(records, port, run.replica_ports)
-            if steady_share and share > MAX_SLOWED_SHARE * steady_share:
+            if share > MAX_SLOWED_SHARE * fair:
                 problems.append(
                     f"{phase.name}: the slowed replica served {share:.0%} of replica "
-                    f"reads, not under {MAX_SLOWED_SHARE:g} x its steady "
-                    f"{steady_share:.0%}"
+                    f"reads, not under {MAX_SLOWED_SHARE:g} x its fair {fair:.0%}"
                 )
         if kind == "steady":
             served = {r["port"] for r in records if r["kind"] == "read"}
