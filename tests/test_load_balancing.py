@@ -119,7 +119,7 @@ def test_light_traffic_check_fails_when_the_cycle_restarts_each_round(
         start_health()
         served = one_read_per_round(read_log)
     assert not spread_evenly(served), served
-    assert served["replica1"] > 0.75 * ROUNDS
+    assert served["replica1"] > served["replica2"]
 
 
 def test_weighted_round_robin_keeps_its_exact_order_across_rounds(cluster, read_log):
