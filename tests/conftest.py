@@ -5,6 +5,7 @@ from collections.abc import Iterator
 import pytest
 
 from django_rwsplit import pinning
+from django_rwsplit.health import load
 from django_rwsplit.health import state as health_state
 from django_rwsplit.testing.cluster import LocalCluster
 
@@ -41,6 +42,7 @@ def _fresh_health() -> Iterator[None]:
     # A write outside any scope (another test's, the database flush) pins
     # this thread's reads for STICKY_SECONDS: each test starts unpinned.
     pinning.forget_unscoped_write()
+    load.reset()  # another test's latencies must not steer this one's reads
     yield
     health_state.reset()
 

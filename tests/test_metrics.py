@@ -189,6 +189,24 @@ def test_ejection_fallback_and_readmission_are_counted(cluster, prom):
         lambda: value(prom, "rwsplit_replica_in_rotation", alias="replica1") == 0,
         timeout=5,
     )
+    # The gauge reads the tracker; the counter, its signal's receiver, just after.
+    wait_until(
+        lambda: (
+            value(
+                prom,
+                "rwsplit_replica_ejections_total",
+                alias="replica1",
+                reason="unreachable",
+            )
+            + value(
+                prom,
+                "rwsplit_replica_ejections_total",
+                alias="replica1",
+                reason="connection_failed",
+            )
+        ),
+        timeout=5,
+    )
     assert (
         value(
             prom,

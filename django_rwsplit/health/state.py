@@ -77,13 +77,15 @@ class ProcessHealth:
         self, primary: PrimaryStatus, readings: Sequence[ReplicaReading]
     ) -> None:
         transitions = self.tracker.apply(primary, readings)
+        # Announce first: receivers (metrics) see a change as soon as readers can.
+        self._announce(transitions)
         for reading in readings:
             if reading.reachable:
                 load.take_check(
                     reading.alias, reading.query_ms, reading.active_backends
                 )
+        load.judge(time.perf_counter(), self.rotation.members)
         history.record(self.tracker.snapshot())
-        self._announce(transitions)
         for reading in readings:
             if not reading.reachable and (reading.error or "").startswith("timeout"):
                 release.release(reading.alias, self.databases[reading.alias])
