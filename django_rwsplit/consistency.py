@@ -146,13 +146,17 @@ def read_after(token: str | None) -> Iterator[None]:
     if decoded is None:
         yield
         return
-    scope = pinning.Scope(
-        pinned="token" if decoded.lsn is None else None,
-        min_lsn=decoded.lsn,
-        token_at=decoded.issued_at,
-    )
-    with pinning.scoped(scope):
+    with pinning.scoped(scope_after(decoded)):
         yield
+
+
+def scope_after(token: Token) -> pinning.Scope:
+    """Return a new scope that reads after ``token`` (a time pin: the primary)."""
+    return pinning.Scope(
+        pinned="token" if token.lsn is None else None,
+        min_lsn=token.lsn,
+        token_at=token.issued_at,
+    )
 
 
 def replica_position(alias: str) -> int | None:

@@ -54,11 +54,7 @@ def scope_for(token: object, policy: str = AFTER_PUBLISHER) -> pinning.Scope:
     decoded = consistency.decode(token, get_config())
     if decoded is None:  # forged, expired or garbage: as if there were none
         return pinning.Scope()
-    return pinning.Scope(
-        pinned="token" if decoded.lsn is None else None,
-        min_lsn=decoded.lsn,
-        token_at=decoded.issued_at,
-    )
+    return consistency.scope_after(decoded)
 
 
 class RunningScopes:

@@ -102,16 +102,7 @@ class ServerLoad:
         Load is 1 + this process's queries in flight + the other sessions
         the last health check saw active (every process's queries).
         """
-        peak = self.peak_ms
-        if peak is None:
-            latency = self.neutral_ms or 0.0
-        else:
-            age = now - self.sampled_at
-            if age <= 0.0:
-                latency = peak
-            else:
-                neutral = self.neutral_ms or 0.0
-                latency = neutral + (peak - neutral) * math.exp(-age * _RATE)
+        latency = self.latency_ms(now) or 0.0
         return latency * (1 + len(self.inflight) + self.active_backends)
 
     def sample(self, elapsed_ms: float, now: float) -> None:

@@ -103,17 +103,7 @@ def is_live_postgres(pid: int) -> bool:
 
 def descendants(root: int) -> list[int]:
     """All live descendants of ``root`` (found via /proc/*/stat ppid)."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and (st := proc_stat(int(entry.name))):
-            children.setdefault(st[2], []).append(int(entry.name))
-    found: list[int] = []
-    todo = [root]
-    while todo:
-        kids = children.get(todo.pop(), [])
-        found += kids
-        todo += kids
-    return found
+    return ChildFinder(root).descendants()
 
 
 def read_pid(path: Path) -> int | None:
