@@ -30,6 +30,7 @@ from django.test import Client, override_settings
 
 from django_rwsplit.consistency import read_after
 from django_rwsplit.testing.cluster import ClusterError, LocalCluster
+from django_rwsplit.testing.fixtures import heal
 from tests.chaos.pgbouncer import PgBouncerMissing, bouncers
 from tests.chaos.scenario import (
     concurrent_pins,
@@ -71,6 +72,17 @@ class Deployment:
     @property
     def urls(self) -> dict[str, str]:
         return {name: server.url for name, server in self.servers.items()}
+
+    def settle(self) -> None:
+        """
+        Heal the cluster; wait until every worker reads from replicas again.
+
+        Tests in this module run in random order, and the in-process ones
+        stop and pause replicas: the servers' workers eject them, and each
+        readmits them only after its own passing checks.
+        """
+        heal(self.cluster)
+        warm_up(self.servers, [self.ports[r.name] for r in self.cluster.replicas])
 
     def logs(self) -> str:
         return "\n".join(
@@ -118,8 +130,9 @@ def deployment(
                 )
             )
             ports = reported_ports(rwsplit_cluster, replica_ports)
-            warm_up(servers, [ports[r.name] for r in rwsplit_cluster.replicas])
-            yield Deployment(rwsplit_cluster, settings, servers, workdir, ports)
+            deployed = Deployment(rwsplit_cluster, settings, servers, workdir, ports)
+            deployed.settle()
+            yield deployed
     finally:
         with contextlib.suppress(ClusterError):
             rwsplit_cluster.execute(
@@ -132,6 +145,7 @@ def test_concurrent_requests_never_show_another_clients_pin(
     deployment: Deployment,
 ) -> None:
     """200 overlapping requests, on threads (WSGI) and tasks (ASGI)."""
+    deployment.settle()
     seen, problems = concurrent_pins(
         deployment.urls, deployment.settings, deployment.ports, count=200
     )
@@ -144,6 +158,7 @@ def test_concurrent_requests_never_show_another_clients_pin(
 
 
 def test_faults_under_load(deployment: Deployment) -> None:
+    deployment.settle()
     started = time.monotonic()
     run = run_scenario(
         deployment.cluster,

@@ -17,8 +17,9 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -169,6 +170,7 @@ class Server:
     port: int
     process: subprocess.Popen[bytes]
     log: Path
+    workers: int = field(default=1, kw_only=True)
 
     @property
     def url(self) -> str:
@@ -234,7 +236,7 @@ def start_server(
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        server = Server(name, port, process, log)
+        server = Server(name, port, process, log, workers=workers)
         try:
             wait_answering(server)
             return server
@@ -327,29 +329,45 @@ def get_json(url: str, timeout: float = 10.0) -> tuple[int, dict[str, Any]]:
 
 
 def warm_up(
-    servers: dict[str, Server], replica_ports: Sequence[int], timeout: float = 30.0
+    servers: dict[str, Server],
+    replica_ports: Sequence[int],
+    timeout: float = 30.0,
+    *,
+    streak: int = 5,
+    parallel: int = 8,
 ) -> dict[str, set[int]]:
     """
-    Read until every server answered from replicas 20 times in a row.
+    Read until each worker of each server answered from replicas ``streak`` times.
 
-    Each process starts its health monitor on its first read; this makes sure
-    the processes that answer have replicas in rotation before faults start.
+    Each process starts its health monitor on its first read, and readmits a
+    replica only after its own passing checks; this makes sure every worker
+    has replicas in rotation before a test starts. Reads go ``parallel`` at a
+    time: one at a time, the kernel hands them all to the same idle worker.
     Returns the worker pids seen per server.
     """
     pids: dict[str, set[int]] = {}
-    for server in servers.values():
-        deadline = time.monotonic() + timeout
-        streak = 0
-        seen = pids.setdefault(server.name, set())
-        while streak < 20:
-            status, body = get_json(server.url + "/api/pin/")
-            seen.add(body.get("pid", 0))
-            streak = streak + 1 if body.get("port") in replica_ports else 0
-            if time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"{server.name}: reads never settled on replicas "
-                    f"(last: {status} {body}):\n{server.log_tail()}"
-                )
-            if not streak:
-                time.sleep(0.1)
+    with ThreadPoolExecutor(max_workers=parallel) as pool:
+        for server in servers.values():
+            deadline = time.monotonic() + timeout
+            streaks: dict[int, int] = {}
+            last: tuple[int, dict[str, Any]] = (0, {})
+            while sum(n >= streak for n in streaks.values()) < server.workers:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"{server.name}: reads never settled on replicas in every "
+                        f"worker (streaks per pid: {streaks}; last: {last}):\n"
+                        f"{server.log_tail()}"
+                    )
+                settled = True
+                for status, body in pool.map(
+                    get_json, [server.url + "/api/pin/"] * parallel
+                ):
+                    last = (status, body)
+                    pid = body.get("pid", 0)
+                    on_replica = status == 200 and body.get("port") in replica_ports
+                    streaks[pid] = streaks.get(pid, 0) + 1 if on_replica else 0
+                    settled = settled and on_replica
+                if not settled:
+                    time.sleep(0.1)
+            pids[server.name] = set(streaks) - {0}
     return pids
