@@ -127,7 +127,7 @@ def current_snapshot(config: Config) -> HealthSnapshot:
     state = health_state.current()
     if state is None or state.config is not config:
         state = health_state.process_health(config)
-    snapshot = state.tracker.snapshot()
+    snapshot = state.snapshot()
     history.record(snapshot)
     return snapshot
 

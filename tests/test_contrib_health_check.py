@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import pytest
@@ -10,6 +11,7 @@ from django.test import Client, override_settings
 from django.urls import path
 
 from django_rwsplit import conf
+from django_rwsplit.health import monitor
 from django_rwsplit.health import state as health_state
 from django_rwsplit.health.probes import PrimaryStatus
 from django_rwsplit.health.tracker import HealthSnapshot, ReplicaStatus
@@ -43,20 +45,27 @@ def result(check: Any) -> Any:
 
 
 @override_settings(RWSPLIT=FAST, ROOT_URLCONF=__name__)
-def test_healthy_cluster_measured_without_a_running_monitor(cluster, monkeypatch):
+def test_healthy_cluster_checked_by_the_processes_monitor(cluster, monkeypatch):
+    """A check starts the monitor once; later calls probe nothing themselves."""
     cluster.wait_caught_up()
     assert health_state.current() is None
-    calls = []
-    real = rwsplit_check.measure_now
+    probes = []
+    real = monitor.measure
 
-    def counted(config):
-        calls.append(config)
-        return real(config)
+    def counted(*args, **kwargs):
+        probes.append(time.monotonic())
+        return real(*args, **kwargs)
 
-    monkeypatch.setattr(rwsplit_check, "measure_now", counted)
+    monkeypatch.setattr(monitor, "measure", counted)
     assert result(rwsplit_check.ReadWriteSplit()) is None
-    assert calls == [conf.get_config()]
-    assert health_state.current() is None  # no monitor thread started for a check
+    state = health_state.current()
+    assert state is not None and state.monitor.rounds >= 1
+    started, before = time.monotonic(), len(probes)
+    for _ in range(20):
+        assert result(rwsplit_check.ReadWriteSplit()) is None
+    elapsed = time.monotonic() - started
+    # Only the monitor's own rounds measured, one per interval at most.
+    assert len(probes) - before <= elapsed / FAST["CHECK_INTERVAL"] + 1
     for check, options in rwsplit_check.checks():
         assert check == CHECK
         assert result(rwsplit_check.ReadWriteSplit(**options)) is None
@@ -76,7 +85,6 @@ def test_healthy_cluster_measured_without_a_running_monitor(cluster, monkeypatch
 @override_settings(RWSPLIT=FAST, ROOT_URLCONF=__name__)
 def test_uses_the_running_monitor_and_reports_each_replica(cluster, monkeypatch):
     start_health()
-    monkeypatch.setattr(rwsplit_check, "measure_now", None)  # must not be called
     assert result(rwsplit_check.ReadWriteSplit()) is None
 
     cluster.stop_replica("replica1")

@@ -13,6 +13,7 @@ from django.db import connections, router
 from django.test import override_settings
 
 from django_rwsplit import balancing, conf, pinning, signals
+from django_rwsplit.health import notify
 from django_rwsplit.health import state as health_state
 from django_rwsplit.health.monitor import SharedRounds
 from tests.testapp.models import Item
@@ -55,6 +56,7 @@ class Transitions:
         return state.monitor.rounds if state else 0
 
     def of(self, kind: str, alias: str) -> list[tuple[str, str, str, int]]:
+        assert notify.flush(), "signals not delivered"
         return [e for e in self.events if e[0] == kind and e[1] == alias]
 
     def close(self) -> None:
@@ -261,7 +263,7 @@ def test_two_processes_share_health_through_redis(cluster):
 
     from django.core.cache import caches
 
-    caches["redis"].delete_many([SharedRounds.LOCK_KEY, SharedRounds.ROUND_KEY])
+    caches["redis"].clear()
     window = 3.0
     procs = [
         subprocess.Popen(
@@ -374,9 +376,9 @@ def test_shared_rounds_fall_back_to_local_measuring_when_the_measurer_stops():
     """The election logic, on the real Redis: stale shared rounds are not trusted."""
     from django.core.cache import caches
 
-    caches["redis"].delete_many([SharedRounds.LOCK_KEY, SharedRounds.ROUND_KEY])
     interval = 0.1
     leader, follower = SharedRounds("redis", interval), SharedRounds("redis", interval)
+    caches["redis"].delete_many([leader.lock_key, leader.round_key])
     from tests.test_tracker import primary
 
     def measured_by(name: str):
@@ -384,12 +386,12 @@ def test_shared_rounds_fall_back_to_local_measuring_when_the_measurer_stops():
 
     leader.get(measured_by("leader"))
     assert leader.measured == 1
-    (got, _), _ = follower.get(measured_by("follower"))
+    (got, _), _, _ = follower.get(measured_by("follower"))
     assert (follower.borrowed, follower.measured) == (1, 0)
     assert got.endpoint == "leader"
     # The leader stops (dies) while still holding the lock for lock_ttl seconds;
     # once its round is older than three intervals the follower measures itself.
     stale_after = time.monotonic() + 3 * interval
     wait_until(lambda: time.monotonic() > stale_after, timeout=1)
-    (got, _), _ = follower.get(measured_by("follower"))
+    (got, _), _, _ = follower.get(measured_by("follower"))
     assert follower.measured == 1 and got.endpoint == "follower"

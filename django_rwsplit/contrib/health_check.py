@@ -37,12 +37,15 @@ from collections.abc import Sequence
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
-from django.db import connections
 
 from django_rwsplit.conf import Config, get_config
-from django_rwsplit.health import monitor, report
+from django_rwsplit.health import report
 from django_rwsplit.health import state as health_state
-from django_rwsplit.health.report import primary_problem, replica_reason
+from django_rwsplit.health.report import (
+    primary_problem,
+    replica_reason,
+    stale_problem,
+)
 from django_rwsplit.health.tracker import HealthSnapshot
 
 try:
@@ -67,19 +70,17 @@ class Finding:
     message: str
 
 
-def measure_now(config: Config) -> HealthSnapshot:
-    """Measure the primary and replicas now, as ``manage.py replica_health`` does."""
-    databases = connections.settings
-    tracker = monitor.tracker_for(config, databases)
-    return monitor.measure_into(tracker, config, databases, settle=True)
-
-
 def take_snapshot(config: Config) -> HealthSnapshot:
-    """Return this process's snapshot if its monitor has run, else measure now."""
+    """
+    Return this process's snapshot, starting its monitor if none runs yet.
+
+    Never measures per call: an unauthenticated health URL polled often
+    would otherwise open a connection to every server on each poll.
+    """
     state = health_state.current()
-    if state is not None and state.config is config and state.monitor.rounds:
-        return state.tracker.snapshot()
-    return measure_now(config)
+    if state is None or state.config is not config:
+        state = health_state.process_health(config)
+    return state.snapshot()
 
 
 def assess(snapshot: HealthSnapshot, config: Config) -> list[Finding]:
@@ -89,6 +90,9 @@ def assess(snapshot: HealthSnapshot, config: Config) -> list[Finding]:
         return report.public(text, config)
 
     findings = []
+    stalled = stale_problem(snapshot)
+    if stalled is not None:
+        findings.append(Finding(config.primary, True, stalled))
     problem = primary_problem(snapshot.primary)
     if problem is not None:
         findings.append(

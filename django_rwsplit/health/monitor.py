@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import os
@@ -9,10 +10,11 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from typing import Any, TypeVar
 
 from django_rwsplit.conf import Config
+from django_rwsplit.health.deadline import call_within
 from django_rwsplit.health.pgwire import describe_endpoint
 from django_rwsplit.health.probes import (
     PrimaryStatus,
@@ -85,6 +87,7 @@ def measure_into(
 
 
 _T = TypeVar("_T")
+_D = TypeVar("_D", PrimaryStatus, ReplicaReading)
 
 
 class DaemonPool:
@@ -147,69 +150,165 @@ class DaemonPool:
         self.close()
 
 
+ROUND_FORMAT = 2  # bumped whenever the shared round's shape changes
+
+
+def cluster_identity(config: Config, databases: Mapping[str, Mapping[str, Any]]) -> str:
+    """
+    Return a short digest naming this cluster: every alias, endpoint and database.
+
+    Two deployments sharing a cache, or a deploy that moves a replica to
+    another host, get different keys, so no process applies readings that
+    were taken of other servers.
+    """
+    parts = []
+    for alias in (config.primary, *config.replicas):
+        settings_dict = databases[alias]
+        options = settings_dict.get("OPTIONS") or {}
+        parts.append(
+            "|".join(
+                str(value)
+                for value in (
+                    alias,
+                    settings_dict.get("HOST") or options.get("host") or "",
+                    options.get("hostaddr") or "",
+                    settings_dict.get("PORT") or options.get("port") or "",
+                    settings_dict.get("NAME") or options.get("dbname") or "",
+                    options.get("service") or "",
+                )
+            )
+        )
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+
 class SharedRounds:
     """
     Share rounds through a Django cache so one process measures for the fleet.
 
     The process holding the lock key (taken with ``add``, kept alive by each
     round it measures) measures every interval and stores its round; the
-    others read it. When the stored round is older than three intervals (the
-    measurer died or stalled), every process measures for itself until a new
-    holder takes the lock, which expires after ``lock_ttl`` seconds.
+    others read it. Keys carry the cluster's identity and the round format.
+
+    A stored round is fresh while its id changed within the last three
+    intervals by *this* process's clock (another host's clock is never
+    trusted) and the cache still holds it (it expires three intervals after
+    it was written). Otherwise, or when it does not decode, or when a cache
+    call fails or outlives ``CHECK_TIMEOUT`` (each runs with a deadline),
+    this process measures for itself; a new holder takes the lock once it
+    expires.
     """
 
-    LOCK_KEY = "django_rwsplit:health:lock"
-    ROUND_KEY = "django_rwsplit:health:round"
-
-    def __init__(self, cache_alias: str, interval: float) -> None:
+    def __init__(
+        self,
+        cache_alias: str,
+        interval: float,
+        timeout: float = 1.0,
+        identity: str = "default",
+    ) -> None:
         from django.core.cache import caches
 
         self.cache = caches[cache_alias]
+        self.cache_alias = cache_alias
         self.interval = interval
+        self.timeout = timeout
+        prefix = f"django_rwsplit:health:v{ROUND_FORMAT}:{identity}"
+        self.lock_key = f"{prefix}:lock"
+        self.round_key = f"{prefix}:round"
         self.owner = f"{os.getpid()}:{id(self)}"
         # Django's cache timeouts are whole seconds on some backends (Redis).
         self.lock_ttl = max(1, math.ceil(3 * interval))
         self.measured = 0
         self.borrowed = 0
+        # The last round id seen, and when (time.monotonic()) it first was.
+        self.seen_id: Any = None
+        self.seen_at = -math.inf
+        self._warned: set[str] = set()
 
-    def get(self, measure_now: Callable[[], Round]) -> tuple[Round, Any] | None:
-        """Return a fresh round and its id, measuring only if elected or stale."""
+    def _call(self, func: Callable[[], _T]) -> _T:
+        return call_within(f"cache:{self.cache_alias}", self.timeout, func)
+
+    def _warn_once(self, what: str, exc: BaseException) -> None:
+        if what not in self._warned:
+            self._warned.add(what)
+            logger.warning("%s; measuring locally: %s", what, exc)
+
+    def get(self, measure_now: Callable[[], Round]) -> tuple[Round, Any, float] | None:
+        """
+        Return a fresh round, its id and when it was measured or arrived.
+
+        The time is ``time.monotonic()``: when this process began measuring,
+        or first saw the borrowed round.
+        """
         try:
-            elected = (
-                self.cache.add(self.LOCK_KEY, self.owner, timeout=self.lock_ttl)
-                or self.cache.get(self.LOCK_KEY) == self.owner
+            elected = self._call(
+                lambda: (
+                    self.cache.add(self.lock_key, self.owner, timeout=self.lock_ttl)
+                    or self.cache.get(self.lock_key) == self.owner
+                )
             )
-            stored = None if elected else self.cache.get(self.ROUND_KEY)
-        except Exception:  # noqa: BLE001 - a cache outage must not stop checks
-            logger.warning(
-                "Health cache unavailable; measuring locally.", exc_info=True
+            stored = (
+                None if elected else self._call(lambda: self.cache.get(self.round_key))
             )
-            return measure_now(), None
-        if stored is not None and time.time() - stored["at"] <= 3 * self.interval:
-            self.borrowed += 1
-            return _decode(stored), stored["id"]
-        primary, readings = measure_now()
-        self.measured += 1
+        except Exception as exc:  # noqa: BLE001 - a cache outage must not stop checks
+            self._warn_once("Health cache unavailable", exc)
+            return (*self._measure(measure_now), time.monotonic())
+        borrowed = self._borrow(stored)
+        if borrowed is not None:
+            return borrowed
+        started = time.monotonic()
+        (primary, readings), round_id = self._measure(measure_now)
         payload = {
-            "id": f"{self.owner}:{self.measured}",
+            "id": round_id,
             "at": time.time(),
             "primary": asdict(primary),
             "replicas": [asdict(reading) for reading in readings],
         }
         try:
-            self.cache.set(self.ROUND_KEY, payload, timeout=10 * self.lock_ttl)
+            self._call(
+                lambda: self.cache.set(self.round_key, payload, timeout=self.lock_ttl)
+            )
             if elected:
-                self.cache.touch(self.LOCK_KEY, timeout=self.lock_ttl)
-        except Exception:  # noqa: BLE001
-            logger.warning("Could not share health round.", exc_info=True)
-        return (primary, readings), payload["id"]
+                self._call(
+                    lambda: self.cache.touch(self.lock_key, timeout=self.lock_ttl)
+                )
+        except Exception as exc:  # noqa: BLE001
+            self._warn_once("Could not share the health round", exc)
+        return (primary, readings), round_id, started
+
+    def _measure(self, measure_now: Callable[[], Round]) -> tuple[Round, str]:
+        got = measure_now()
+        self.measured += 1
+        return got, f"{self.owner}:{self.measured}"
+
+    def _borrow(self, stored: Any) -> tuple[Round, Any, float] | None:
+        """Return the stored round if it is fresh and decodes, else None."""
+        if not isinstance(stored, Mapping) or "id" not in stored:
+            return None
+        now = time.monotonic()
+        if stored["id"] != self.seen_id:
+            self.seen_id, self.seen_at = stored["id"], now
+        if now - self.seen_at > 3 * self.interval:
+            return None
+        try:
+            decoded = decode_round(stored)
+        except Exception as exc:  # noqa: BLE001 - another version's round
+            self._warn_once("A shared health round did not decode", exc)
+            return None
+        self.borrowed += 1
+        return decoded, stored["id"], self.seen_at
 
 
-def _decode(payload: Mapping[str, Any]) -> Round:
+def decode_round(payload: Mapping[str, Any]) -> Round:
+    """Decode a stored round; unknown fields are ignored, missing ones raise."""
     return (
-        PrimaryStatus(**payload["primary"]),
-        [ReplicaReading(**reading) for reading in payload["replicas"]],
+        _build(PrimaryStatus, payload["primary"]),
+        [_build(ReplicaReading, reading) for reading in payload["replicas"]],
     )
+
+
+def _build(kind: type[_D], values: Mapping[str, Any]) -> _D:
+    known = {f.name for f in fields(kind)}
+    return kind(**{key: value for key, value in values.items() if key in known})
 
 
 class Monitor(threading.Thread):
@@ -219,7 +318,7 @@ class Monitor(threading.Thread):
         self,
         config: Config,
         databases: Mapping[str, Mapping[str, Any]],
-        sink: Callable[[PrimaryStatus, Sequence[ReplicaReading]], None],
+        sink: Callable[[PrimaryStatus, Sequence[ReplicaReading], float], None],
     ) -> None:
         super().__init__(name="django_rwsplit-health", daemon=True)
         self.config = config
@@ -229,7 +328,12 @@ class Monitor(threading.Thread):
         self.stopping = threading.Event()
         self.rounds = 0
         self.shared = (
-            SharedRounds(config.health_cache, config.check_interval)
+            SharedRounds(
+                config.health_cache,
+                config.check_interval,
+                config.check_timeout,
+                cluster_identity(config, databases),
+            )
             if config.health_cache
             else None
         )
@@ -255,17 +359,18 @@ class Monitor(threading.Thread):
             return measure(self.config, self.databases, pool=pool)
 
         if self.shared is None:
+            measured_at = time.monotonic()
             primary, readings = measure_now()
         else:
             got = self.shared.get(measure_now)
             if got is None:
                 return
-            (primary, readings), round_id = got
-            if round_id is not None and round_id == self._last_id:
+            (primary, readings), round_id, measured_at = got
+            if round_id == self._last_id:
                 return
             self._last_id = round_id
         self.rounds += 1
-        self.sink(primary, readings)
+        self.sink(primary, readings, measured_at)
 
     def stop(self) -> None:
         """Ask the thread to finish after its current round."""

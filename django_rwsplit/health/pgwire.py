@@ -6,13 +6,17 @@ kernel backlog but never answers, so ``statement_timeout`` cannot help either.
 This module drives libpq's non-blocking API (``psycopg.pq``) and waits on the
 socket itself, so connect + query together never outlive ``timeout``.
 
-Host name resolution inside libpq is still blocking; use IP addresses (or
-``hostaddr``) for endpoints whose DNS might stall.
+libpq resolves host names with a blocking ``getaddrinfo``; so a host name
+is resolved here first, within the same deadline (in a daemon thread, see
+:mod:`~django_rwsplit.health.deadline`), and handed to libpq as ``hostaddr``
+(``host`` stays, for TLS verification and ``.pgpass``).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import selectors
+import socket
 import time
 from collections.abc import Mapping
 from functools import cache
@@ -22,6 +26,8 @@ import psycopg
 from psycopg import pq
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.pq.abc import PGconn
+
+from django_rwsplit.health.deadline import CallTimeout, call_within
 
 __all__ = [
     "APPLICATION_NAME",
@@ -222,6 +228,7 @@ def fetch_row(
         raise ProbeConnectionError("invalid connection string") from None
     secret = str(password) if password else None
     deadline = _Deadline(timeout)
+    conninfo = resolved(conninfo, deadline)
     pgconn = pq.PGconn.connect_start(conninfo.encode())
     try:
         _connect(pgconn, deadline, secret)
@@ -238,6 +245,51 @@ def fetch_row(
         raise ProbeConnectionError(_clean(message, secret)) from None
     finally:
         pgconn.finish()
+
+
+def _needs_lookup(host: str) -> bool:
+    if not host or host.startswith("/") or host.startswith("@"):
+        return False  # a Unix socket directory (or abstract socket)
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return True
+    return False
+
+
+def _lookup(host: str, port: str | None) -> str:
+    infos = socket.getaddrinfo(host, port or DEFAULT_PORT, type=socket.SOCK_STREAM)
+    return str(infos[0][4][0])
+
+
+def resolved(conninfo: str, deadline: _Deadline) -> str:
+    """
+    Return ``conninfo`` with its host names resolved (``hostaddr``) in time.
+
+    Only a single host without ``hostaddr`` is resolved; a list of hosts is
+    left to libpq. Raises :class:`ProbeTimeout` when the lookup outlives the
+    deadline and :class:`ProbeConnectionError` when it fails.
+    """
+    params = conninfo_to_dict(conninfo)
+    host = str(params.get("host") or "")
+    if params.get("hostaddr") or "," in host or not _needs_lookup(host):
+        return conninfo
+    port = params.get("port")
+    remaining = deadline.end - time.monotonic()
+    try:
+        address = call_within(
+            f"resolve:{host}",
+            max(0.0, remaining),
+            lambda: _lookup(host, str(port) if port else None),
+        )
+    except CallTimeout:
+        raise ProbeTimeout("host name lookup", deadline.elapsed_ms()) from None
+    except OSError as exc:
+        raise ProbeConnectionError(
+            f"could not translate host name {host!r}: {exc.strerror or exc}"
+        ) from None
+    params["hostaddr"] = address
+    return make_conninfo("", **params)
 
 
 def fetch_on(pgconn: PGconn, sql: str, timeout: float) -> tuple[str | None, ...]:

@@ -77,6 +77,17 @@ def primary_problem(primary: PrimaryStatus | None) -> str | None:
     return None
 
 
+def stale_problem(snapshot: HealthSnapshot) -> str | None:
+    """Return why the snapshot's round is not trusted, or None when it is."""
+    if not snapshot.stale:
+        return None
+    return (
+        f"no health round for {snapshot.round_age_seconds or 0:.1f} s (bound "
+        f"{snapshot.stale_after_seconds or 0:.1f} s): checks stalled, reads "
+        "left the replicas"
+    )
+
+
 def replica_reason(status: ReplicaStatus) -> str:
     """Return why a replica is out of rotation ("" when it is in)."""
     if status.error:
@@ -87,6 +98,9 @@ def replica_reason(status: ReplicaStatus) -> str:
 def summary(snapshot: HealthSnapshot) -> str:
     """Return a one-line explanation of a warning or critical snapshot."""
     parts = []
+    stalled = stale_problem(snapshot)
+    if stalled is not None:
+        parts.append(stalled)
     problem = primary_problem(snapshot.primary)
     if problem is not None:
         alias = snapshot.primary.alias if snapshot.primary else "primary"

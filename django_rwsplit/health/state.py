@@ -6,6 +6,12 @@ replica, not at import, and again in a forked child. A routing decision
 reads the current :class:`~django_rwsplit.health.rotation.Rotation`: an
 attribute read, with no I/O and no lock in the common case. The choice of
 replica is :mod:`django_rwsplit.balancing`'s.
+
+The rotation expires: each round stamps it with when it was measured (or,
+for a round borrowed through ``HEALTH_CACHE``, when this process first saw
+it), and once the stamp is older than :attr:`ProcessHealth.stale_after`
+(``3 * CHECK_INTERVAL + 2 * CHECK_TIMEOUT``) the rotation reads as empty,
+so reads fail closed (``FALLBACK``) until a new round arrives.
 """
 
 from __future__ import annotations
@@ -15,16 +21,17 @@ import os
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 
 from django.db import connections
 
 from django_rwsplit import signals
 from django_rwsplit.conf import Config
-from django_rwsplit.health import history, load, release
+from django_rwsplit.health import deadline, history, load, notify, release
 from django_rwsplit.health.monitor import Monitor, tracker_for
 from django_rwsplit.health.probes import PrimaryStatus, ReplicaReading
 from django_rwsplit.health.reasons import Reason
-from django_rwsplit.health.rotation import Rotation
+from django_rwsplit.health.rotation import EMPTY, Rotation
 from django_rwsplit.health.tracker import HealthSnapshot, ReplicaStatus, Transition
 
 logger = logging.getLogger("django_rwsplit")
@@ -47,19 +54,62 @@ class ProcessHealth:
         self.fallback_active = False
         self.primary_problem: str | None = None
         self.pid = os.getpid()
+        # A round normally lands every max(interval, 2 timeouts) and takes
+        # up to two timeouts (the primary, then the replicas at once).
+        self.stale_after = 3 * config.check_interval + 2 * config.check_timeout
+        # time.monotonic() of the last round's measurement, and the moment
+        # (stamp + stale_after) after which its rotation no longer counts.
+        self.measured_at: float | None = None
+        self.fresh_until = -float("inf")
+        self.stale_logged = False
 
     @property
     def primary(self) -> PrimaryStatus | None:
         """The primary's last status (None before the first round)."""
         return self.tracker.primary
 
+    def live_rotation(self) -> Rotation:
+        """The rotation, or the empty one once the last round is too old."""
+        if time.monotonic() <= self.fresh_until:
+            return self.rotation
+        return self._expired()
+
+    def _expired(self) -> Rotation:
+        if self.rotation.members and not self.stale_logged:
+            self.stale_logged = True
+            logger.error(
+                "No health round for %.1f s (bound %.1f s): replicas leave "
+                "rotation until checks resume.",
+                self.round_age() or 0.0,
+                self.stale_after,
+            )
+        return EMPTY
+
+    def round_age(self) -> float | None:
+        """Seconds since the last round was measured (None before the first)."""
+        if self.measured_at is None:
+            return None
+        return max(0.0, time.monotonic() - self.measured_at)
+
+    def stale(self) -> bool:
+        """Return whether the last round is older than :attr:`stale_after`."""
+        return self.measured_at is not None and time.monotonic() > self.fresh_until
+
+    def snapshot(self) -> HealthSnapshot:
+        """The tracker's snapshot, with the round's age (stale: critical)."""
+        return replace(
+            self.tracker.snapshot(),
+            round_age_seconds=self.round_age(),
+            stale_after_seconds=self.stale_after,
+        )
+
     def in_rotation(self, alias: str) -> bool:
         """Return whether replica ``alias`` may serve reads now."""
-        return alias in self.rotation.members
+        return alias in self.live_rotation().members
 
     def pick(self) -> str | None:
         """Return the rotation's next replica (None when it is empty)."""
-        return self.rotation.pick()
+        return self.live_rotation().pick()
 
     def status(self, alias: str) -> ReplicaStatus | None:
         """Return replica ``alias``'s latest status (None before its first check)."""
@@ -74,9 +124,18 @@ class ProcessHealth:
         load.judge(time.perf_counter(), rotation.members)
 
     def _take_round(
-        self, primary: PrimaryStatus, readings: Sequence[ReplicaReading]
+        self,
+        primary: PrimaryStatus,
+        readings: Sequence[ReplicaReading],
+        measured_at: float | None = None,
     ) -> None:
         transitions = self.tracker.apply(primary, readings)
+        stamp = time.monotonic() if measured_at is None else measured_at
+        self.measured_at = stamp
+        self.fresh_until = stamp + self.stale_after
+        if self.stale_logged:
+            self.stale_logged = False
+            logger.info("Health rounds resumed.")
         # Announce first: receivers (metrics) see a change as soon as readers can.
         self._announce(transitions)
         for reading in readings:
@@ -85,7 +144,7 @@ class ProcessHealth:
                     reading.alias, reading.query_ms, reading.active_backends
                 )
         load.judge(time.perf_counter(), self.rotation.members)
-        history.record(self.tracker.snapshot())
+        history.record(self.snapshot())
         for reading in readings:
             if not reading.reachable and (reading.error or "").startswith("timeout"):
                 release.release(reading.alias, self.databases[reading.alias])
@@ -132,8 +191,9 @@ class ProcessHealth:
                     "Replica %r left rotation: %s.", transition.alias, transition.reason
                 )
                 signal = signals.replica_ejected
-            signal.send(
-                sender=ProcessHealth,
+            notify.send(
+                signal,
+                ProcessHealth,
                 alias=transition.alias,
                 reason=transition.reason,
                 kind=transition.kind,
@@ -196,6 +256,8 @@ def reset_after_fork() -> None:
     global _current, _lock
     _lock = threading.Lock()
     _current = None
+    deadline.reset_after_fork()
+    notify.reset_after_fork()
 
 
 def current() -> ProcessHealth | None:
@@ -206,7 +268,7 @@ def current() -> ProcessHealth | None:
 def snapshot() -> HealthSnapshot | None:
     """Return the current health snapshot of this process, if checks run."""
     state = _current
-    return state.tracker.snapshot() if state is not None else None
+    return state.snapshot() if state is not None else None
 
 
 def out_of_rotation(alias: str) -> bool:

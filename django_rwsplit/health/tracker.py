@@ -44,10 +44,25 @@ class HealthSnapshot:
     primary: PrimaryStatus | None
     replicas: tuple[ReplicaStatus, ...]
     taken_at: float = field(default_factory=time.time)
+    # Seconds since the round shown was measured, and the bound past which
+    # the process no longer trusts it (None: not known, e.g. a fresh tracker).
+    round_age_seconds: float | None = None
+    stale_after_seconds: float | None = None
+
+    @property
+    def stale(self) -> bool:
+        """Return whether the round is too old to route by (reads left replicas)."""
+        return (
+            self.round_age_seconds is not None
+            and self.stale_after_seconds is not None
+            and self.round_age_seconds > self.stale_after_seconds
+        )
 
     @property
     def status(self) -> str:
         """Return "ok", "warning" or "critical", as monitoring plugins do."""
+        if self.stale:
+            return "critical"
         primary_ok = (
             self.primary is not None
             and self.primary.reachable
@@ -78,6 +93,7 @@ class HealthSnapshot:
             replicas.append(entry)
         return {
             "status": self.status,
+            "round_age_seconds": self.round_age_seconds,
             "primary": {
                 "alias": primary.alias if primary else None,
                 **(
