@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 import time
@@ -395,3 +396,68 @@ def test_shared_rounds_fall_back_to_local_measuring_when_the_measurer_stops():
     wait_until(lambda: time.monotonic() > stale_after, timeout=1)
     (got, _), _, _ = follower.get(measured_by("follower"))
     assert follower.measured == 1 and got.endpoint == "follower"
+
+
+def _measured_by(name: str):
+    from tests.test_tracker import primary
+
+    return lambda: (replace(primary(time.time(), 1), endpoint=name), [])
+
+
+def test_shared_rounds_of_another_cluster_are_never_borrowed():
+    """Two deployments on one Redis: keys carry the cluster's identity."""
+    from django.core.cache import caches
+
+    caches["redis"].clear()
+    ours = SharedRounds("redis", 1.0, identity="ours")
+    theirs = SharedRounds("redis", 1.0, identity="theirs")
+    theirs.get(_measured_by("theirs"))
+    (got, _), _, _ = ours.get(_measured_by("ours"))
+    assert got.endpoint == "ours" and ours.borrowed == 0
+
+
+def test_a_leader_clock_running_ahead_does_not_keep_its_round_fresh():
+    """Freshness is judged by when this process saw the round arrive."""
+    from django.core.cache import caches
+
+    interval = 0.1
+    follower = SharedRounds("redis", interval, identity="clock")
+    caches["redis"].clear()
+    _primary, _ = _measured_by("leader")()
+    future = {
+        "id": "leader:1",
+        "at": time.time() + 3600,  # the leader's clock, an hour ahead
+        "primary": dataclasses.asdict(_primary),
+        "replicas": [],
+    }
+    caches["redis"].set(follower.round_key, future, timeout=60)
+    caches["redis"].set(follower.lock_key, "leader", timeout=60)
+    (got, _), _, _ = follower.get(_measured_by("follower"))
+    assert got.endpoint == "leader"
+    deadline = time.monotonic() + 3 * interval
+    wait_until(lambda: time.monotonic() > deadline, timeout=1)
+    (got, _), _, _ = follower.get(_measured_by("follower"))
+    assert got.endpoint == "follower" and follower.measured == 1
+
+
+@pytest.mark.parametrize(
+    "stored",
+    [
+        {"id": "x:1", "at": 0.0, "primary": {"alias": "default"}, "replicas": []},
+        {"id": "x:2", "at": 0.0, "primary": None, "replicas": None},
+        {"id": "x:3"},
+        "not a round",
+    ],
+)
+def test_a_round_that_does_not_decode_is_measured_locally(stored):
+    """Another version's round (or garbage) never stops this process measuring."""
+    from django.core.cache import caches
+
+    follower = SharedRounds("redis", 1.0, identity="decode")
+    caches["redis"].clear()
+    if isinstance(stored, dict):
+        stored = {**stored, "at": time.time()}
+    caches["redis"].set(follower.round_key, stored, timeout=60)
+    caches["redis"].set(follower.lock_key, "someone else", timeout=60)
+    (got, _), _, _ = follower.get(_measured_by("follower"))
+    assert got.endpoint == "follower" and follower.measured == 1
