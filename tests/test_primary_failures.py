@@ -84,3 +84,51 @@ def test_replicas_stay_when_the_primary_dies_between_its_check_and_theirs(cluste
     assert state.rotation.members == {"replica1", "replica2"}, [
         (s.alias, s.error) for s in state.tracker.snapshot().replicas
     ]
+
+
+def _replica_scalar(cluster, replica: str, sql: str):
+    return cluster.execute(replica, sql)[0][0]
+
+
+@pytest.mark.parametrize("fault", ["replay paused", "apply delay"])
+@override_settings(RWSPLIT=fast_health(CHECK_INTERVAL=60.0, MAX_LAG_SECONDS=1.0))
+def test_a_replica_known_behind_stays_out_while_the_primary_is_unreachable(
+    cluster, fault
+):
+    """
+    The last round saw the primary before a write that replica1 received but
+    did not replay; then the primary died. Measured against the primary's
+    last known position, replica1 showed lag 0 and served stale reads.
+    """
+    state = start_health()  # one round: the primary before the write
+    if fault == "replay paused":
+        cluster.pause_replay("replica1")
+    else:
+        cluster.set_apply_delay("replica1", 60_000)
+    Item.objects.create(name="received, not replayed")
+    (written,) = cluster.execute("primary", "SELECT pg_current_wal_lsn()::text")[0]
+    wait_until(
+        lambda: _replica_scalar(
+            cluster, "replica1", f"SELECT pg_last_wal_receive_lsn() >= '{written}'"
+        ),
+        timeout=10,
+    )
+    cluster.wait_caught_up("replica2", timeout=30)
+    cluster.stop_primary()
+    try:
+        # replica2 drains what it received (the shutdown checkpoint) at once.
+        drained = "SELECT pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn()"
+        wait_until(lambda: _replica_scalar(cluster, "replica2", drained), timeout=10)
+        for _ in range(2):  # held WAL must be seen twice (replay may just lag)
+            state.monitor.run_round()
+        assert not state.tracker.primary.reachable
+        assert state.rotation.members == {"replica2"}
+        replica1 = state.status("replica1")
+        assert replica1 is not None and not replica1.in_rotation
+        assert "primary unreachable" in (replica1.error or "")
+    finally:
+        # A standby whose replay is held does not reconnect to the primary.
+        cluster.set_apply_delay("replica1", 0)
+        cluster.resume_replay("replica1")
+        cluster.start_primary()  # before the test database is flushed
+        connections.close_all()  # sessions the stop terminated

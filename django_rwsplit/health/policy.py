@@ -58,13 +58,16 @@ def assess(
     *,
     bound_factor: float = 1.0,
     behind_unstreamed_before: bool = False,
+    unreplayed_before: bool = False,
 ) -> Assessment:
     """
     Measure ``reading``'s lag and judge it against the configured bounds.
 
     ``behind_unstreamed_before`` says the previous round already found this
     replica behind the primary with its WAL receiver not streaming (see
-    :func:`behind_unstreamed`).
+    :func:`behind_unstreamed`); ``unreplayed_before`` that it found the
+    primary unreachable and this replica holding WAL it had not replayed
+    (see :func:`unreplayed_wal`).
     """
     if not reading.reachable:
         return Assessment(
@@ -85,6 +88,23 @@ def assess(
         if last_known is None or reading.replay_lsn < last_known:
             return Assessment(
                 None, None, "lag unknown: primary unreachable", Reason.LAG
+            )
+        if reading.replay_paused:
+            # Its WAL receiver may hold more than it shows; nothing bounds it.
+            return Assessment(
+                None, None, "replay paused, primary unreachable", Reason.LAG
+            )
+        # WAL received but not replayed came from the primary, so the primary
+        # was at least there. Replay normally drains it within moments; found
+        # again on the next round, replay is held (an apply delay, a replay
+        # conflict) and the replica is behind by that much.
+        unreplayed = unreplayed_wal(reading)
+        if unreplayed and unreplayed_before:
+            return Assessment(
+                unreplayed,
+                _lag_seconds(reading, primary, history),
+                f"{unreplayed} bytes received but not replayed, primary unreachable",
+                Reason.LAG,
             )
         primary_lsn = last_known
     lag_bytes = max(0, primary_lsn - reading.replay_lsn)
@@ -125,6 +145,13 @@ def assess(
             Reason.LAG,
         )
     return Assessment(lag_bytes, lag_seconds, None)
+
+
+def unreplayed_wal(reading: ReplicaReading) -> int:
+    """Return the bytes of WAL ``reading`` shows received but not yet replayed."""
+    if reading.receive_lsn is None or reading.replay_lsn is None:
+        return 0
+    return max(0, reading.receive_lsn - reading.replay_lsn)
 
 
 def behind_unstreamed(reading: ReplicaReading, lag_bytes: int | None) -> bool:

@@ -9,7 +9,12 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from django_rwsplit.conf import Config
-from django_rwsplit.health.policy import PrimaryHistory, assess, behind_unstreamed
+from django_rwsplit.health.policy import (
+    PrimaryHistory,
+    assess,
+    behind_unstreamed,
+    unreplayed_wal,
+)
 from django_rwsplit.health.probes import PrimaryStatus, ReplicaReading
 from django_rwsplit.health.reasons import Reason
 from django_rwsplit.health.rotation import Rotation
@@ -131,6 +136,9 @@ class _ReplicaState:
     kind: Reason | None = None
     # The last round found it behind a reachable primary, not streaming.
     behind_unstreamed: bool = False
+    # The last round found the primary unreachable and this replica holding
+    # WAL it had not replayed.
+    unreplayed: bool = False
     status: ReplicaStatus | None = None
 
 
@@ -192,6 +200,7 @@ class Tracker:
             self.history,
             self.config,
             behind_unstreamed_before=before,
+            unreplayed_before=state.unreplayed,
         )
         calm = assess(
             reading,
@@ -200,7 +209,10 @@ class Tracker:
             self.config,
             bound_factor=0.5,
             behind_unstreamed_before=before,
+            unreplayed_before=state.unreplayed,
         )
+        primary_up = primary is not None and primary.reachable
+        state.unreplayed = not primary_up and unreplayed_wal(reading) > 0
         state.behind_unstreamed = (
             primary is not None
             and primary.reachable
