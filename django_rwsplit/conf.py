@@ -9,15 +9,18 @@ and the README's settings list (a test compares the two).
 from __future__ import annotations
 
 import difflib
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
-from django.core.exceptions import ImproperlyConfigured
+from django.db import DEFAULT_DB_ALIAS
 
 from django_rwsplit import validators
 from django_rwsplit.validators import Problem
+
+logger = logging.getLogger("django_rwsplit")
 
 __all__ = [
     "BALANCER_CHOICES",
@@ -50,6 +53,9 @@ class Setting:
     validate: Callable[[Setting, Any, list[Problem]], Any]
     check_id: str
     maximum: float | None = None
+    # The smallest accepted value (above zero), for a setting whose tiny
+    # values would spin a thread (intervals, timeouts).
+    minimum: float | None = None
     positive: bool = False
     nullable: bool = False
     integer: bool = False
@@ -151,6 +157,7 @@ SETTINGS: tuple[Setting, ...] = (
         _number,
         "rwsplit.E008",
         maximum=3_600,
+        minimum=0.05,
         positive=True,
     ),
     Setting(
@@ -160,6 +167,7 @@ SETTINGS: tuple[Setting, ...] = (
         _number,
         "rwsplit.E008",
         maximum=600,
+        minimum=0.05,
         positive=True,
     ),
     Setting(
@@ -219,6 +227,9 @@ class Config:
     # True when every replica is a TEST MIRROR of the primary and
     # ROUTE_TEST_MIRRORS_TO_PRIMARY is on (see balancing.mirrors_active).
     test_mirrors: bool = False
+    # The system check errors of an invalid setting: this Config then sends
+    # every query to the primary (see get_config).
+    problems: tuple[str, ...] = ()
 
 
 def raw_setting() -> object:
@@ -336,30 +347,49 @@ def measurable_engine(engine: str) -> bool:
 
 
 def get_config() -> Config:
-    """Return the parsed ``RWSPLIT`` setting, parsing it once per change."""
+    """
+    Return the parsed ``RWSPLIT`` setting, parsing it once per change.
+
+    An invalid setting (one that fails the system checks, which gunicorn and
+    uvicorn do not run) never fails a request: the Config returned then has
+    no replicas, so every query goes to the primary, and the errors are
+    logged once per change of the setting (see :attr:`Config.problems`).
+    """
     global cached
     config = cached
     if config is None:
         config, problems = parse(raw_setting())
-        errors = [p for p in problems if p.id.startswith("rwsplit.E")]
+        errors = tuple(
+            f"{p.msg} ({p.id})" for p in problems if p.id.startswith("rwsplit.E")
+        )
         if errors:
-            raise ImproperlyConfigured(" ".join(f"{p.msg} ({p.id})" for p in errors))
+            config = primary_only(config.primary, errors)
+            logger.error(
+                "RWSPLIT is invalid; every query goes to the primary %r until "
+                "it is fixed (run 'manage.py check'): %s",
+                config.primary,
+                " ".join(errors),
+            )
         cached = config
     return config
+
+
+def primary_only(primary: str, problems: tuple[str, ...]) -> Config:
+    """The Config of an invalid setting: no replicas, ``primary`` if it exists."""
+    if primary not in settings.DATABASES:
+        primary = DEFAULT_DB_ALIAS
+    return Config(primary=primary, replicas={}, problems=problems)
 
 
 def config_or_none() -> Config | None:
     """
     Return the parsed setting, or None while ``RWSPLIT`` is invalid.
 
-    For code that Django runs before or during its system checks (router
-    ``allow_migrate``, connection signals, health views): an invalid setting
-    must reach the user as check errors, not as an exception from there.
+    For code that must show an invalid setting as such (the health views, the
+    health command) rather than run with the primary-only fallback.
     """
-    try:
-        return cached or get_config()
-    except ImproperlyConfigured:
-        return None
+    config = cached or get_config()
+    return None if config.problems else config
 
 
 def clear_cache(**kwargs: object) -> None:

@@ -29,6 +29,13 @@ class Problem:
     hint: str | None = None
 
 
+# The largest replica WEIGHT: a rotation is one period of the weighted order,
+# so its length is the sum of the weights.
+MAX_WEIGHT = 100
+# The shortest HEALTH_ENDPOINT_TOKEN accepted.
+MIN_SECRET_LENGTH = 16
+
+
 def number(setting: Setting, value: Any, problems: list[Problem]) -> Any:
     """A finite number within the setting's bounds (or None when nullable)."""
     if value is None and setting.nullable:
@@ -36,15 +43,23 @@ def number(setting: Setting, value: Any, problems: list[Problem]) -> Any:
     kinds = (int,) if setting.integer else (int, float)
     bad_type = isinstance(value, bool) or not isinstance(value, kinds)
     maximum = setting.maximum if setting.maximum is not None else math.inf
+    minimum = setting.minimum
     if (
         bad_type
         or (isinstance(value, float) and not math.isfinite(value))
         or value < 0
         or value > maximum
         or (setting.positive and value == 0)
+        or (minimum is not None and value < minimum)
     ):
         wanted = "an integer" if setting.integer else "a number"
-        sign = "greater than zero" if setting.positive else "zero or more"
+        sign = (
+            f"of at least {minimum:g}"
+            if minimum is not None
+            else "greater than zero"
+            if setting.positive
+            else "zero or more"
+        )
         none = " or None" if setting.nullable else ""
         problems.append(
             Problem(
@@ -118,15 +133,17 @@ def replicas(setting: Setting, value: Any, problems: list[Problem]) -> dict[str,
             if (
                 isinstance(weight, bool)
                 or not isinstance(weight, int)
-                or weight < 1
+                or not 1 <= weight <= MAX_WEIGHT
                 or (isinstance(options, Mapping) and set(options) - {"WEIGHT"})
             ):
                 problems.append(
                     Problem(
                         "rwsplit.E007",
                         f'RWSPLIT["REPLICAS"]["{alias}"] should be a dict with an '
-                        f'optional positive integer "WEIGHT", not {options!r}.',
-                        'For example {"WEIGHT": 3}. The default weight is 1.',
+                        f'optional integer "WEIGHT" from 1 to {MAX_WEIGHT}, '
+                        f"not {options!r}.",
+                        'For example {"WEIGHT": 3}. The default weight is 1; '
+                        "only the ratios between weights matter.",
                     )
                 )
                 continue
@@ -167,17 +184,28 @@ def cache_alias(setting: Setting, value: Any, problems: list[Problem]) -> str | 
 
 
 def secret(setting: Setting, value: Any, problems: list[Problem]) -> str | None:
-    """None, or a non-empty string (never echoed in the message)."""
-    if value is None:
+    """
+    None or "" (no token), or a string of at least MIN_SECRET_LENGTH characters.
+
+    The value is never echoed in the message. An empty string is no token,
+    so ``os.environ.get("X", "")`` with the variable unset turns it off.
+    """
+    if value is None or (isinstance(value, str) and not value.strip()):
         return None
-    if not isinstance(value, str) or not value.strip():
+    if not isinstance(value, str) or len(value.strip()) < MIN_SECRET_LENGTH:
+        what = (
+            f"{len(value.strip())} characters"
+            if isinstance(value, str)
+            else type(value).__name__
+        )
         problems.append(
             Problem(
                 setting.check_id,
-                f'RWSPLIT["{setting.key}"] should be None or a non-empty '
-                f"string, not {type(value).__name__}.",
-                "Read it from the environment, e.g. "
-                'os.environ.get("RWSPLIT_HEALTH_TOKEN").',
+                f'RWSPLIT["{setting.key}"] should be None or a string of at least '
+                f"{MIN_SECRET_LENGTH} characters, not {what}.",
+                "Generate one with: python -c 'import secrets; "
+                "print(secrets.token_urlsafe(32))', and read it from the "
+                'environment, e.g. os.environ.get("RWSPLIT_HEALTH_TOKEN").',
             )
         )
         return None
@@ -185,7 +213,17 @@ def secret(setting: Setting, value: Any, problems: list[Problem]) -> str | None:
 
 
 def cookie_name(setting: Setting, value: Any, problems: list[Problem]) -> str:
-    """A cookie name of letters, digits, ``-`` and ``_``."""
+    """A cookie name of letters, digits, ``-`` and ``_``, not one of Django's."""
+    if isinstance(value, str) and value in djangos_cookies():
+        problems.append(
+            Problem(
+                "rwsplit.E019",
+                f'RWSPLIT["{setting.key}"] is {value!r}, a cookie Django already '
+                "sets: the pin would overwrite it.",
+                f"Use another name; the default is {setting.default!r}.",
+            )
+        )
+        return str(setting.default)
     if (
         not isinstance(value, str)
         or not value.isascii()
@@ -200,6 +238,17 @@ def cookie_name(setting: Setting, value: Any, problems: list[Problem]) -> str:
         )
         return str(setting.default)
     return value
+
+
+def djangos_cookies() -> set[str]:
+    """The names of the cookies Django itself sets (session, CSRF, language)."""
+    from django.conf import settings
+
+    return {
+        str(getattr(settings, name))
+        for name in ("SESSION_COOKIE_NAME", "CSRF_COOKIE_NAME", "LANGUAGE_COOKIE_NAME")
+        if getattr(settings, name, None)
+    }
 
 
 def header_name(setting: Setting, value: Any, problems: list[Problem]) -> str | None:

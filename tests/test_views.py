@@ -41,7 +41,7 @@ urlpatterns = [
 URLS = __name__
 
 FAST = fast_health()
-TOKEN = "s3cret-token-ü"
+TOKEN = "s3cret-token-ü-0123456789"
 AUTH_MIDDLEWARE = [
     "django_rwsplit.middleware.PinPrimaryMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",

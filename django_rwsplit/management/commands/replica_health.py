@@ -11,7 +11,6 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connections
 
@@ -175,12 +174,11 @@ class Command(BaseCommand):
         parser.add_argument("--rounds", type=positive_int, help=argparse.SUPPRESS)
 
     def handle(self, *args: Any, **options: Any) -> None:
-        try:
-            config = get_config()
-        except ImproperlyConfigured as exc:
+        config = get_config()
+        if config.problems:
             raise CommandError(
-                f"RWSPLIT is misconfigured: {exc}", returncode=2
-            ) from None
+                f"RWSPLIT is misconfigured: {' '.join(config.problems)}", returncode=2
+            )
         if options["timeout"] is not None:
             config = dataclasses.replace(config, check_timeout=options["timeout"])
         databases = connections.settings
