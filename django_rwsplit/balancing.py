@@ -199,8 +199,9 @@ def caught_up(
     True when the scope has none. The health snapshot answers when it
     already shows the position, or (``ask`` false) whenever it is known. With
     ``ask``, a snapshot taken after the write that shows the replica behind
-    answers too; otherwise the replica is asked once (and again for up to
-    ``CAUSAL_WAIT`` milliseconds, if set).
+    answers too; otherwise the replica is asked once (and again until
+    ``CAUSAL_WAIT`` milliseconds after the scope's first wait, if set: one
+    deadline per scope, not per replica).
     """
     min_lsn = scope.min_lsn if scope is not None else None
     if not min_lsn:
@@ -220,7 +221,12 @@ def caught_up(
         )
         if measured_after_write and not state.config.causal_wait:
             return False
-    deadline = time.monotonic() + state.config.causal_wait / 1000
+    # One CAUSAL_WAIT per scope (request), however many replicas are asked.
+    deadline = scope.causal_deadline if scope is not None else None
+    if deadline is None:
+        deadline = time.monotonic() + state.config.causal_wait / 1000
+        if scope is not None:
+            scope.causal_deadline = deadline
     while True:
         position = consistency.replica_position(alias)
         if position is not None and position >= min_lsn:

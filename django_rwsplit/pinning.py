@@ -40,6 +40,7 @@ class Scope:
         "wrote",
         "request_atomic_depth",
         "before_first_read",
+        "causal_deadline",
     )
 
     def __init__(
@@ -59,6 +60,9 @@ class Scope:
         # Called with the scope before a read picks a replica, until it
         # returns True (done).
         self.before_first_read: Callable[[Scope], bool] | None = None
+        # time.monotonic() past which CAUSAL_WAIT no longer waits for any
+        # replica in this scope (set by the first wait).
+        self.causal_deadline: float | None = None
 
 
 _scope: ContextVar[Scope | None] = ContextVar("rwsplit_scope", default=None)

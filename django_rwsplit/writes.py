@@ -42,15 +42,39 @@ READ_ONLY_VERBS = frozenset(
 )
 _LEADING_NOISE = re.compile(r"^(?:\s+|--[^\n]*\n?|/\*.*?\*/|\()*", re.DOTALL)
 _DATA_CHANGING = re.compile(r"\b(?:INSERT|UPDATE|DELETE|MERGE)\b", re.IGNORECASE)
+# SELECT ... INTO new_table (CREATE TABLE AS by another name).
+_INTO = re.compile(r"\bINTO\b", re.IGNORECASE)
+_ANALYZE = re.compile(r"\bANALY[SZ]E\b", re.IGNORECASE)
+_CREATES = re.compile(r"\bCREATE\b", re.IGNORECASE)
+# A string literal ('it''s'): its words are not SQL.
+_STRING = re.compile(r"'(?:[^']|'')*'")
 
 
 @functools.lru_cache(maxsize=2048)
 def is_write(sql: str) -> bool:
-    """Return whether ``sql`` may change data (conservatively: unknown is a write)."""
-    body = _LEADING_NOISE.sub("", sql, count=1)
+    """
+    Return whether ``sql`` may change data (conservatively: unknown is a write).
+
+    Each statement counts (``SELECT 1; DELETE ...`` writes), and so do
+    ``SELECT ... INTO``, a ``WITH`` holding a data-changing statement, and
+    ``EXPLAIN ANALYZE`` (which runs its statement) of a write.
+    """
+    text = _STRING.sub("''", sql)
+    statements = [part for part in text.split(";") if part.strip()] or [text]
+    return any(_statement_writes(statement) for statement in statements)
+
+
+def _statement_writes(statement: str) -> bool:
+    body = _LEADING_NOISE.sub("", statement, count=1)
     verb = body[:12].split(None, 1)[0].upper() if body.strip() else ""
     if verb == "WITH":
-        return bool(_DATA_CHANGING.search(body))
+        return bool(_DATA_CHANGING.search(body) or _INTO.search(body))
+    if verb in ("SELECT", "TABLE", "VALUES"):
+        return bool(_INTO.search(body))
+    if verb == "EXPLAIN":
+        return bool(_ANALYZE.search(body)) and bool(
+            _DATA_CHANGING.search(body) or _INTO.search(body) or _CREATES.search(body)
+        )
     return verb not in READ_ONLY_VERBS
 
 

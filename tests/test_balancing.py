@@ -192,3 +192,43 @@ def test_random_other_draws_by_weight_and_never_the_first():
     assert set(draws) == {"b", "c"}
     assert draws["b"] > 4 * draws["c"]
     assert Rotation({"a": 1}).random_other("a") is None
+
+
+class FakeClock:
+    """time.monotonic()/sleep() for balancing: sleeping advances the clock."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def perf_counter(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def test_causal_wait_is_one_deadline_per_scope(monkeypatch):
+    """With two replicas behind, CAUSAL_WAIT=300 waited 300 ms for each."""
+    from django_rwsplit import consistency
+
+    state = fake_state({"replica1": 1, "replica2": 1}, {"replica1": 10, "replica2": 10})
+    state.config = Config(replicas={"replica1": 1, "replica2": 1}, causal_wait=300)
+    state.primary = None
+    clock = FakeClock()
+    monkeypatch.setattr(balancing, "time", clock)
+    asked = []
+
+    def position(alias):
+        asked.append(alias)
+        return 10  # never reaches the scope's 50
+
+    monkeypatch.setattr(consistency, "replica_position", position)
+    scope = pinning.Scope(min_lsn=50)
+    started = clock.now
+    for alias in ("replica1", "replica2"):
+        assert not balancing.caught_up(state, alias, scope, ask=True)
+    assert clock.now - started <= 0.300 + 0.005
+    assert {"replica1", "replica2"} <= set(asked)  # each asked at least once

@@ -1,4 +1,4 @@
-"""Write detection by a statement's first keyword: pure logic, no server."""
+"""Write detection of each statement: pure logic, no server."""
 
 from __future__ import annotations
 
@@ -25,6 +25,11 @@ from django_rwsplit.writes import is_write
         "WITH x AS (SELECT 1) SELECT * FROM x",
         "DECLARE c CURSOR FOR SELECT 1",
         "FETCH 10 FROM c",
+        "EXPLAIN ANALYZE SELECT * FROM t",
+        "EXPLAIN (ANALYZE, BUFFERS) SELECT 1",
+        "EXPLAIN UPDATE t SET a = 1",  # planned, not run
+        "SELECT 'insert into t' AS words",  # in a string literal
+        "SELECT 1; SELECT 2;",
     ],
 )
 def test_reads(sql):
@@ -47,6 +52,15 @@ def test_reads(sql):
         "",
         "   ",
         "FROBNICATE",  # unknown: a write, to be safe
+        "EXPLAIN ANALYZE INSERT INTO t VALUES (1)",
+        "EXPLAIN (ANALYZE true) DELETE FROM t",
+        "explain analyse update t set a = 1",
+        "EXPLAIN ANALYZE CREATE TABLE t2 AS SELECT 1",
+        "SELECT * INTO new_table FROM t",
+        "SELECT a INTO TEMP copy FROM t",
+        "WITH x AS (SELECT 1) SELECT * INTO t2 FROM x",
+        "SELECT 1; DELETE FROM t",
+        "SET search_path TO app; UPDATE t SET a = 1",
     ],
 )
 def test_writes_and_unknowns(sql):

@@ -32,10 +32,20 @@ def _host_patterns(settings_items: tuple[tuple[str, str], ...]) -> re.Pattern[st
     hosts = sorted({h for kind, h in settings_items if kind == "host"}, key=len)
     ports = sorted({p for kind, p in settings_items if kind == "port"})
     parts = [re.escape(host) for host in reversed(hosts)]
+    words = sorted({w for kind, w in settings_items if kind == "word"}, key=len)
+    parts += [rf"(?<![\w.-]){re.escape(word)}(?![\w.-])" for word in reversed(words)]
     parts += [rf"(?<=port ){port}\b" for port in ports]
     parts += [rf"(?<=:){port}\b" for port in ports]
     parts.append(r"\b\d{1,3}(?:\.\d{1,3}){3}\b")  # any IPv4 literal
+    parts.append(IPV6)
     return re.compile("|".join(parts))
+
+
+# An IPv6 literal: four groups or more, or any with "::" (not a clock time).
+IPV6 = (
+    r"(?<![\w:])(?:(?:[0-9A-Fa-f]{1,4}:){3,7}[0-9A-Fa-f]{1,4}"
+    r"|[0-9A-Fa-f:]*::[0-9A-Fa-f:]*(?:%\w+)?)(?![\w:])"
+)
 
 
 def _endpoint_parts(aliases: Iterable[str]) -> tuple[tuple[str, str], ...]:
@@ -55,11 +65,24 @@ def _endpoint_parts(aliases: Iterable[str]) -> tuple[tuple[str, str], ...]:
             for port in str(value or "").split(","):
                 if port.strip().isdigit():
                     found.add(("port", port.strip()))
+        # The database user and name: an error message may quote them.
+        for value in (
+            settings_dict.get("USER"),
+            options.get("user"),
+            settings_dict.get("NAME"),
+            options.get("dbname"),
+        ):
+            if isinstance(value, str) and len(value.strip()) >= 2:
+                found.add(("word", value.strip()))
     return tuple(sorted(found))
 
 
 def redact(text: str | None, config: Config) -> str | None:
-    """Hide the host names, addresses and ports of ``config``'s databases."""
+    """
+    Hide what an error may reveal of ``config``'s databases.
+
+    Host names, IPv4 and IPv6 addresses, ports, database users and names.
+    """
     if not text:
         return text
     parts = _endpoint_parts([config.primary, *config.replicas])
