@@ -124,10 +124,7 @@ def _misconfigured() -> JsonResponse:
 
 def current_snapshot(config: Config) -> HealthSnapshot:
     """Return this process's health snapshot, starting the monitor if needed."""
-    state = health_state.current()
-    if state is None or state.config is not config:
-        state = health_state.process_health(config)
-    snapshot = state.snapshot()
+    snapshot = health_state.process_health(config).snapshot()
     history.record(snapshot)
     return snapshot
 

@@ -77,10 +77,7 @@ def take_snapshot(config: Config) -> HealthSnapshot:
     Never measures per call: an unauthenticated health URL polled often
     would otherwise open a connection to every server on each poll.
     """
-    state = health_state.current()
-    if state is None or state.config is not config:
-        state = health_state.process_health(config)
-    return state.snapshot()
+    return health_state.process_health(config).snapshot()
 
 
 def assess(snapshot: HealthSnapshot, config: Config) -> list[Finding]:

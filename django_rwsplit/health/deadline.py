@@ -47,9 +47,12 @@ def call_within(key: str, timeout: float, func: Callable[[], _T]) -> _T:
         thread = threading.Thread(target=run, name=f"rwsplit-{key}"[:60], daemon=True)
         try:
             thread.start()
+            started = True
+            _busy[key] = thread
         except RuntimeError:  # interpreter shutting down: no new threads
-            return func()
-        _busy[key] = thread
+            started = False
+    if not started:
+        return func()  # inline, outside the lock
     if not done.wait(timeout):
         raise CallTimeout(f"{key}: no answer in {timeout * 1000:.0f} ms")
     with _lock:

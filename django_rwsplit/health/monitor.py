@@ -13,9 +13,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, fields
 from typing import Any, TypeVar
 
+from psycopg.conninfo import conninfo_to_dict
+
 from django_rwsplit.conf import Config
 from django_rwsplit.health.deadline import call_within
-from django_rwsplit.health.pgwire import describe_endpoint
+from django_rwsplit.health.pgwire import conninfo_from_settings, describe_endpoint
 from django_rwsplit.health.probes import (
     PrimaryStatus,
     Probe,
@@ -163,21 +165,10 @@ def cluster_identity(config: Config, databases: Mapping[str, Mapping[str, Any]])
     """
     parts = []
     for alias in (config.primary, *config.replicas):
-        settings_dict = databases[alias]
-        options = settings_dict.get("OPTIONS") or {}
-        parts.append(
-            "|".join(
-                str(value)
-                for value in (
-                    alias,
-                    settings_dict.get("HOST") or options.get("host") or "",
-                    options.get("hostaddr") or "",
-                    settings_dict.get("PORT") or options.get("port") or "",
-                    settings_dict.get("NAME") or options.get("dbname") or "",
-                    options.get("service") or "",
-                )
-            )
-        )
+        # What the probes connect to (the password aside: not a key's business).
+        params = conninfo_to_dict(conninfo_from_settings(databases[alias]))
+        params.pop("password", None)
+        parts.append(f"{alias}|{sorted(params.items())}")
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
 
@@ -251,7 +242,8 @@ class SharedRounds:
             )
         except Exception as exc:  # noqa: BLE001 - a cache outage must not stop checks
             self._warn_once("Health cache unavailable", exc)
-            return (*self._measure(measure_now), time.monotonic())
+            started = time.monotonic()
+            return (*self._measure(measure_now), started)
         borrowed = self._borrow(stored)
         if borrowed is not None:
             return borrowed

@@ -223,12 +223,13 @@ def fetch_row(
     application query's.
     """
     try:
-        password = conninfo_to_dict(conninfo).get("password")
+        params = conninfo_to_dict(conninfo)
     except Exception:
         raise ProbeConnectionError("invalid connection string") from None
+    password = params.get("password")
     secret = str(password) if password else None
     deadline = _Deadline(timeout)
-    conninfo = resolved(conninfo, deadline)
+    conninfo = resolved(conninfo, params, deadline)
     pgconn = pq.PGconn.connect_start(conninfo.encode())
     try:
         _connect(pgconn, deadline, secret)
@@ -262,15 +263,15 @@ def _lookup(host: str, port: str | None) -> str:
     return str(infos[0][4][0])
 
 
-def resolved(conninfo: str, deadline: _Deadline) -> str:
+def resolved(conninfo: str, params: dict[str, Any], deadline: _Deadline) -> str:
     """
-    Return ``conninfo`` with its host names resolved (``hostaddr``) in time.
+    Return ``conninfo`` (parsed: ``params``) with its host name resolved in time.
 
-    Only a single host without ``hostaddr`` is resolved; a list of hosts is
-    left to libpq. Raises :class:`ProbeTimeout` when the lookup outlives the
-    deadline and :class:`ProbeConnectionError` when it fails.
+    The address goes in ``hostaddr``. Only a single host without ``hostaddr``
+    is resolved; a list of hosts is left to libpq. Raises
+    :class:`ProbeTimeout` when the lookup outlives the deadline and
+    :class:`ProbeConnectionError` when it fails.
     """
-    params = conninfo_to_dict(conninfo)
     host = str(params.get("host") or "")
     if params.get("hostaddr") or "," in host or not _needs_lookup(host):
         return conninfo
@@ -288,8 +289,7 @@ def resolved(conninfo: str, deadline: _Deadline) -> str:
         raise ProbeConnectionError(
             f"could not translate host name {host!r}: {exc.strerror or exc}"
         ) from None
-    params["hostaddr"] = address
-    return make_conninfo("", **params)
+    return make_conninfo("", **{**params, "hostaddr": address})
 
 
 def fetch_on(pgconn: PGconn, sql: str, timeout: float) -> tuple[str | None, ...]:

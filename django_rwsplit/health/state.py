@@ -91,10 +91,6 @@ class ProcessHealth:
             return None
         return max(0.0, time.monotonic() - self.measured_at)
 
-    def stale(self) -> bool:
-        """Return whether the last round is older than :attr:`stale_after`."""
-        return self.measured_at is not None and time.monotonic() > self.fresh_until
-
     def snapshot(self) -> HealthSnapshot:
         """The tracker's snapshot, with the round's age (stale: critical)."""
         return replace(
@@ -127,12 +123,11 @@ class ProcessHealth:
         self,
         primary: PrimaryStatus,
         readings: Sequence[ReplicaReading],
-        measured_at: float | None = None,
+        measured_at: float,
     ) -> None:
         transitions = self.tracker.apply(primary, readings)
-        stamp = time.monotonic() if measured_at is None else measured_at
-        self.measured_at = stamp
-        self.fresh_until = stamp + self.stale_after
+        self.measured_at = measured_at
+        self.fresh_until = measured_at + self.stale_after
         if self.stale_logged:
             self.stale_logged = False
             logger.info("Health rounds resumed.")

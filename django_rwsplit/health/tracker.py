@@ -213,10 +213,8 @@ class Tracker:
         )
         primary_up = primary is not None and primary.reachable
         state.unreplayed = not primary_up and unreplayed_wal(reading) > 0
-        state.behind_unstreamed = (
-            primary is not None
-            and primary.reachable
-            and behind_unstreamed(reading, verdict.lag_bytes)
+        state.behind_unstreamed = primary_up and behind_unstreamed(
+            reading, verdict.lag_bytes
         )
         transition = None
         state.kind = verdict.reason
