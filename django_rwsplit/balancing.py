@@ -122,8 +122,6 @@ def choose_replica(config: Config, scope: Scope | None) -> str:
     if state is None or state.config is not config:
         state = health_state.process_health(config)
     rotation = state.rotation
-    if time.monotonic() > state.fresh_until:  # no round for too long
-        rotation = state.live_rotation()
     if scope is not None:
         hook = scope.before_first_read
         if hook is not None:
@@ -180,7 +178,7 @@ def substitute_for_read(
     next pick, so substitutes spread over the replicas.
     """
     scope = current_scope()
-    for alias in BALANCERS[state.config.balancer].candidates(state.live_rotation()):
+    for alias in BALANCERS[state.config.balancer].candidates(state.rotation):
         if alias not in exclude and caught_up(state, alias, scope, ask=False):
             return alias
     return state.config.primary

@@ -17,11 +17,8 @@ from django_rwsplit.health.rotation import Rotation
 
 def fake_state(weights: dict[str, int], replayed: dict[str, int]) -> SimpleNamespace:
     """What balancing reads of a ProcessHealth: rotation, status(), config."""
-    rotation = Rotation(weights)
     return SimpleNamespace(
-        rotation=rotation,
-        live_rotation=lambda: rotation,
-        fresh_until=float("inf"),
+        rotation=Rotation(weights),
         config=Config(replicas=weights),
         status=lambda alias: SimpleNamespace(
             replay_lsn=replayed.get(alias), query_ms=None, active_backends=None

@@ -25,7 +25,7 @@ def fast_health(**overrides: object) -> dict[str, object]:
 
 def rotation() -> frozenset[str]:
     """The replicas in rotation now (starting this process's checks if needed)."""
-    return health_state.process_health(conf.get_config()).live_rotation().members
+    return health_state.process_health(conf.get_config()).rotation.members
 
 
 def start_health(*aliases: str) -> health_state.ProcessHealth:

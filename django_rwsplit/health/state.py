@@ -9,9 +9,11 @@ replica is :mod:`django_rwsplit.balancing`'s.
 
 The rotation expires: each round stamps it with when it was measured (or,
 for a round borrowed through ``HEALTH_CACHE``, when this process first saw
-it), and once the stamp is older than :attr:`ProcessHealth.stale_after`
-(``3 * CHECK_INTERVAL + 2 * CHECK_TIMEOUT``) the rotation reads as empty,
-so reads fail closed (``FALLBACK``) until a new round arrives.
+it). A watchdog thread, which does no I/O and so cannot hang with the
+monitor, looks every ``CHECK_INTERVAL``: once the stamp is older than
+:attr:`ProcessHealth.stale_after` (``3 * CHECK_INTERVAL + 2 * CHECK_TIMEOUT``)
+it publishes the empty rotation, so reads fail closed (``FALLBACK``) until a
+new round arrives. The router itself pays nothing for this.
 """
 
 from __future__ import annotations
@@ -62,20 +64,29 @@ class ProcessHealth:
         self.measured_at: float | None = None
         self.fresh_until = -float("inf")
         self.stale_logged = False
+        # Publishing a rotation (a round, an ejection, the watchdog) is rare:
+        # a lock keeps a late watchdog from hiding a fresh round's rotation.
+        self._publishing = threading.Lock()
+        self.watchdog = threading.Thread(
+            target=self._watch, name="django_rwsplit-watchdog", daemon=True
+        )
 
     @property
     def primary(self) -> PrimaryStatus | None:
         """The primary's last status (None before the first round)."""
         return self.tracker.primary
 
-    def live_rotation(self) -> Rotation:
-        """The rotation, or the empty one once the last round is too old."""
-        if time.monotonic() <= self.fresh_until:
-            return self.rotation
-        return self._expired()
+    def _publish(self) -> None:
+        """Hand readers the tracker's rotation, or the empty one once stale."""
+        with self._publishing:
+            fresh = time.monotonic() <= self.fresh_until
+            self.rotation = self.tracker.rotation if fresh else EMPTY
 
-    def _expired(self) -> Rotation:
-        if self.rotation.members and not self.stale_logged:
+    def _watch(self) -> None:
+        """The watchdog: expire the rotation when rounds stop coming."""
+        while not self.monitor.stopping.wait(self.config.check_interval):
+            if time.monotonic() <= self.fresh_until or not self.rotation.members:
+                continue
             self.stale_logged = True
             logger.error(
                 "No health round for %.1f s (bound %.1f s): replicas leave "
@@ -83,7 +94,8 @@ class ProcessHealth:
                 self.round_age() or 0.0,
                 self.stale_after,
             )
-        return EMPTY
+            self._publish()
+            self._fallback_changed(True)
 
     def round_age(self) -> float | None:
         """Seconds since the last round was measured (None before the first)."""
@@ -101,11 +113,11 @@ class ProcessHealth:
 
     def in_rotation(self, alias: str) -> bool:
         """Return whether replica ``alias`` may serve reads now."""
-        return alias in self.live_rotation().members
+        return alias in self.rotation.members
 
     def pick(self) -> str | None:
         """Return the rotation's next replica (None when it is empty)."""
-        return self.live_rotation().pick()
+        return self.rotation.pick()
 
     def status(self, alias: str) -> ReplicaStatus | None:
         """Return replica ``alias``'s latest status (None before its first check)."""
@@ -116,8 +128,8 @@ class ProcessHealth:
         return self.tracker.unreachable(alias)
 
     def _rotation_changed(self, rotation: Rotation) -> None:
-        self.rotation = rotation
-        load.judge(time.perf_counter(), rotation.members)
+        self._publish()
+        load.judge(time.perf_counter(), self.rotation.members)
 
     def _take_round(
         self,
@@ -125,9 +137,10 @@ class ProcessHealth:
         readings: Sequence[ReplicaReading],
         measured_at: float,
     ) -> None:
-        transitions = self.tracker.apply(primary, readings)
         self.measured_at = measured_at
         self.fresh_until = measured_at + self.stale_after
+        transitions = self.tracker.apply(primary, readings)
+        self._publish()  # also when membership did not change (after a stall)
         if self.stale_logged:
             self.stale_logged = False
             logger.info("Health rounds resumed.")
@@ -207,6 +220,7 @@ class ProcessHealth:
     def start(self) -> None:
         """Start the monitor; wait for its first round (two CHECK_TIMEOUTs at most)."""
         self.monitor.start()
+        self.watchdog.start()
         # A round is the primary, then the replicas in parallel: two timeouts.
         self.monitor.first_round.wait(2 * self.config.check_timeout + 0.5)
 
