@@ -41,6 +41,9 @@ def normalise_reason(reason: object) -> str:
     return Reason.of_text(reason).value
 
 
+_FOLD_AT = 64
+
+
 class _ThreadCounts(threading.local):
     """This thread's read and pin counts, registered with their owner once."""
 
@@ -64,6 +67,10 @@ class CountingObserver:
         ] = []
         self._retired_reads: Counter[tuple[str, str | None]] = Counter()
         self._retired_pins: Counter[str] = Counter()
+        # Fold finished threads when a new one registers and this many are
+        # kept: under ASGI (a thread per request) without scrapes, the list
+        # would otherwise grow by one per thread for ever.
+        self._fold_at = _FOLD_AT
         self._local = _ThreadCounts(self)
         self.ejections: Counter[tuple[str, str]] = Counter()
         self.retries: Counter[tuple[str, str]] = Counter()
@@ -74,7 +81,28 @@ class CountingObserver:
         self, reads: dict[tuple[str, str | None], int], pins: dict[str, int]
     ) -> None:
         with self._lock:
+            if len(self._live) >= self._fold_at:
+                self._fold_finished()
+                self._fold_at = max(_FOLD_AT, 2 * len(self._live))
             self._live.append((weakref.ref(threading.current_thread()), reads, pins))
+
+    @property
+    def tracked_threads(self) -> int:
+        """How many threads' counts are kept apart (live ones, a few finished)."""
+        return len(self._live)
+
+    def _fold_finished(self) -> None:
+        """Add finished threads' counts to the retired sums (under the lock)."""
+        live = []
+        for ref, reads, pins in self._live:
+            thread = ref()
+            if thread is None or not thread.is_alive():
+                # A finished thread cannot count again: keep its sums only.
+                self._retired_reads.update(reads.copy())
+                self._retired_pins.update(pins.copy())
+            else:
+                live.append((ref, reads, pins))
+        self._live = live
 
     def read(self, alias: str, reason: str | None) -> None:
         """Count a routed read (hot path: no lock, one dict update)."""
@@ -90,19 +118,10 @@ class CountingObserver:
     def totals(self) -> tuple[Counter[tuple[str, str | None]], Counter[str]]:
         """Return the read and pin counts of every thread, folding dead threads."""
         with self._lock:
-            live = []
-            for ref, reads, pins in self._live:
-                thread = ref()
-                if thread is None or not thread.is_alive():
-                    # A finished thread cannot count again: keep its sums only.
-                    self._retired_reads.update(reads.copy())
-                    self._retired_pins.update(pins.copy())
-                else:
-                    live.append((ref, reads, pins))
-            self._live = live
+            self._fold_finished()
             read_totals = Counter(self._retired_reads)
             pin_totals = Counter(self._retired_pins)
-            for _, reads, pins in live:
+            for _, reads, pins in self._live:
                 read_totals.update(reads.copy())
                 pin_totals.update(pins.copy())
         return read_totals, pin_totals

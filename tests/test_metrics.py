@@ -245,3 +245,15 @@ def test_metrics_setting_installs_at_start_up():
             assert "rwsplit_reads" in names
         finally:
             metrics.uninstall()
+
+
+def test_finished_threads_are_folded_without_a_scrape():
+    """A thread per request (ASGI) and no scrape: the kept counts stay bounded."""
+    counter = metrics.CountingObserver()
+    for _ in range(500):
+        thread = threading.Thread(target=counter.read, args=("replica1", None))
+        thread.start()
+        thread.join()
+    assert counter.tracked_threads <= 2 * 64
+    reads, _ = counter.totals()
+    assert reads[("replica1", None)] == 500
