@@ -52,7 +52,7 @@ class RwsplitConfig(AppConfig):
 
     def ready(self) -> None:
         global _fork_hook_registered
-        from django_rwsplit import balancing
+        from django_rwsplit import balancing, forks
         from django_rwsplit import checks as rwsplit_checks
         from django_rwsplit.health import load
         from django_rwsplit.health import state as health_state
@@ -69,4 +69,5 @@ class RwsplitConfig(AppConfig):
         if not _fork_hook_registered:
             os.register_at_fork(after_in_child=health_state.reset_after_fork)
             os.register_at_fork(after_in_child=load.reset)
+            os.register_at_fork(after_in_child=forks.renew_locks)
             _fork_hook_registered = True

@@ -17,6 +17,7 @@ collectors.
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 import weakref
@@ -26,7 +27,7 @@ from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 
-from django_rwsplit import conf, observe, signals
+from django_rwsplit import conf, forks, observe, signals
 from django_rwsplit.health import load
 from django_rwsplit.health import state as health_state
 from django_rwsplit.health.reasons import Reason
@@ -58,6 +59,7 @@ class CountingObserver:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        forks.renew_after_fork(self)
         self._live: list[
             tuple[
                 weakref.ref[threading.Thread],
@@ -291,6 +293,7 @@ def _counter(name: str, documentation: str, label: str, values: Counter[str]) ->
 
 
 _lock = threading.Lock()
+forks.renew_after_fork(sys.modules[__name__])
 _observer: CountingObserver | None = None
 _collectors: dict[int, tuple[Any, RwsplitCollector]] = {}
 _DISPATCH_UID = "django_rwsplit.metrics"

@@ -9,8 +9,11 @@ Metrics subscribe here; so may any integration.
 
 from __future__ import annotations
 
+import sys
 import threading
 from typing import Protocol
+
+from django_rwsplit import forks
 
 
 class Observer(Protocol):
@@ -26,6 +29,7 @@ class Observer(Protocol):
 # Replaced, never mutated, so the router can walk it without a lock.
 listeners: tuple[Observer, ...] = ()
 _lock = threading.Lock()
+forks.renew_after_fork(sys.modules[__name__])
 
 
 def subscribe(listener: Observer) -> None:

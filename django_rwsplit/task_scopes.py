@@ -17,7 +17,7 @@ from contextvars import Token
 
 from django.core.exceptions import SynchronousOnlyOperation
 
-from django_rwsplit import consistency, pinning
+from django_rwsplit import consistency, forks, pinning
 from django_rwsplit.conf import get_config
 
 logger = logging.getLogger("django_rwsplit")
@@ -62,6 +62,7 @@ class RunningScopes:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        forks.renew_after_fork(self)
         self._resets: dict[str, Token[pinning.Scope | None]] = {}
 
     def enter(self, task_id: str, scope: pinning.Scope) -> None:

@@ -19,6 +19,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
+from django_rwsplit import forks
 from django_rwsplit.health import load
 from django_rwsplit.health.tracker import HealthSnapshot
 
@@ -67,6 +68,7 @@ class History:
 
     def __init__(self, max_rounds: int = MAX_ROUNDS) -> None:
         self._lock = threading.Lock()
+        forks.renew_after_fork(self)
         self._rounds: deque[tuple[float, tuple[Sample, ...]]] = deque(maxlen=max_rounds)
         self._queries_before: dict[str, int] = {}
 
