@@ -54,13 +54,16 @@ def release(alias: str, settings_dict: Mapping[str, Any] | None = None) -> int:
     entry), also every socket connected to its address. Returns how many.
     """
     shut: set[int] = set()  # socket inodes, so none is counted twice
+    addresses = peer_addresses(settings_dict) if settings_dict is not None else None
     for wrapper in list(_waiting.get(alias, ())):
         if getattr(wrapper, "substitute_for", None):
             continue
         try:
-            shut.add(_shut(wrapper.connection.pgconn.socket))
+            inode = _shut(wrapper.connection.pgconn.socket, addresses)
         except Exception:  # noqa: BLE001 - the query may have just finished
             continue
+        if inode is not None:
+            shut.add(inode)
     released = len(shut)
     if settings_dict is not None:
         released += release_peer(settings_dict, skip=shut)
@@ -129,9 +132,18 @@ def _addresses_of(host: str) -> tuple[str, ...]:
     return tuple(sorted({str(info[4][0]) for info in infos}))
 
 
-def _shut(fd: int) -> int:
-    """Shut down the socket of ``fd``; return its inode."""
+def _shut(fd: int, addresses: Collection[tuple[str, int]] | None) -> int | None:
+    """
+    Shut down the socket of ``fd`` if it still talks to ``addresses``; its inode.
+
+    The query may have finished and its descriptor number been reused by
+    another connection since it was read: with the replica's addresses known,
+    a socket whose peer is elsewhere is left alone (None).
+    """
     inode = os.fstat(fd).st_ino
     with socket.socket(fileno=socket.dup(fd)) as sock:
+        inet = sock.family in (socket.AF_INET, socket.AF_INET6)
+        if addresses and inet and tuple(sock.getpeername()[:2]) not in addresses:
+            return None
         sock.shutdown(socket.SHUT_RDWR)
     return inode
