@@ -17,6 +17,7 @@ from django_rwsplit import balancing, conf, pinning, signals
 from django_rwsplit.health import notify
 from django_rwsplit.health import state as health_state
 from django_rwsplit.health.monitor import SharedRounds
+from django_rwsplit.health.probes import ReplicaReading
 from tests.testapp.models import Item
 from tests.utils import (
     fast_health,
@@ -461,3 +462,135 @@ def test_a_round_that_does_not_decode_is_measured_locally(stored):
     caches["redis"].set(follower.lock_key, "someone else", timeout=60)
     (got, _), _, _ = follower.get(_measured_by("follower"))
     assert got.endpoint == "follower" and follower.measured == 1
+
+
+class TimedOutRound:
+    """
+    One round of the monitor reports replica1 as not answering in time.
+
+    That round does not probe replica1 at all, so it comes at once even
+    while replica1 is frozen (a real probe would take CHECK_TIMEOUT).
+    """
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        from django_rwsplit.health import monitor
+
+        self.real = monitor.measure
+        self.armed, self.entered = threading.Event(), threading.Event()
+        self.go, self.done = threading.Event(), threading.Event()
+        monkeypatch.setattr(monitor, "measure", self.measure)
+
+    def measure(self, config, databases, *args, **kwargs):
+        if not self.armed.is_set() or self.done.is_set():
+            return self.real(config, databases, *args, **kwargs)
+        self.entered.set()  # no probe of replica1 is in flight now
+        assert self.go.wait(10)
+        others = {a: w for a, w in config.replicas.items() if a != "replica1"}
+        primary, readings = self.real(
+            dataclasses.replace(config, replicas=others), databases, *args, **kwargs
+        )
+        hung = ReplicaReading(
+            alias="replica1",
+            endpoint="replica1",
+            reachable=False,
+            checked_at=time.time(),
+            error="timeout after 3000 ms",
+        )
+        self.done.set()
+        return primary, [*readings, hung]
+
+    def hold(self) -> None:
+        """Wait until the monitor is inside the next round, before its probes."""
+        self.armed.set()
+        assert self.entered.wait(5), "no round came"
+
+    def now(self) -> None:
+        """Let the held round finish, replica1 timed out."""
+        self.go.set()
+        assert self.done.wait(10), "the round did not finish"
+
+
+def read_in_thread(sql: str) -> tuple[threading.Thread, dict[str, object]]:
+    """Run ``sql`` on replica1 in a thread; its outcome: port or error, seconds."""
+    outcome: dict[str, object] = {}
+
+    def read() -> None:
+        started = time.monotonic()
+        try:
+            with connections["replica1"].cursor() as cursor:
+                cursor.execute(sql)
+                outcome["port"] = cursor.fetchone()[-1]
+        except BaseException as error:  # noqa: BLE001 - asserted by the caller
+            outcome["error"] = error
+        finally:
+            outcome["elapsed"] = time.monotonic() - started
+            connections.close_all()
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    return reader, outcome
+
+
+def running_on_replica1(cluster, sql: str) -> bool:
+    rows = cluster.execute(
+        "replica1",
+        "SELECT count(*) FROM pg_stat_activity WHERE query = %s",
+        params=[sql],
+    )
+    return rows[0][0] == 1
+
+
+SLOW_READ = "SELECT pg_sleep(1), inet_server_port()"
+LONG_TIMEOUT = 3.0
+
+
+@override_settings(
+    RWSPLIT=fast_health(CHECK_INTERVAL=INTERVAL, CHECK_TIMEOUT=LONG_TIMEOUT)
+)
+def test_a_query_younger_than_check_timeout_survives_a_timed_out_check(
+    cluster, ports, monkeypatch
+):
+    """
+    One check of replica1 gets no answer in time (made so here: the probe's
+    reading is replaced) while a 1 s query runs there. The query has waited
+    less than CHECK_TIMEOUT and the next check finds the replica answering:
+    it is not released and returns from replica1.
+    """
+    timed_out = TimedOutRound(monkeypatch)
+    start_health()
+    reader, outcome = read_in_thread(SLOW_READ)
+    wait_until(lambda: running_on_replica1(cluster, SLOW_READ), timeout=5)
+    timed_out.hold()
+    timed_out.now()
+    ran_while_young = not outcome  # the round came while the query still ran
+    reader.join(timeout=30)
+    assert ran_while_young, "the query ended before the timed-out round"
+    assert outcome.get("port") == ports["replica1"], outcome
+
+
+@override_settings(
+    RWSPLIT=fast_health(CHECK_INTERVAL=INTERVAL, CHECK_TIMEOUT=LONG_TIMEOUT)
+)
+def test_a_young_query_on_a_hung_replica_is_released_once_it_waited_check_timeout(
+    cluster, ports, monkeypatch
+):
+    """
+    replica1 is frozen (SIGSTOP) with a query just begun there, and a round
+    finds it hung at once. The query is released when it has waited
+    CHECK_TIMEOUT, not before, and retried elsewhere.
+    """
+    timed_out = TimedOutRound(monkeypatch)
+    start_health()
+    reader, outcome = read_in_thread(SLOW_READ)
+    wait_until(lambda: running_on_replica1(cluster, SLOW_READ), timeout=5)
+    timed_out.hold()
+    cluster.freeze("replica1")
+    try:
+        timed_out.now()
+        reader.join(timeout=30)
+    finally:
+        cluster.thaw("replica1")
+    assert "error" not in outcome, outcome
+    assert outcome["port"] in (ports["replica2"], ports["default"])
+    # Released at CHECK_TIMEOUT of waiting, then 1 s of sleep again elsewhere.
+    assert LONG_TIMEOUT + 1 <= outcome["elapsed"] < LONG_TIMEOUT + 1 + 2, outcome

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import socket
+import threading
 from collections.abc import Iterator
 from types import SimpleNamespace
 
 import pytest
 
 from django_rwsplit.health import release
+from tests.utils import wait_until
 
 
 @pytest.fixture
@@ -67,3 +69,63 @@ def test_a_query_waiting_on_the_hung_replica_is_released(two_servers):
     finally:
         release.leave("replica-y", wrapper)
         client.close()
+
+
+def test_a_query_younger_than_the_timeout_is_released_only_once_it_has_waited(
+    two_servers,
+):
+    """The check timed out, but this query began just now: not at once, later."""
+    replica, _ = two_servers
+    client = socket.create_connection(replica.getsockname())
+    idle = socket.create_connection(replica.getsockname())  # a kept connection
+    wrapper = waiting_on("replica-z", client)
+    try:
+        host, port = replica.getsockname()
+        released = release.release(
+            "replica-z", {"HOST": host, "PORT": port}, waited=0.3
+        )
+        assert released == 1  # the idle connection only, at once
+        with pytest.raises(OSError):
+            idle.sendall(b"shut down")
+        client.sendall(b"still open")  # the young query is spared for now
+        wait_until(lambda: shut_down(client), timeout=5)
+    finally:
+        release.leave("replica-z", wrapper)
+        client.close()
+        idle.close()
+
+
+def test_a_young_query_is_spared_when_the_replica_answers_again(two_servers):
+    replica, _ = two_servers
+    client = socket.create_connection(replica.getsockname())
+    wrapper = waiting_on("replica-w", client)
+    asked = threading.Event()
+
+    def answered_again() -> bool:
+        asked.set()
+        return False
+
+    try:
+        host, port = replica.getsockname()
+        release.release(
+            "replica-w",
+            {"HOST": host, "PORT": port},
+            waited=0.1,
+            still_hung=answered_again,
+        )
+        assert asked.wait(5), "the timer never looked again"
+        for timer in threading.enumerate():
+            if timer.name == "rwsplit-release-replica-w":
+                timer.join(5)
+        client.sendall(b"still open")
+    finally:
+        release.leave("replica-w", wrapper)
+        client.close()
+
+
+def shut_down(client: socket.socket) -> bool:
+    try:
+        client.sendall(b"x")
+    except OSError:
+        return True
+    return False

@@ -2,12 +2,17 @@
 Connections to a hung replica, released so that the requests waiting on them move on.
 
 A frozen server never answers, and ``statement_timeout`` cannot fire on it.
-When the health monitor finds a replica hung (its probe timed out), this
-module shuts down, in this process:
+When the health monitor finds a replica hung (its check got no answer within
+``CHECK_TIMEOUT``, connect and query together), this module shuts down, in
+this process:
 
-- the sockets of queries registered as waiting on that alias (the replica
-  backend's execute wrapper registers each query), and
-- every other TCP socket whose peer is the replica's address: connections
+- the socket of each query registered as waiting on that alias (the replica
+  backend's execute wrapper registers each query with its start time), once
+  that query has itself waited ``CHECK_TIMEOUT`` and while the replica is
+  still found hung. A query that returns sooner, or whose replica answers
+  the next check, is never touched: a slow query is not a hung one.
+- every other TCP socket whose peer is the replica's address, at once:
+  connections
   being opened to it (a connect waits up to ``connect_timeout``, 2 s at
   least, which no deadline of ours can shorten), and kept or pooled
   connections to it. Read from ``/proc/self/fd`` (Linux); elsewhere only
@@ -26,50 +31,96 @@ import logging
 import os
 import socket
 import stat
-from collections.abc import Collection, Mapping
+import threading
+import time
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 logger = logging.getLogger("django_rwsplit")
 
-_waiting: dict[str, set[Any]] = {}
+# alias -> {waiting DatabaseWrapper: when its query began (perf_counter)}
+_waiting: dict[str, dict[Any, float]] = {}
 _FD_DIR = "/proc/self/fd"
 DEFAULT_PORT = 5432
 
 
-def enter(alias: str, wrapper: Any) -> None:
-    """Note that ``wrapper`` (a DatabaseWrapper) is waiting on a query."""
-    _waiting.setdefault(alias, set()).add(wrapper)
+def enter(alias: str, wrapper: Any, started: float | None = None) -> None:
+    """Note that ``wrapper`` (a DatabaseWrapper) waits on a query begun ``started``."""
+    when = time.perf_counter() if started is None else started
+    _waiting.setdefault(alias, {})[wrapper] = when
 
 
 def leave(alias: str, wrapper: Any) -> None:
     """Note that ``wrapper``'s query returned."""
-    _waiting.get(alias, set()).discard(wrapper)
+    _waiting.get(alias, {}).pop(wrapper, None)
 
 
-def release(alias: str, settings_dict: Mapping[str, Any] | None = None) -> int:
+def _always() -> bool:
+    return True
+
+
+def release(
+    alias: str,
+    settings_dict: Mapping[str, Any] | None = None,
+    *,
+    waited: float = 0.0,
+    still_hung: Callable[[], bool] = _always,
+) -> int:
     """
     Shut down this process's connections to hung replica ``alias``.
 
-    Registered queries always; with ``settings_dict`` (the alias's DATABASES
-    entry), also every socket connected to its address. Returns how many.
+    A registered query is released once it has waited ``waited`` seconds (a
+    timer releases the younger ones later, if ``still_hung()`` then). With
+    ``settings_dict`` (the alias's DATABASES entry), every other socket
+    connected to its address is shut down at once. Returns how many now.
     """
     shut: set[int] = set()  # socket inodes, so none is counted twice
+    spared: set[int] = set()  # sockets of queries too young to release yet
+    youngest_due: float | None = None
     addresses = peer_addresses(settings_dict) if settings_dict is not None else None
-    for wrapper in list(_waiting.get(alias, ())):
+    now = time.perf_counter()
+    for wrapper, started in _waiting.get(alias, {}).copy().items():
         if getattr(wrapper, "substitute_for", None):
             continue
+        due = started + waited
         try:
-            inode = _shut(wrapper.connection.pgconn.socket, addresses)
+            fd = wrapper.connection.pgconn.socket
+            if due > now:
+                spared.add(os.fstat(fd).st_ino)
+                youngest_due = due if youngest_due is None else min(youngest_due, due)
+                continue
+            inode = _shut(fd, addresses)
         except Exception:  # noqa: BLE001 - the query may have just finished
             continue
         if inode is not None:
             shut.add(inode)
     released = len(shut)
     if settings_dict is not None:
-        released += release_peer(settings_dict, skip=shut)
+        released += release_peer(settings_dict, skip=shut | spared)
     if released:
         logger.warning("Released %d connection(s) to hung replica %r.", released, alias)
+    if youngest_due is not None:
+        _release_later(youngest_due - now, alias, settings_dict, waited, still_hung)
     return released
+
+
+def _release_later(
+    delay: float,
+    alias: str,
+    settings_dict: Mapping[str, Any] | None,
+    waited: float,
+    still_hung: Callable[[], bool],
+) -> None:
+    """Release ``alias``'s queries again after ``delay`` s, if it is still hung."""
+
+    def again() -> None:
+        if still_hung():
+            release(alias, settings_dict, waited=waited, still_hung=still_hung)
+
+    timer = threading.Timer(max(delay, 0.0), again)
+    timer.name = f"rwsplit-release-{alias}"
+    timer.daemon = True
+    timer.start()
 
 
 def release_peer(settings_dict: Mapping[str, Any], skip: Collection[int] = ()) -> int:

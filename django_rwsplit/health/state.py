@@ -18,6 +18,7 @@ new round arrives. The router itself pays nothing for this.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
@@ -64,6 +65,8 @@ class ProcessHealth:
         self.measured_at: float | None = None
         self.fresh_until = -float("inf")
         self.stale_logged = False
+        # Replicas whose last check got no answer within CHECK_TIMEOUT.
+        self.hung: frozenset[str] = frozenset()
         # Publishing a rotation (a round, an ejection, the watchdog) is rare:
         # a lock keeps a late watchdog from hiding a fresh round's rotation.
         self._publishing = threading.Lock()
@@ -153,11 +156,24 @@ class ProcessHealth:
                 )
         load.judge(time.perf_counter(), self.rotation.members)
         history.record(self.snapshot())
-        for reading in readings:
-            if not reading.reachable and (reading.error or "").startswith("timeout"):
-                release.release(reading.alias, self.databases[reading.alias])
+        self.hung = frozenset(
+            reading.alias
+            for reading in readings
+            if not reading.reachable and (reading.error or "").startswith("timeout")
+        )
+        for alias in sorted(self.hung):
+            release.release(
+                alias,
+                self.databases[alias],
+                waited=self.config.check_timeout,
+                still_hung=functools.partial(self.still_hung, alias),
+            )
         self._primary_changed(primary)
         self._fallback_changed(not self.rotation.members)
+
+    def still_hung(self, alias: str) -> bool:
+        """Return whether the last round found ``alias`` hung (no answer in time)."""
+        return alias in self.hung
 
     def _primary_changed(self, primary: PrimaryStatus) -> None:
         problem = (

@@ -59,9 +59,9 @@ def retry_elsewhere(
     cursor = context["cursor"]
     attempt = 0
     while True:
-        release.enter(alias, wrapper)
         server = load.of(wrapper.substitute_for or alias)
         started = server.begin(wrapper)
+        release.enter(alias, wrapper, started)
         ok = False
         try:
             result = execute(sql, params, many, context)
