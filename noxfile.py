@@ -1,10 +1,12 @@
 """
-The test matrix: Django 5.2 LTS on Python 3.11 and Django 6.1 on Python 3.12.
+The test matrix: Django 5.2 LTS on Python 3.11, Django 6.0 on Python 3.13 and
+Django 6.1 on Python 3.12; plus lint and the built distributions.
 
-``make test`` runs every session here (lint and typecheck, then both test
-sessions); ``nox -s "tests-3.12(django='6.1')"`` runs one. The chaos suite's
-deployment shapes are split over the two sessions (``CHAOS_SHAPES``);
-``RWSPLIT_CHAOS_SHAPES=all`` or a comma-separated list overrides that.
+``make test`` runs every session here (lint and typecheck, dist, then the
+three test sessions); ``nox -s "tests(py3.12-django6.1)"`` runs one. The
+chaos suite's deployment shapes are split over the test sessions
+(``CHAOS_SHAPES``); ``RWSPLIT_CHAOS_SHAPES=all`` or a comma-separated list
+overrides that.
 """
 
 from __future__ import annotations
@@ -13,17 +15,19 @@ import glob
 import os
 import shutil
 import subprocess
+import tempfile
 
 import nox
 
-nox.options.sessions = ["lint", "tests"]
+nox.options.sessions = ["lint", "dist", "tests"]
 nox.options.error_on_missing_interpreters = True
 
-MATRIX = [("3.11", "5.2"), ("3.12", "6.1")]
+MATRIX = [("3.11", "5.2"), ("3.13", "6.0"), ("3.12", "6.1")]
 # The chaos suite's deployment shapes (tests/chaos/servers.py SHAPES), split
-# over the two sessions to keep the run short; each runs the baseline too.
+# over the sessions to keep the run short; each runs the baseline too.
 CHAOS_SHAPES = {
-    "5.2": "baseline,persistent,atomic",
+    "5.2": "baseline,persistent",
+    "6.0": "baseline,atomic",
     "6.1": "baseline,pool,pgbouncer",
 }
 
@@ -47,6 +51,16 @@ def lint(session: nox.Session) -> None:
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
     session.run("mypy", "django_rwsplit", "example_project")
+
+
+@nox.session(python=interpreter("3.11"))
+def dist(session: nox.Session) -> None:
+    """Build the sdist and wheel; twine check them; check what they hold."""
+    session.install("build", "twine")
+    with tempfile.TemporaryDirectory(prefix="rwsplit-dist-") as out:
+        session.run("python", "-m", "build", "--outdir", out, ".")
+        session.run("twine", "check", "--strict", *glob.glob(f"{out}/*"))
+        session.run("python", "scripts/check_dist.py", out)
 
 
 @nox.session

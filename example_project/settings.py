@@ -10,9 +10,11 @@ CONN_HEALTH_CHECKS  Django's check of a kept connection before reuse (false)
 DB_POOL        Django's psycopg pool on every database, max DB_POOL_SIZE
                connections per process and database (false; size 8)
 ATOMIC_REQUESTS  each view in one transaction on the primary (false)
-RWSPLIT_*      RWSPLIT settings: CONSISTENCY ("time"), STICKY_SECONDS (5),
+RWSPLIT_*      RWSPLIT settings: CONSISTENCY ("lsn"), STICKY_SECONDS (5),
                CHECK_INTERVAL (1), CHECK_TIMEOUT (1), MAX_LAG_SECONDS (5),
-               READMIT_AFTER (3); the chaos tests set them (tests/chaos/)
+               READMIT_AFTER (3), BALANCER ("adaptive"),
+               HEALTH_ENDPOINT_TOKEN (unset); the chaos tests set them
+               (tests/chaos/)
 
 ``make demo`` starts that local cluster; see scripts/demo.sh.
 """
@@ -103,10 +105,14 @@ RWSPLIT = {
     "READMIT_AFTER": env.int("RWSPLIT_READMIT_AFTER", default=3),
     # "time": the pin cookie sends the client's reads to the primary for
     # STICKY_SECONDS. "lsn": to any replica that has replayed its last write.
-    "CONSISTENCY": env.str("RWSPLIT_CONSISTENCY", default="time"),
+    "CONSISTENCY": env.str("RWSPLIT_CONSISTENCY", default="lsn"),
     # "adaptive": reads go where the load is lowest; "round_robin": by weight.
     "BALANCER": env.str("RWSPLIT_BALANCER", default="adaptive"),
 }
+# rwsplit/health/ and rwsplit/status/data/ also answer
+# "Authorization: Bearer <token>" (at least 16 characters; unset: staff only).
+if _token := env.str("RWSPLIT_HEALTH_ENDPOINT_TOKEN", default=""):
+    RWSPLIT["HEALTH_ENDPOINT_TOKEN"] = _token
 
 # -- Django -----------------------------------------------------------------
 

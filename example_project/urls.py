@@ -5,5 +5,7 @@ from django.urls import include, path
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    # rwsplit/health/ (JSON for monitors) and rwsplit/status/ (a page for staff).
+    path("rwsplit/", include("django_rwsplit.urls")),
     path("", include("example_project.shop.urls")),
 ]

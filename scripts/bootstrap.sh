@@ -4,14 +4,22 @@
 # make too: scripts/bootstrap.sh
 #
 #   1. PostgreSQL server binaries (initdb, pg_ctl, pg_basebackup, postgres):
-#      installed with apt-get when missing and running as root; likewise
-#      pgbouncer (the chaos suite's PgBouncer shape) and Chromium with
-#      chromedriver (the status page's browser test).
+#      installed with apt-get when missing and running as root. With --tests
+#      (`make test`) also pgbouncer (the chaos suite's PgBouncer shape) and
+#      Chromium with chromedriver (the status page's browser test); the demo
+#      needs neither.
 #   2. Python >= 3.11 ($PYTHON, default python3).
 #   3. .venv with `pip install -e . -r requirements-dev.txt`, re-run only when
 #      pyproject.toml or requirements-dev.txt changed since the last install.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+FOR_TESTS=0
+case "${1:-}" in
+--tests) FOR_TESTS=1 ;;
+"") ;;
+*) echo "usage: scripts/bootstrap.sh [--tests]" >&2; exit 2 ;;
+esac
 
 PYTHON=${PYTHON:-python3}
 VENV=${VENV:-.venv}
@@ -77,8 +85,8 @@ if ! bindir=$(find_pg_bindir); then
     fi
 fi
 
-# -- 1a. PgBouncer (the chaos suite's PgBouncer shape) ------------------------
-if ! command -v pgbouncer >/dev/null 2>&1 && [[ ! -x /usr/sbin/pgbouncer ]]; then
+# -- 1a. PgBouncer (the chaos suite's PgBouncer shape; tests only) ----------
+if [[ $FOR_TESTS == 1 ]] && ! command -v pgbouncer >/dev/null 2>&1 && [[ ! -x /usr/sbin/pgbouncer ]]; then
     if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
         say "installing pgbouncer with apt-get (for the chaos suite)"
         export DEBIAN_FRONTEND=noninteractive
@@ -91,10 +99,12 @@ if ! command -v pgbouncer >/dev/null 2>&1 && [[ ! -x /usr/sbin/pgbouncer ]]; the
     fi
 fi
 
-# -- 1b. Headless Chromium (the status page's browser test) ------------------
-if [[ $(id -u) -eq 0 ]]; then
-    scripts/install_chromium.sh >/dev/null ||
-        say "warning: could not install Chromium; the browser test will fail"
+# -- 1b. Headless Chromium (the status page's browser test; tests only) -----
+if [[ $FOR_TESTS == 1 && $(id -u) -eq 0 ]]; then
+    chromium_log=${TMPDIR:-/tmp}/rwsplit-install-chromium.log
+    scripts/install_chromium.sh >"$chromium_log" 2>&1 ||
+        say "warning: could not install Chromium (see $chromium_log);" \
+            "the browser test will fail"
 fi
 
 # -- 2. Python ---------------------------------------------------------------

@@ -47,5 +47,24 @@ step "migrate"
 step "seed"
 "$PY" manage.py seed
 
-step "http://127.0.0.1:$PORT/ (Ctrl-C stops the web server; the cluster keeps running)"
+# A token for rwsplit/health/ and rwsplit/status/data/, new for each demo run
+# unless RWSPLIT_HEALTH_ENDPOINT_TOKEN is set.
+RWSPLIT_HEALTH_ENDPOINT_TOKEN=${RWSPLIT_HEALTH_ENDPOINT_TOKEN:-$("$PY" -c \
+    'import secrets; print(secrets.token_urlsafe(24))')}
+export RWSPLIT_HEALTH_ENDPOINT_TOKEN
+consistency=${RWSPLIT_CONSISTENCY:-lsn}
+other=$([ "$consistency" = lsn ] && echo time || echo lsn)
+
+url="http://127.0.0.1:$PORT"
+step "$url/ (Ctrl-C stops the web server; the cluster keeps running)"
+cat <<EOF
+    shop             $url/  (the footer shows where each query ran)
+    status page      $url/rwsplit/status/  (log in as demo / demo)
+    health document  curl -H 'Authorization: Bearer $RWSPLIT_HEALTH_ENDPOINT_TOKEN' $url/rwsplit/health/
+    consistency      CONSISTENCY="$consistency"; for the other mode:
+                     RWSPLIT_CONSISTENCY=$other make demo
+    faults           make cluster CMD="pause replica1"  (then CMD="resume replica1";
+                     every command: make cluster CMD=--help, or the README)
+
+EOF
 exec "$PY" manage.py runserver "127.0.0.1:$PORT"

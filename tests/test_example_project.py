@@ -34,6 +34,7 @@ pytestmark = pytest.mark.cluster
 
 ROOT = Path(__file__).resolve().parent.parent
 DATABASE = "rwsplit_example_test"
+HEALTH_TOKEN = "example-test-token-0123456789"
 
 
 def example_env(
@@ -52,6 +53,7 @@ def example_env(
         # Pins last long enough for a slow machine to follow a redirect.
         "RWSPLIT_STICKY_SECONDS": "30",
         "PYTHONUNBUFFERED": "1",
+        "RWSPLIT_HEALTH_ENDPOINT_TOKEN": HEALTH_TOKEN,
     }
 
 
@@ -95,11 +97,17 @@ class Client:
         )
 
     def request(
-        self, path: str, data: dict[str, str] | None = None
+        self,
+        path: str,
+        data: dict[str, str] | None = None,
+        headers: dict[str, str] | None = None,
     ) -> tuple[int, dict[str, str], str]:
         body = urllib.parse.urlencode(data).encode() if data is not None else None
+        request = urllib.request.Request(
+            self.server.url + path, body, headers=headers or {}
+        )
         try:
-            with self.opener.open(self.server.url + path, body, timeout=10) as resp:
+            with self.opener.open(request, timeout=10) as resp:
                 return resp.status, dict(resp.headers), resp.read().decode()
         except urllib.error.HTTPError as error:
             return error.code, dict(error.headers), error.read().decode()
@@ -126,7 +134,9 @@ def server(rwsplit_cluster: LocalCluster, tmp_path_factory: Any) -> Iterator[Ser
     env = example_env(cluster)
     manage(env, "check")
     manage(env, "migrate", "--noinput", "-v", "0")
-    assert "Seeded 5 products" in manage(env, "seed", "--count", "5")
+    seeded = manage(env, "seed", "--count", "5")
+    assert "Seeded 5 products" in seeded
+    assert "Created staff user 'demo'" in seeded
     cluster.wait_caught_up()
 
     port = free_port()
@@ -216,18 +226,24 @@ def test_form_post_redirects_and_pins_the_client_to_the_primary(
     assert re.fullmatch(r"/orders/\d+/", location)
     assert client.cookie("rwsplit_pin"), "the write should set the pin cookie"
 
-    # Post/Redirect/Get: the GET carries the pin cookie, so it reads from the
-    # primary and sees the new order.
+    # Post/Redirect/Get: the GET carries the pin cookie with the write's WAL
+    # position (CONSISTENCY="lsn", the demo's default), so it reads from a
+    # replica that has replayed it, or from the primary, and sees the order.
     status, _, page = client.request(location)
     assert status == 200, server.log_tail()
     assert f"Order #{location.split('/')[2]}" in page
-    assert "pinned to the primary: cookie" in page
-    assert 'class="on-primary"' in page
-    assert 'class="on-replica"' not in page
+    assert "<strong>CONSISTENCY=&quot;lsn&quot; (running)</strong>" in page
+    assert "Your pin cookie asks for a replica that has replayed WAL position" in page
+    if "pinned to the primary" in page:
+        assert "pinned to the primary: token" in page
+        assert 'class="on-replica"' not in page
+    else:
+        assert 'class="on-primary"' not in page
 
     who = client.json("/api/whoami/")
-    assert who["pinned"] == "cookie"
-    assert who["servers"] == [server.primary_port]
+    assert who["pinned"] in (None, "token")
+    if who["pinned"] is None:
+        assert set(who["servers"]) <= set(server.replica_ports)
 
 
 def test_api_write_then_read_sees_the_row(server: Server) -> None:
@@ -239,8 +255,7 @@ def test_api_write_then_read_sees_the_row(server: Server) -> None:
 
     read = client.json(f"/api/read/{wrote['id']}/")
     assert read["visible"] is True
-    assert read["pinned"] == "cookie"
-    assert read["port"] == server.primary_port
+    assert read["pinned"] in (None, "token")  # a caught-up replica, or the primary
 
     # Another client, without the cookie, reads from a replica; streaming
     # replication shows it the row shortly.
@@ -255,6 +270,37 @@ def test_api_write_then_read_sees_the_row(server: Server) -> None:
             break
         time.sleep(0.1)
     assert read["visible"] is True
+
+
+def test_status_page_and_health_document_are_mounted(server: Server) -> None:
+    client = Client(server)
+    bearer = {"Authorization": f"Bearer {HEALTH_TOKEN}"}
+    status, _, text = client.request("/rwsplit/health/", headers=bearer)
+    assert status == 200, text
+    assert json.loads(text)["status"] in ("ok", "degraded")
+    assert client.request("/rwsplit/health/")[0] == 404  # no token, no staff
+
+    status, headers, _ = client.request("/rwsplit/status/")
+    assert status == 302
+    assert headers["Location"].startswith("/admin/login/")
+
+    # The demo's staff login, as printed by make demo.
+    _, _, page = client.request("/admin/login/")
+    csrf = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page)
+    assert csrf, page
+    status, _, _ = client.request(
+        "/admin/login/?next=/rwsplit/status/",
+        {
+            "csrfmiddlewaretoken": csrf[1],
+            "username": "demo",
+            "password": "demo",
+            "next": "/rwsplit/status/",
+        },
+    )
+    assert status == 302, server.log_tail()
+    status, _, page = client.request("/rwsplit/status/")
+    assert status == 200, server.log_tail()
+    assert "replica1" in page
 
 
 def test_unreachable_primary_answers_503(rwsplit_cluster: LocalCluster) -> None:

@@ -253,3 +253,23 @@ def test_a_streaming_round_resets_the_count():
         tracker.apply(primary(3, 300), [reading("r1", 3, 250, streaming=False)]) == []
     )
     assert tracker.rotation.members == {"r1"}
+
+
+def test_a_first_admission_is_not_called_a_return(caplog):
+    from django_rwsplit.health.state import ProcessHealth
+
+    tracker = Tracker(CONFIG)
+    [first] = tracker.apply(primary(0, 100), [reading("r1", 0, 100)])
+    assert first.admitted and first.first
+    tracker.apply(primary(2.0, 200), [reading("r1", 2.0, 100)])  # lag 2 s: out
+    again = []
+    for check in range(1, 4):
+        again += tracker.apply(primary(2 + check, 200), [reading("r1", 2 + check, 200)])
+    [back] = again
+    assert back.admitted and not back.first
+
+    with caplog.at_level("INFO", logger="django_rwsplit"):
+        ProcessHealth._announce(None, [first, back])  # type: ignore[arg-type]
+    messages = [record.getMessage() for record in caplog.records]
+    assert "Replica 'r1' in rotation." in messages
+    assert "Replica 'r1' back in rotation." in messages

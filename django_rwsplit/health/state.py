@@ -208,7 +208,11 @@ class ProcessHealth:
     def _announce(self, transitions: Sequence[Transition]) -> None:
         for transition in transitions:
             if transition.admitted:
-                logger.info("Replica %r back in rotation.", transition.alias)
+                logger.info(
+                    "Replica %r %s rotation.",
+                    transition.alias,
+                    "in" if transition.first else "back in",
+                )
                 signal = signals.replica_readmitted
             else:
                 logger.warning(

@@ -124,6 +124,8 @@ class Transition:
     lag_bytes: int | None
     # The kind of ``reason`` when a replica left (None when it rejoined).
     kind: Reason | None = None
+    # Admitted for the first time in this process (not "back" in rotation).
+    first: bool = False
 
 
 @dataclass
@@ -236,6 +238,7 @@ class Tracker:
                 not state.ever_admitted
                 or state.good_streak >= self.config.readmit_after
             ):
+                first = not state.ever_admitted
                 state.in_rotation = state.ever_admitted = True
                 transition = Transition(
                     reading.alias,
@@ -243,6 +246,7 @@ class Tracker:
                     "caught up",
                     verdict.lag_seconds,
                     verdict.lag_bytes,
+                    first=first,
                 )
         state.status = ReplicaStatus(
             alias=reading.alias,

@@ -17,8 +17,10 @@ try:
     )
 except ImportError as missing:  # psycopg is the one third-party need here
     sys.exit(
-        f"python -m django_rwsplit.testing needs psycopg 3 ({missing}); "
-        "install it with: pip install 'psycopg[binary]'"
+        f"python -m django_rwsplit.testing needs psycopg 3 ({missing}). In a "
+        "checkout of django-rwsplit, run it with .venv/bin/python (`make "
+        "bootstrap` creates it) or as `make cluster CMD=...`; elsewhere install "
+        "psycopg: pip install 'psycopg[binary]'"
     )
 
 DEFAULT_DIR = ".rwsplit-cluster"
@@ -80,7 +82,8 @@ def _attach(directory: Path) -> LocalCluster:
     directory = directory.absolute()
     if not (directory / "cluster.json").is_file():
         raise ClusterError(
-            f"no cluster in {directory}; run: python -m django_rwsplit.testing up"
+            f"no cluster in {directory}; start one with: {sys.executable} -m "
+            f"django_rwsplit.testing up --dir {directory} (or `make demo`)"
         )
     return LocalCluster(directory)
 

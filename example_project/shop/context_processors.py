@@ -23,6 +23,14 @@ WHY_PINNED = {
     "yet, so reads went to the primary.",
 }
 
+# Both modes, for the page: the one running is marked.
+CONSISTENCY_MODES = {
+    "lsn": "after a write, your pin cookie holds the WAL position of your last "
+    "write; your reads go to any replica that has replayed it (else the primary).",
+    "time": "after a write, your pin cookie sends all your reads to the primary "
+    "for STICKY_SECONDS.",
+}
+
 
 @dataclass
 class Routing:
@@ -37,6 +45,7 @@ class Routing:
     config: Config
     queries: list[Query]
     health: HealthSnapshot | None
+    modes: list[tuple[str, str, bool]]
 
 
 def routing(request: HttpRequest) -> Routing:
@@ -54,6 +63,10 @@ def routing(request: HttpRequest) -> Routing:
         config=config,
         queries=current_queries(),  # a live list: later queries show up too
         health=health_state.snapshot(),
+        modes=[
+            (mode, text, mode == config.consistency)
+            for mode, text in CONSISTENCY_MODES.items()
+        ],
     )
 
 

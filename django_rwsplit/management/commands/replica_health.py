@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import json
 import math
+import sys
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -29,6 +30,20 @@ EXIT_CODES = {"ok": 0, "warning": 1, "critical": 2}
 INTERRUPTED = 3
 CLEAR_SCREEN = "\x1b[H\x1b[2J"
 DEFAULT_WATCH = 2.0
+
+
+class HealthVerdict(CommandError):
+    """
+    The round's status is not "ok": exit with its status code.
+
+    A verdict, not a crash: run from the shell it prints ``warning: ...`` or
+    ``critical: ...`` on stderr, without CommandError's name. In-process
+    (``call_command``) it is raised like any CommandError.
+    """
+
+    def __init__(self, status: str, message: str) -> None:
+        super().__init__(message, returncode=EXIT_CODES[status])
+        self.status = status
 
 
 def positive_seconds(text: str) -> float:
@@ -209,9 +224,19 @@ class Command(BaseCommand):
                     returncode=INTERRUPTED,
                 ) from None
         assert last is not None
-        code = EXIT_CODES[last.status]
-        if code:
-            raise CommandError(summary(last), returncode=code)
+        if EXIT_CODES[last.status]:
+            raise HealthVerdict(last.status, summary(last))
+
+    def execute(self, *args: Any, **options: Any) -> str | None:
+        try:
+            return super().execute(*args, **options)
+        except HealthVerdict as verdict:
+            if not getattr(self, "_called_from_command_line", False):
+                raise
+            warning = verdict.status == "warning"
+            style = self.style.WARNING if warning else self.style.ERROR
+            self.stderr.write(f"{verdict.status}: {verdict}", style)
+            sys.exit(verdict.returncode)
 
     def show(
         self,

@@ -1,16 +1,25 @@
-"""``manage.py seed [--count N] [--force]``: demo data from the factories."""
+"""
+``manage.py seed [--count N] [--force]``: demo data from the factories.
+
+Also creates the demo's staff user (``demo``, password ``demo``) if missing, to
+open ``/rwsplit/status/`` and the admin: a demo login, never for production.
+"""
 
 from __future__ import annotations
 
 import random
 from typing import Any
 
+from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandParser
 from django.db import transaction
 
 from django_rwsplit import pin_primary
 from example_project.shop.factories import NoteFactory, OrderFactory, ProductFactory
 from example_project.shop.models import Order, Product
+
+DEMO_USER = "demo"
+DEMO_PASSWORD = "demo"
 
 
 class Command(BaseCommand):
@@ -28,6 +37,7 @@ class Command(BaseCommand):
         # Right after `migrate` a replica may not have replayed the new tables
         # yet, so this command reads from the primary only.
         with pin_primary(), transaction.atomic():
+            self.create_demo_user()
             existing = Product.objects.count()
             if existing and not force:
                 self.stdout.write(
@@ -44,4 +54,14 @@ class Command(BaseCommand):
                 f"Seeded {count} products and {count // 2} orders "
                 f"({Order.objects.using('default').count()} orders in all)."
             )
+        )
+
+    def create_demo_user(self) -> None:
+        """The demo's staff login for the status page and the admin."""
+        users = get_user_model().objects
+        if users.filter(username=DEMO_USER).exists():
+            return
+        users.create_superuser(DEMO_USER, email="", password=DEMO_PASSWORD)
+        self.stdout.write(
+            f"Created staff user {DEMO_USER!r} (password {DEMO_PASSWORD!r})."
         )
