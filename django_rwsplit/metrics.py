@@ -10,13 +10,15 @@ Counting a routed read is one increment in a per-thread dict, with no lock
 and no lost updates (about 0.15 µs, against 1.2 µs for prometheus_client's
 ``Counter.labels(...).inc()``). The counters and the per-replica gauges are
 built when the registry is scraped.
-Values are per process: each worker of a pre-fork server reports its own,
-and prometheus_client's multiprocess mode does not aggregate custom
-collectors.
+Values are per process: each worker of a pre-fork server reports its own.
+With prometheus_client's multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``),
+which does not read custom collectors, the same values are also written to
+its files every second (:mod:`django_rwsplit.metrics_multiprocess`).
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
@@ -27,7 +29,7 @@ from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 
-from django_rwsplit import conf, forks, observe, signals
+from django_rwsplit import conf, forks, metrics_multiprocess, observe, signals
 from django_rwsplit.health import load
 from django_rwsplit.health import state as health_state
 from django_rwsplit.health.reasons import Reason
@@ -296,7 +298,17 @@ _lock = threading.Lock()
 forks.renew_after_fork(sys.modules[__name__])
 _observer: CountingObserver | None = None
 _collectors: dict[int, tuple[Any, RwsplitCollector]] = {}
+_sync: metrics_multiprocess.MultiprocessSync | None = None
 _DISPATCH_UID = "django_rwsplit.metrics"
+
+
+def _restart_sync() -> None:
+    """In a forked child (a gunicorn worker): the sync thread did not survive."""
+    if _sync is not None:
+        _sync.start()
+
+
+os.register_at_fork(after_in_child=_restart_sync)
 
 
 def install(registry: Any = None) -> None:
@@ -333,6 +345,12 @@ def install(registry: Any = None) -> None:
             collector = RwsplitCollector(counts)
             target.register(collector)
             _collectors[id(target)] = (target, collector)
+        global _sync
+        if _sync is None and metrics_multiprocess.enabled():
+            _sync = metrics_multiprocess.MultiprocessSync(
+                RwsplitCollector(counts).collect
+            )
+            _sync.start()
 
 
 def uninstall() -> None:
@@ -349,3 +367,7 @@ def uninstall() -> None:
             target.unregister(collector)
         _collectors.clear()
         _observer = None
+        global _sync
+        if _sync is not None:
+            _sync.stop()
+            _sync = None

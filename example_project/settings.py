@@ -13,7 +13,8 @@ ATOMIC_REQUESTS  each view in one transaction on the primary (false)
 RWSPLIT_*      RWSPLIT settings: CONSISTENCY ("lsn"), STICKY_SECONDS (5),
                CHECK_INTERVAL (1), CHECK_TIMEOUT (1), MAX_LAG_SECONDS (5),
                READMIT_AFTER (3), BALANCER ("adaptive"),
-               HEALTH_ENDPOINT_TOKEN (unset); the chaos tests set them
+               HEALTH_ENDPOINT_TOKEN (unset), METRICS (false: /metrics);
+               the chaos tests set them
                (tests/chaos/)
 
 ``make demo`` starts that local cluster; see scripts/demo.sh.
@@ -111,6 +112,8 @@ RWSPLIT = {
 }
 # rwsplit/health/ and rwsplit/status/data/ also answer
 # "Authorization: Bearer <token>" (at least 16 characters; unset: staff only).
+# Prometheus metrics at /metrics (needs prometheus-client).
+RWSPLIT["METRICS"] = env.bool("RWSPLIT_METRICS", default=False)
 if _token := env.str("RWSPLIT_HEALTH_ENDPOINT_TOKEN", default=""):
     RWSPLIT["HEALTH_ENDPOINT_TOKEN"] = _token
 

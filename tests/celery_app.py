@@ -20,7 +20,7 @@ BROKER = os.environ.get("RWSPLIT_CELERY_BROKER", "amqp://guest:guest@127.0.0.1:5
 app = Celery("rwsplit_tests", broker=BROKER, backend="rpc://")
 app.conf.update(
     task_default_queue=os.environ.get("RWSPLIT_CELERY_QUEUE", "rwsplit-tests"),
-    worker_prefetch_multiplier=1,
+    worker_prefetch_multiplier=8,
     broker_connection_retry_on_startup=True,
     worker_hijack_root_logger=False,
     task_serializer="json",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import textwrap
@@ -17,6 +18,7 @@ from typing import Any, TypeVar
 
 import pytest
 from django.conf import settings
+from django.core.cache import caches
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import connections
@@ -24,6 +26,7 @@ from django.test import override_settings
 
 from django_rwsplit.health import monitor
 from tests.ports import free_port
+from tests.utils import fast_health, start_health, wait_until
 
 pytestmark = [
     pytest.mark.cluster,
@@ -119,7 +122,11 @@ def write_rows(cluster, count: int = 5) -> None:
 
 def table_rows(out: str) -> dict[str, str]:
     """Map alias to its table line (skipping header, rule and status line)."""
-    lines = [line for line in out.splitlines()[2:] if not line.startswith("status:")]
+    lines = [
+        line
+        for line in out.splitlines()[2:]
+        if not line.startswith(("status:", "note:"))
+    ]
     return {line.split()[0]: line for line in lines}
 
 
@@ -263,6 +270,54 @@ def test_paused_replica_behind_a_writing_primary_is_out(cluster):
     assert "lag" in replica1["error"]
     assert result.replica("replica2")["lag_bytes"] == 0
     assert result.message.startswith("1 replica out of rotation: replica1 (lag")
+    # Measured here, not by the fleet; a lag timed without history says so.
+    assert result.json["source"] == {"kind": "measured"}
+    if replica1["lag_seconds"]:
+        assert any(n.startswith("replica1: lag ") for n in result.json["notes"])
+
+
+def test_with_health_cache_the_command_shows_the_fleets_round(cluster):
+    """One snapshot, one verdict: the figures of the process measuring for all."""
+    caches["redis"].clear()
+    cluster.wait_caught_up()
+    fleet = {**fast_health(), "HEALTH_CACHE": "redis", "MAX_LAG_SECONDS": 0.5}
+    with override_settings(RWSPLIT=fleet):
+        state = start_health()
+        cluster.pause_replay("replica1")
+        try:
+
+            def replica1_lag() -> float:
+                status = state.status("replica1")
+                return (status.lag_seconds or 0.0) if status else 0.0
+
+            write_rows(cluster)
+            wait_until(lambda: not state.in_rotation("replica1"), timeout=10)
+            before = replica1_lag()
+            result = run("--json")
+            after = replica1_lag()
+        finally:
+            cluster.resume_replay("replica1")
+    assert result.code == 1, result.message
+    data = result.json
+    assert data["source"] == {
+        "kind": "health_cache",
+        "cache": "redis",
+        "measured_by": f"{socket.gethostname()} {os.getpid()}",
+    }
+    replica1 = result.replica("replica1")
+    assert replica1["in_rotation"] is False
+    # A round the app applied while the command ran: its lag, not a figure
+    # of the command's own.
+    # (The JSON rounds to milliseconds.)
+    assert before - 0.001 <= replica1["lag_seconds"] <= after + 0.001
+
+
+def test_with_health_cache_and_no_process_measuring_the_command_measures(cluster):
+    caches["redis"].clear()
+    with override_settings(RWSPLIT={**fast_health(), "HEALTH_CACHE": "redis"}):
+        result = until(lambda: run("--json"), lambda r: r.code == 0)
+    assert result.json["source"] == {"kind": "measured"}
+    assert "no fresh round in HEALTH_CACHE 'redis'" in result.json["notes"][0]
 
 
 def test_stopped_replica_is_out_with_an_error(cluster):
@@ -299,6 +354,7 @@ def test_both_replicas_stopped_is_critical(cluster):
 
 
 def test_primary_stopped_is_critical(cluster):
+    cluster.wait_caught_up()
     cluster.stop_primary()
     try:
         result = run("--json")
@@ -312,7 +368,12 @@ def test_primary_stopped_is_critical(cluster):
     assert data["status"] == "critical"
     assert data["primary"]["reachable"] is False
     assert data["primary"]["error"]
-    assert not any(r["in_rotation"] for r in data["replicas"])
+    # As a running process does: replicas holding all the primary was known
+    # to have (here: the furthest replayed position) keep serving reads.
+    furthest = max(r["replay_lsn"] for r in data["replicas"])
+    for replica in data["replicas"]:
+        assert replica["in_rotation"] is (replica["replay_lsn"] == furthest), replica
+    assert any("furthest position a replica has replayed" in n for n in data["notes"])
     assert result.message.startswith("primary default unreachable: ")
     assert table.code == 2
     assert "unreachable: " in table_rows(table.out)["default"]

@@ -7,10 +7,11 @@ import logging
 import math
 import os
 import queue
+import socket
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, fields
+from dataclasses import asdict, dataclass, fields
 from typing import Any, TypeVar
 
 from psycopg.conninfo import conninfo_to_dict
@@ -24,7 +25,7 @@ from django_rwsplit.health.probes import (
     ReplicaReading,
     probe_for,
 )
-from django_rwsplit.health.tracker import HealthSnapshot, Tracker
+from django_rwsplit.health.tracker import HealthSnapshot, ReplicaStatus, Tracker
 
 logger = logging.getLogger("django_rwsplit")
 
@@ -89,7 +90,7 @@ def measure_into(
 
 
 _T = TypeVar("_T")
-_D = TypeVar("_D", PrimaryStatus, ReplicaReading)
+_D = TypeVar("_D", PrimaryStatus, ReplicaReading, ReplicaStatus)
 
 
 class DaemonPool:
@@ -155,6 +156,15 @@ class DaemonPool:
 ROUND_FORMAT = 2  # bumped whenever the shared round's shape changes
 
 
+@dataclass(frozen=True)
+class FleetVerdict:
+    """The measuring process's own verdict on its latest shared round."""
+
+    snapshot: HealthSnapshot
+    measured_by: str  # "host pid"
+    round_id: str
+
+
 def cluster_identity(config: Config, databases: Mapping[str, Mapping[str, Any]]) -> str:
     """
     Return a short digest naming this cluster: every alias, endpoint and database.
@@ -205,6 +215,7 @@ class SharedRounds:
         prefix = f"django_rwsplit:health:v{ROUND_FORMAT}:{identity}"
         self.lock_key = f"{prefix}:lock"
         self.round_key = f"{prefix}:round"
+        self.verdict_key = f"{prefix}:verdict"
         self.owner = f"{os.getpid()}:{id(self)}"
         # Django's cache timeouts are whole seconds on some backends (Redis).
         self.lock_ttl = max(1, math.ceil(3 * interval))
@@ -267,6 +278,59 @@ class SharedRounds:
             self._warn_once("Could not share the health round", exc)
         return (primary, readings), round_id, started
 
+    def owns(self, round_id: Any) -> bool:
+        """Return whether this process measured the round ``round_id``."""
+        return isinstance(round_id, str) and round_id.startswith(f"{self.owner}:")
+
+    def publish_verdict(self, round_id: str, snapshot: HealthSnapshot) -> None:
+        """Store this process's verdict on its round ``round_id`` for the fleet."""
+        payload = {
+            "id": round_id,
+            "by": f"{socket.gethostname()} {os.getpid()}",
+            "snapshot": encode_snapshot(snapshot),
+        }
+        try:
+            self._call(
+                lambda: self.cache.set(self.verdict_key, payload, timeout=self.lock_ttl)
+            )
+        except Exception as exc:  # noqa: BLE001
+            self._warn_once("Could not share the health verdict", exc)
+
+    def fleet_verdict(self, after: Any = None) -> FleetVerdict | None:
+        """
+        Wait for a verdict on a new round; None if none comes in three intervals.
+
+        A verdict counts only once its round id is seen to change (after
+        ``after``, or after the first one read), by this process's clock, as
+        for rounds; the wait is ``3 * CHECK_INTERVAL + 2 * CHECK_TIMEOUT``, at
+        least 2 s. Each cache call has the ``CHECK_TIMEOUT`` deadline.
+        """
+        wait = max(2.0, 3 * self.interval + 2 * self.timeout)
+        deadline = time.monotonic() + wait
+        seen = after
+        first = True
+        while True:
+            try:
+                stored = self._call(lambda: self.cache.get(self.verdict_key))
+            except Exception as exc:  # noqa: BLE001 - report, then measure locally
+                self._warn_once("Health cache unavailable", exc)
+                return None
+            current = stored.get("id") if isinstance(stored, Mapping) else None
+            if first and after is None:
+                seen = current
+            elif current is not None and current != seen:
+                assert isinstance(stored, Mapping)
+                try:
+                    snapshot = decode_snapshot(stored["snapshot"])
+                except Exception as exc:  # noqa: BLE001 - another version's
+                    self._warn_once("A shared health verdict did not decode", exc)
+                    return None
+                return FleetVerdict(snapshot, str(stored.get("by", "?")), current)
+            first = False
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(min(0.05, self.interval / 4))
+
     def _measure(self, measure_now: Callable[[], Round]) -> tuple[Round, str]:
         got = measure_now()
         self.measured += 1
@@ -298,6 +362,28 @@ def decode_round(payload: Mapping[str, Any]) -> Round:
     )
 
 
+def encode_snapshot(snapshot: HealthSnapshot) -> dict[str, Any]:
+    """Return ``snapshot`` as plain data for the cache."""
+    return {
+        "primary": asdict(snapshot.primary) if snapshot.primary else None,
+        "replicas": [asdict(status) for status in snapshot.replicas],
+        "taken_at": snapshot.taken_at,
+        "stale_after_seconds": snapshot.stale_after_seconds,
+    }
+
+
+def decode_snapshot(payload: Mapping[str, Any]) -> HealthSnapshot:
+    """Decode :func:`encode_snapshot`'s data; unknown fields are ignored."""
+    primary = payload["primary"]
+    return HealthSnapshot(
+        primary=_build(PrimaryStatus, primary) if primary is not None else None,
+        replicas=tuple(_build(ReplicaStatus, entry) for entry in payload["replicas"]),
+        taken_at=float(payload["taken_at"]),
+        round_age_seconds=0.0,
+        stale_after_seconds=payload.get("stale_after_seconds"),
+    )
+
+
 def _build(kind: type[_D], values: Mapping[str, Any]) -> _D:
     known = {f.name for f in fields(kind)}
     return kind(**{key: value for key, value in values.items() if key in known})
@@ -311,11 +397,14 @@ class Monitor(threading.Thread):
         config: Config,
         databases: Mapping[str, Mapping[str, Any]],
         sink: Callable[[PrimaryStatus, Sequence[ReplicaReading], float], None],
+        verdict: Callable[[], HealthSnapshot] | None = None,
     ) -> None:
         super().__init__(name="django_rwsplit-health", daemon=True)
         self.config = config
         self.databases = databases
         self.sink = sink
+        # This process's snapshot, shared after each round it measured.
+        self.verdict = verdict
         self.first_round = threading.Event()
         self.stopping = threading.Event()
         self.rounds = 0
@@ -363,6 +452,9 @@ class Monitor(threading.Thread):
             self._last_id = round_id
         self.rounds += 1
         self.sink(primary, readings, measured_at)
+        shared, verdict = self.shared, self.verdict
+        if shared is not None and verdict is not None and shared.owns(round_id):
+            shared.publish_verdict(round_id, verdict())
 
     def stop(self) -> None:
         """Ask the thread to finish after its current round."""

@@ -53,7 +53,7 @@ class ProcessHealth:
         # change (a plain attribute: the router reads it on every read).
         self.rotation: Rotation = self.tracker.rotation
         self.tracker.on_rotation = self._rotation_changed
-        self.monitor = Monitor(config, databases, self._take_round)
+        self.monitor = Monitor(config, databases, self._take_round, self.snapshot)
         self.fallback_active = False
         self.primary_problem: str | None = None
         self.pid = os.getpid()

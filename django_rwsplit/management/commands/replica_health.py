@@ -8,7 +8,8 @@ import json
 import math
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -23,7 +24,7 @@ from django_rwsplit.health.report import (
     replica_reason,
     summary,
 )
-from django_rwsplit.health.tracker import HealthSnapshot
+from django_rwsplit.health.tracker import HealthSnapshot, Tracker
 
 EXIT_CODES = {"ok": 0, "warning": 1, "critical": 2}
 # Exit status when interrupted before a single round finished (as "UNKNOWN").
@@ -135,6 +136,67 @@ def render_table(snapshot: HealthSnapshot, *, verbose: bool = False) -> list[str
     return lines
 
 
+@dataclass
+class Round:
+    """One round as the command shows it: the snapshot, where it came from, notes."""
+
+    snapshot: HealthSnapshot
+    source: dict[str, str]
+    notes: list[str] = field(default_factory=list)
+
+
+def measure_like_the_app(
+    tracker: Tracker,
+    config: Config,
+    databases: Mapping[str, Mapping[str, Any]],
+    *,
+    settle: bool,
+) -> Round:
+    """
+    Measure one round into ``tracker`` as a running process would judge it.
+
+    A running process judges replicas against the primary's last position it
+    measured, also once the primary is unreachable. This command never saw
+    it, so then (with no history yet) it takes the furthest position any
+    replica has replayed as that position. ``settle`` is as in
+    :func:`monitor.measure_into`. The notes say where the figures can differ
+    from a process that has been measuring for a while.
+    """
+    notes: list[str] = []
+    primary, readings = monitor.measure(config, databases)
+    if not primary.reachable and tracker.history.last_lsn is None:
+        replayed = [r.replay_lsn for r in readings if r.reachable and r.replay_lsn]
+        if replayed:
+            assumed = max(replayed)
+            tracker.history.add(primary.checked_at, assumed)
+            notes.append(
+                "primary unreachable: this command never saw its WAL position, so "
+                "replicas are judged against the furthest position a replica has "
+                f"replayed ({format_lsn(assumed)}); a running process judges them "
+                "against the primary's last position it measured"
+            )
+    tracker.apply(primary, readings)
+    behind = any((r.lag_bytes or 0) > 0 for r in tracker.snapshot().replicas)
+    if settle and primary.reachable and behind:
+        tracker.apply(*monitor.measure(config, databases))
+    snapshot = tracker.snapshot()
+    for status in snapshot.replicas:
+        lagging = status.lag_seconds is not None and status.lag_seconds > 0
+        untimed = (
+            status.replay_lsn is not None
+            and tracker.history.last_seen_at_or_before(status.replay_lsn) is None
+        )
+        if lagging and untimed:
+            notes.append(
+                f"{status.alias}: lag {status.lag_seconds:.2f} s is the time "
+                "since its last replayed commit, an upper bound: this command "
+                "has no history of the primary's positions from before it "
+                "started; a process that has been measuring times the lag "
+                "from its history and can show less"
+            )
+    return Round(snapshot, {"kind": "measured"}, notes)
+
+
 def as_json(snapshot: HealthSnapshot) -> dict[str, Any]:
     """Return the ``--json`` document of one round."""
     document = snapshot.as_dict()
@@ -202,17 +264,48 @@ class Command(BaseCommand):
         except ValueError as exc:
             raise CommandError(str(exc), returncode=2) from None
         tracker = monitor.tracker_for(config, databases)
+        shared = (
+            monitor.SharedRounds(
+                config.health_cache,
+                config.check_interval,
+                config.check_timeout,
+                monitor.cluster_identity(config, databases),
+            )
+            if config.health_cache
+            else None
+        )
         watch: float | None = options["watch"]
         rounds: int | None = options["rounds"] if watch else 1
         last: HealthSnapshot | None = None
+        last_id: str | None = None
         done = 0
         try:
             while True:
                 started = time.monotonic()
-                last = monitor.measure_into(
-                    tracker, config, databases, settle=done == 0
-                )
-                self.show(last, config, options, first=done == 0)
+                verdict = shared.fleet_verdict(after=last_id) if shared else None
+                if verdict is not None:
+                    last_id = verdict.round_id
+                    shown = Round(
+                        verdict.snapshot,
+                        {
+                            "kind": "health_cache",
+                            "cache": str(config.health_cache),
+                            "measured_by": verdict.measured_by,
+                        },
+                    )
+                else:
+                    shown = measure_like_the_app(
+                        tracker, config, databases, settle=done == 0
+                    )
+                    if shared is not None:
+                        shown.notes.insert(
+                            0,
+                            f"no fresh round in HEALTH_CACHE "
+                            f"{config.health_cache!r} (no process measuring for "
+                            "the fleet?): measured by this command",
+                        )
+                last = shown.snapshot
+                self.show(shown, config, options, first=done == 0)
                 done += 1
                 if watch is None or (rounds is not None and done >= rounds):
                     break
@@ -240,17 +333,21 @@ class Command(BaseCommand):
 
     def show(
         self,
-        snapshot: HealthSnapshot,
+        shown: Round,
         config: Config,
         options: dict[str, Any],
         *,
         first: bool,
     ) -> None:
         """Print one round as a table (or JSON), refreshing in place when asked."""
+        snapshot = shown.snapshot
         watch = options["watch"]
         if options["json"]:
             indent = None if watch else 2
-            self.stdout.write(json.dumps(as_json(snapshot), indent=indent))
+            document = as_json(snapshot)
+            document["source"] = shown.source
+            document["notes"] = shown.notes
+            self.stdout.write(json.dumps(document, indent=indent))
             self.stdout.flush()
             return
         if watch:
@@ -263,9 +360,16 @@ class Command(BaseCommand):
                 f"replica_health at {at}, every {watch:g} s "
                 f"(timeout {config.check_timeout:g} s); Ctrl-C to stop"
             )
+        if shown.source["kind"] == "health_cache":
+            self.stdout.write(
+                f"the fleet's round from HEALTH_CACHE {shown.source['cache']!r}, "
+                f"measured and judged by {shown.source['measured_by']}"
+            )
         if options["verbosity"] >= 1:
             for line in render_table(snapshot, verbose=options["verbosity"] >= 2):
                 self.stdout.write(line)
+            for note in shown.notes:
+                self.stdout.write(f"note: {note}")
         styles: dict[str, Callable[[str], str]] = {
             "ok": self.style.SUCCESS,
             "warning": self.style.WARNING,
