@@ -14,7 +14,7 @@ PORT     ?= 8000
 DEMO_DIR ?= $(or $(RWSPLIT_DEMO_DIR),.rwsplit-cluster)
 ARGS     ?=
 CMD      ?= status
-# The whole matrix (lint + Django 5.2/Python 3.11 + Django 6.1/Python 3.12).
+# The whole matrix (lint, dist, Django 5.2/Py3.11, 6.0/Py3.13, 6.1/Py3.12).
 TEST_CMD ?= $(VENV)/bin/nox $(if $(ARGS),-- $(ARGS))
 
 export VENV

@@ -208,6 +208,7 @@ def test_fallback_error_raises_a_clear_exception(cluster):
 
 
 @override_settings(RWSPLIT={**FAST, "MAX_LAG_SECONDS": 0.6, "READMIT_AFTER": 2})
+@pytest.mark.long
 def test_threshold_hugging_replica_does_not_flap(cluster, transitions):
     start_health()
     cluster.set_apply_delay("replica1", 600)
@@ -571,6 +572,7 @@ def test_a_query_younger_than_check_timeout_survives_a_timed_out_check(
 @override_settings(
     RWSPLIT=fast_health(CHECK_INTERVAL=INTERVAL, CHECK_TIMEOUT=LONG_TIMEOUT)
 )
+@pytest.mark.long
 def test_a_young_query_on_a_hung_replica_is_released_once_it_waited_check_timeout(
     cluster, ports, monkeypatch
 ):

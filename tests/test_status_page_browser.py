@@ -24,6 +24,7 @@ from tests.utils import rotation, start_health, wait_until
 
 pytestmark = [
     pytest.mark.cluster,
+    pytest.mark.long,
     pytest.mark.django_db(transaction=True, databases="__all__"),
 ]
 
