@@ -9,8 +9,9 @@ import time
 from collections import Counter
 from dataclasses import replace
 
+import psycopg
 import pytest
-from django.db import connections, router
+from django.db import connections, router, transaction
 from django.test import override_settings
 
 from django_rwsplit import balancing, conf, pinning, signals
@@ -596,3 +597,49 @@ def test_a_young_query_on_a_hung_replica_is_released_once_it_waited_check_timeou
     assert outcome["port"] in (ports["replica2"], ports["default"])
     # Released at CHECK_TIMEOUT of waiting, then 1 s of sleep again elsewhere.
     assert LONG_TIMEOUT + 1 <= outcome["elapsed"] < LONG_TIMEOUT + 1 + 2, outcome
+
+
+LONG_QUERY = "SELECT pg_sleep(30) /* released and cancelled */"
+
+
+@override_settings(RWSPLIT=fast_health(CHECK_INTERVAL=INTERVAL))
+def test_a_released_query_is_cancelled_on_the_server(cluster, monkeypatch):
+    """
+    A query that has waited past CHECK_TIMEOUT on a replica whose check timed
+    out is released, and its cancel request stops it on the server: a server
+    that was slow, not frozen, would otherwise keep running it (pg_sleep does
+    not notice its client is gone).
+    """
+    from django_rwsplit.health import release
+
+    if not hasattr(psycopg.pq.PGconn, "cancel_conn") or psycopg.pq.version() < 170000:
+        pytest.skip("needs libpq 17 (PQcancelStart)")
+    timed_out = TimedOutRound(monkeypatch)
+    start_health()
+    outcome: dict[str, object] = {}
+
+    def read() -> None:
+        try:
+            # In a transaction: no retry elsewhere, the error comes back.
+            with (
+                transaction.atomic(using="replica1"),
+                connections["replica1"].cursor() as cursor,
+            ):
+                cursor.execute(LONG_QUERY)
+        except BaseException as error:  # noqa: BLE001 - asserted below
+            outcome["error"] = error
+        finally:
+            connections.close_all()
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    wait_until(lambda: running_on_replica1(cluster, LONG_QUERY), timeout=5)
+    time.sleep(0.6)  # the query must be older than CHECK_TIMEOUT (0.5 s)
+    timed_out.hold()
+    timed_out.now()
+    reader.join(timeout=10)
+    assert not reader.is_alive(), "the query was not released"
+    assert "error" in outcome
+    assert release.CANCEL_WITHIN > 1
+    # The server stops running it: cancelled, not left to sleep 30 s.
+    wait_until(lambda: not running_on_replica1(cluster, LONG_QUERY), timeout=5)

@@ -21,6 +21,12 @@ this process:
 The waiting calls then fail at once, and
 :mod:`django_rwsplit.backends.postgresql` retries the read or opens the
 connection elsewhere.
+
+Each released query is also cancelled through libpq (its cancel request,
+sent from a daemon thread for up to :data:`CANCEL_WITHIN` seconds; libpq 17
+or later), so that the server stops running it: at once on a server that was
+only slow, when it wakes on one that was frozen. Shutting the socket down is
+what frees the client: a frozen server cannot read a cancel request.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ import functools
 import ipaddress
 import logging
 import os
+import selectors
 import socket
 import stat
 import threading
@@ -42,6 +49,10 @@ logger = logging.getLogger("django_rwsplit")
 _waiting: dict[str, dict[Any, float]] = {}
 _FD_DIR = "/proc/self/fd"
 DEFAULT_PORT = 5432
+# How long a cancel request keeps trying to reach a server that does not answer.
+CANCEL_WITHIN = 30.0
+# Socket inodes of cancel requests in flight (never released themselves).
+_cancelling: set[int] = set()
 
 
 def enter(alias: str, wrapper: Any, started: float | None = None) -> None:
@@ -77,6 +88,7 @@ def release(
     shut: set[int] = set()  # socket inodes, so none is counted twice
     spared: set[int] = set()  # sockets of queries too young to release yet
     youngest_due: float | None = None
+    cancels: list[Any] = []
     addresses = peer_addresses(settings_dict) if settings_dict is not None else None
     now = time.perf_counter()
     for wrapper, started in _waiting.get(alias, {}).copy().items():
@@ -89,14 +101,20 @@ def release(
                 spared.add(os.fstat(fd).st_ino)
                 youngest_due = due if youngest_due is None else min(youngest_due, due)
                 continue
+            cancel = _cancel_for(wrapper.connection.pgconn, fd, addresses)
             inode = _shut(fd, addresses)
+            if inode is not None and cancel is not None:
+                cancels.append(cancel)
         except Exception:  # noqa: BLE001 - the query may have just finished
             continue
         if inode is not None:
             shut.add(inode)
     released = len(shut)
     if settings_dict is not None:
-        released += release_peer(settings_dict, skip=shut | spared)
+        released += release_peer(settings_dict, skip=shut | spared | _cancelling)
+    # After the peer scan, which would shut their sockets down too.
+    for cancel in cancels:
+        _send_cancel(cancel, alias)
     if released:
         logger.warning("Released %d connection(s) to hung replica %r.", released, alias)
     if youngest_due is not None:
@@ -121,6 +139,82 @@ def _release_later(
     timer.name = f"rwsplit-release-{alias}"
     timer.daemon = True
     timer.start()
+
+
+def _cancel_for(
+    pgconn: Any, fd: int, addresses: Collection[tuple[str, int]] | None
+) -> Any:
+    """
+    Prepare libpq's cancel request for ``pgconn``'s query (None if unavailable).
+
+    Only while ``fd`` still talks to the hung replica (``addresses``), as for
+    the shutdown; needs libpq 17 (``PQcancelCreate``, non-blocking). Nothing
+    is sent yet; the connection may be closed meanwhile.
+    """
+    if not _talks_to(fd, addresses):
+        return None
+    try:
+        return pgconn.cancel_conn()
+    except Exception:  # noqa: BLE001 - older libpq, or the connection is gone
+        return None
+
+
+def _talks_to(fd: int, addresses: Collection[tuple[str, int]] | None) -> bool:
+    """Return whether ``fd`` may be released: as :func:`_shut` judges it."""
+    try:
+        with socket.socket(fileno=socket.dup(fd)) as sock:
+            inet = sock.family in (socket.AF_INET, socket.AF_INET6)
+            return not (
+                addresses and inet and tuple(sock.getpeername()[:2]) not in addresses
+            )
+    except OSError:
+        return False
+
+
+def _send_cancel(cancel: Any, alias: str) -> None:
+    """
+    Send ``cancel`` from a daemon thread, for up to :data:`CANCEL_WITHIN` s.
+
+    Its socket is kept out of later releases (:data:`_cancelling`): a request
+    pending on a frozen server reaches it when it wakes.
+    """
+    try:
+        cancel.start()
+        inode = os.fstat(cancel.socket).st_ino
+    except Exception:  # noqa: BLE001 - could not even start: nothing to do
+        cancel.finish()
+        return
+    _cancelling.add(inode)
+
+    def drive() -> None:
+        from psycopg.pq import PollingStatus
+
+        deadline = time.monotonic() + CANCEL_WITHIN
+        # As libpq's connection polling: wait first as if poll said WRITING.
+        status = PollingStatus.WRITING
+        try:
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return
+                wanted = selectors.EVENT_READ
+                if status == PollingStatus.WRITING:
+                    wanted = selectors.EVENT_WRITE
+                with selectors.DefaultSelector() as selector:
+                    selector.register(cancel.socket, wanted)
+                    if not selector.select(min(left, 1.0)):
+                        continue
+                status = cancel.poll()
+                if status in (PollingStatus.OK, PollingStatus.FAILED):
+                    return
+        except Exception:  # noqa: BLE001 - best effort: the socket is shut anyway
+            logger.debug("Cancel request to %r failed.", alias, exc_info=True)
+        finally:
+            _cancelling.discard(inode)
+            cancel.finish()
+
+    thread = threading.Thread(target=drive, name=f"rwsplit-cancel-{alias}", daemon=True)
+    thread.start()
 
 
 def release_peer(settings_dict: Mapping[str, Any], skip: Collection[int] = ()) -> int:
