@@ -341,33 +341,8 @@ def test_query_on_a_connection_to_a_stopped_replica_is_retried(cluster, ports):
 @override_settings(RWSPLIT=FAST)
 def test_query_in_flight_on_a_frozen_replica_is_released_and_retried(cluster, ports):
     start_health()
-    outcome: dict[str, object] = {}
-
-    def long_read() -> None:
-        started = time.monotonic()
-        try:
-            with connections["replica1"].cursor() as cursor:
-                cursor.execute("SELECT pg_sleep(1), inet_server_port()")
-                outcome["port"] = cursor.fetchone()[1]
-        except BaseException as error:  # noqa: BLE001 - asserted below
-            outcome["error"] = error
-        finally:
-            outcome["elapsed"] = time.monotonic() - started
-            connections.close_all()
-
-    reader = threading.Thread(target=long_read)
-    reader.start()
-    wait_until(
-        lambda: (
-            cluster.execute(
-                "replica1",
-                "SELECT count(*) FROM pg_stat_activity"
-                " WHERE query LIKE 'SELECT pg_sleep(1)%'",
-            )[0][0]
-            == 1
-        ),
-        timeout=5,
-    )
+    reader, outcome = read_in_thread(SLOW_READ)
+    wait_until(lambda: running_on_replica1(cluster, SLOW_READ), timeout=5)
     cluster.freeze("replica1")
     reader.join(timeout=30)
     assert "error" not in outcome, outcome
