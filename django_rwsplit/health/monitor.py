@@ -227,7 +227,9 @@ class SharedRounds:
         self._warned: set[str] = set()
 
     def _call(self, func: Callable[[], _T]) -> _T:
-        return call_within(f"cache:{self.cache_alias}", self.timeout, func)
+        # One call in flight per instance: the monitor's and a command's
+        # (replica_health in the same process) never refuse each other.
+        return call_within(f"cache:{self.cache_alias}:{self.owner}", self.timeout, func)
 
     def _warn_once(self, what: str, exc: BaseException) -> None:
         if what not in self._warned:
