@@ -107,6 +107,28 @@ def test_row_written_on_primary_reaches_both_replicas(cluster: LocalCluster) -> 
         assert wait_for(functools.partial(has_row, cluster, r, row_id)), r
 
 
+@pytest.mark.long
+def test_a_second_cluster_is_independent(
+    cluster: LocalCluster, rwsplit_second_cluster: LocalCluster
+) -> None:
+    """Two primaries with their own replicas: a table on one is not on the other."""
+    second = rwsplit_second_cluster
+    assert {n.port for n in second.nodes}.isdisjoint(n.port for n in cluster.nodes)
+
+    def identity(c: LocalCluster, node: str) -> int:
+        return int(
+            c.execute(node, "SELECT system_identifier FROM pg_control_system()")[0][0]
+        )
+
+    assert identity(second, "primary") != identity(cluster, "primary")
+    assert identity(second, "replica1") == identity(second, "primary")
+    second.execute("primary", "CREATE TABLE IF NOT EXISTS only_on_second (id int)")
+    second.wait_caught_up()
+    exists = "SELECT to_regclass('only_on_second') IS NOT NULL"
+    assert all(second.execute(r.name, exists)[0][0] for r in second.replicas)
+    assert not any(cluster.execute(n.name, exists)[0][0] for n in cluster.nodes)
+
+
 def test_pause_replay_hides_new_rows_until_resume(cluster: LocalCluster) -> None:
     cluster.pause_replay("replica1")
     state = cluster.execute("replica1", "SELECT pg_get_wal_replay_pause_state()")

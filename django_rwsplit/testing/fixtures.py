@@ -4,7 +4,8 @@ pytest fixtures that run tests against the local primary + replicas.
 Enable with ``pytest_plugins = ["django_rwsplit.testing.fixtures"]``. The
 cluster starts once per session on ``RWSPLIT_CLUSTER_PORT`` (default 15432)
 and its replicas, or is reused when ``RWSPLIT_CLUSTER_DIR`` names a running
-one (``python -m django_rwsplit.testing up``).
+one (``python -m django_rwsplit.testing up``). ``rwsplit_second_cluster``
+starts another, independent one (its own primary and replicas).
 """
 
 from __future__ import annotations
@@ -26,6 +27,27 @@ def rwsplit_cluster() -> Iterator[LocalCluster]:
             yield cluster
     except ClusterError as error:
         pytest.exit(f"Cannot start the local PostgreSQL cluster: {error}", 2)
+
+
+@pytest.fixture(scope="session")
+def rwsplit_second_cluster(rwsplit_cluster: LocalCluster) -> Iterator[LocalCluster]:
+    """
+    A second, independent primary + replicas, for projects with several clusters.
+
+    Starts on ``RWSPLIT_SECOND_CLUSTER_PORT`` (default: the first cluster's
+    primary port + 10) when first asked for, and is destroyed after the session.
+    """
+    default = rwsplit_cluster.primary.port + 10
+    port = int(os.environ.get("RWSPLIT_SECOND_CLUSTER_PORT", str(default)))
+    try:
+        cluster = LocalCluster(primary_port=port)
+        cluster.start()
+    except ClusterError as error:
+        pytest.exit(f"Cannot start the second local PostgreSQL cluster: {error}", 2)
+    try:
+        yield cluster
+    finally:
+        cluster.destroy()
 
 
 @pytest.fixture(scope="session")
