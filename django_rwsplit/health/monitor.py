@@ -70,25 +70,6 @@ def tracker_for(config: Config, databases: Mapping[str, Mapping[str, Any]]) -> T
     )
 
 
-def measure_into(
-    tracker: Tracker,
-    config: Config,
-    databases: Mapping[str, Mapping[str, Any]],
-    *,
-    settle: bool,
-) -> HealthSnapshot:
-    """
-    Measure one round into ``tracker`` and return its snapshot.
-
-    With ``settle`` (a tracker's first round), a replica found behind gets a
-    second round, which gives the primary a history to time its lag by.
-    """
-    tracker.apply(*measure(config, databases))
-    if settle and any((r.lag_bytes or 0) > 0 for r in tracker.snapshot().replicas):
-        tracker.apply(*measure(config, databases))
-    return tracker.snapshot()
-
-
 _T = TypeVar("_T")
 _D = TypeVar("_D", PrimaryStatus, ReplicaReading, ReplicaStatus)
 
@@ -225,6 +206,20 @@ class SharedRounds:
         self.seen_id: Any = None
         self.seen_at = -math.inf
         self._warned: set[str] = set()
+
+    @classmethod
+    def of_cluster(
+        cls, config: Config, databases: Mapping[str, Mapping[str, Any]]
+    ) -> SharedRounds | None:
+        """The shared rounds of ``config``'s cluster (None without HEALTH_CACHE)."""
+        if not config.health_cache:
+            return None
+        return cls(
+            config.health_cache,
+            config.check_interval,
+            config.check_timeout,
+            cluster_identity(config, databases),
+        )
 
     def _call(self, func: Callable[[], _T]) -> _T:
         # One call in flight per instance: the monitor's and a command's
@@ -410,16 +405,7 @@ class Monitor(threading.Thread):
         self.first_round = threading.Event()
         self.stopping = threading.Event()
         self.rounds = 0
-        self.shared = (
-            SharedRounds(
-                config.health_cache,
-                config.check_interval,
-                config.check_timeout,
-                cluster_identity(config, databases),
-            )
-            if config.health_cache
-            else None
-        )
+        self.shared = SharedRounds.of_cluster(config, databases)
         self._last_id: Any = None
 
     def run(self) -> None:

@@ -101,7 +101,9 @@ def release(
                 spared.add(os.fstat(fd).st_ino)
                 youngest_due = due if youngest_due is None else min(youngest_due, due)
                 continue
-            cancel = _cancel_for(wrapper.connection.pgconn, fd, addresses)
+            # Prepared before the shutdown: the waiting thread may close the
+            # connection as soon as its socket is shut.
+            cancel = _cancel_for(wrapper.connection.pgconn)
             inode = _shut(fd, addresses)
             if inode is not None and cancel is not None:
                 cancels.append(cancel)
@@ -141,34 +143,17 @@ def _release_later(
     timer.start()
 
 
-def _cancel_for(
-    pgconn: Any, fd: int, addresses: Collection[tuple[str, int]] | None
-) -> Any:
+def _cancel_for(pgconn: Any) -> Any:
     """
     Prepare libpq's cancel request for ``pgconn``'s query (None if unavailable).
 
-    Only while ``fd`` still talks to the hung replica (``addresses``), as for
-    the shutdown; needs libpq 17 (``PQcancelCreate``, non-blocking). Nothing
-    is sent yet; the connection may be closed meanwhile.
+    Needs libpq 17 (``PQcancelCreate``, non-blocking). Nothing is sent yet;
+    the caller sends it only if the query's socket was shut down.
     """
-    if not _talks_to(fd, addresses):
-        return None
     try:
         return pgconn.cancel_conn()
     except Exception:  # noqa: BLE001 - older libpq, or the connection is gone
         return None
-
-
-def _talks_to(fd: int, addresses: Collection[tuple[str, int]] | None) -> bool:
-    """Return whether ``fd`` may be released: as :func:`_shut` judges it."""
-    try:
-        with socket.socket(fileno=socket.dup(fd)) as sock:
-            inet = sock.family in (socket.AF_INET, socket.AF_INET6)
-            return not (
-                addresses and inet and tuple(sock.getpeername()[:2]) not in addresses
-            )
-    except OSError:
-        return False
 
 
 def _send_cancel(cancel: Any, alias: str) -> None:

@@ -158,9 +158,11 @@ def measure_like_the_app(
     A running process judges replicas against the primary's last position it
     measured, also once the primary is unreachable. This command never saw
     it, so then (with no history yet) it takes the furthest position any
-    replica has replayed as that position. ``settle`` is as in
-    :func:`monitor.measure_into`. The notes say where the figures can differ
-    from a process that has been measuring for a while.
+    replica has replayed as that position. With ``settle`` (the tracker's
+    first round), a replica found behind a reachable primary gets a second
+    round, which gives the primary a history to time its lag by. The notes
+    say where the figures can differ from a process that has been measuring
+    for a while.
     """
     notes: list[str] = []
     primary, readings = monitor.measure(config, databases)
@@ -264,16 +266,7 @@ class Command(BaseCommand):
         except ValueError as exc:
             raise CommandError(str(exc), returncode=2) from None
         tracker = monitor.tracker_for(config, databases)
-        shared = (
-            monitor.SharedRounds(
-                config.health_cache,
-                config.check_interval,
-                config.check_timeout,
-                monitor.cluster_identity(config, databases),
-            )
-            if config.health_cache
-            else None
-        )
+        shared = monitor.SharedRounds.of_cluster(config, databases)
         watch: float | None = options["watch"]
         rounds: int | None = options["rounds"] if watch else 1
         last: HealthSnapshot | None = None
