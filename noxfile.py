@@ -50,7 +50,7 @@ def interpreter(version: str) -> str:
 
 # lint and dist run in .venv (scripts/bootstrap.sh made it: Python 3.11 with
 # Django 5.2, the dev tools, build and twine), saving two virtualenvs per run.
-@nox.session(python=False)
+@nox.session(python=False, tags=["first"])
 def lint(session: nox.Session) -> None:
     """ruff and mypy --strict (in .venv)."""
     python = sys.executable
@@ -59,7 +59,7 @@ def lint(session: nox.Session) -> None:
     session.run(python, "-m", "mypy", "django_rwsplit", "example_project")
 
 
-@nox.session(python=False)
+@nox.session(python=False, tags=["first"])
 def dist(session: nox.Session) -> None:
     """Build the sdist and wheel; twine check them; check what they hold."""
     python = sys.executable
@@ -72,8 +72,16 @@ def dist(session: nox.Session) -> None:
 @nox.session
 @nox.parametrize(
     ("python", "django"),
-    [(interpreter(python), django) for python, django in MATRIX],
-    ids=[f"py{python}-django{django}" for python, django in MATRIX],
+    [
+        nox.param(
+            interpreter(python),
+            django,
+            id=f"py{python}-django{django}",
+            # scripts/run_tests.sh: "first" runs while "later" installs.
+            tags=["first" if django == LONG_TESTS_ON else "later"],
+        )
+        for python, django in MATRIX
+    ],
 )
 def tests(session: nox.Session, django: str) -> None:
     """

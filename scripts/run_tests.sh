@@ -7,21 +7,22 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# The sessions are tagged in noxfile.py: "first" (lint, dist, Django 5.2)
+# and "later" (the Django 6.x sessions).
 NOX=${VENV:-.venv}/bin/nox
-LATER=("tests(py3.13-django6.0)" "tests(py3.12-django6.1)")
 log=$(mktemp -t rwsplit-nox-install.XXXXXX)
 trap 'rm -f "$log"' EXIT
 
-"$NOX" -s "${LATER[@]}" --install-only >"$log" 2>&1 &
+"$NOX" -t later --install-only >"$log" 2>&1 &
 installing=$!
 
 status=0
-"$NOX" -s lint dist "tests(py3.11-django5.2)" -- "$@" || status=$?
+"$NOX" -t first -- "$@" || status=$?
 
 if ! wait "$installing"; then
     cat "$log" >&2
     echo "run_tests: installing the Django 6.x sessions failed (above)" >&2
     exit 1
 fi
-"$NOX" -R -s "${LATER[@]}" -- "$@" || status=$?
+"$NOX" -R -t later -- "$@" || status=$?
 exit "$status"
