@@ -20,7 +20,7 @@ TEST_CMD ?= scripts/run_tests.sh $(ARGS)
 export VENV
 
 .DEFAULT_GOAL := help
-.PHONY: help bootstrap bootstrap-tests demo demo-down demo-status cluster test test-fast lint typecheck dist
+.PHONY: help bootstrap bootstrap-tests demo demo-down demo-status cluster test test-fast lint typecheck
 
 help:
 	@echo "make demo         run the example project (http://127.0.0.1:$(PORT)/)"

@@ -184,6 +184,12 @@ LOGGING = {
         "rwsplit_console": {"class": "logging.StreamHandler", "formatter": "rwsplit"},
     },
     "loggers": {
+        # Server errors (500s) with their tracebacks, also with DEBUG off.
+        "django.request": {
+            "handlers": ["rwsplit_console"],
+            "level": "ERROR",
+            "propagate": False,
+        },
         "django_rwsplit": {
             "handlers": ["rwsplit_console"],
             "level": "INFO",
