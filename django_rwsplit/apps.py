@@ -20,7 +20,10 @@ def _install_write_detector(
     from django_rwsplit import conf, writes
 
     config = conf.config_or_none()
-    if config is not None and connection.alias == config.primary:
+    if config is None:
+        return
+    cluster = config.cluster_for_alias(connection.alias)
+    if cluster is not None and connection.alias == cluster.primary:
         writes.install(connection)
 
 

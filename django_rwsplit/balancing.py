@@ -115,26 +115,34 @@ BALANCERS: dict[str, Balancer] = {
 
 
 def choose_replica(config: Config, scope: Scope | None) -> str:
-    """Return the alias that should serve an unpinned read."""
+    """
+    Return the alias of cluster ``config`` that should serve an unpinned read.
+
+    ``scope`` is the unit of work's (the default cluster's) scope; the
+    cluster's own routing state is ``scope.of(config.name)``.
+    """
     if config.test_mirrors and mirrors_active(config):
         return config.primary
-    state = health_state.current()
+    state = health_state.current(None if config.is_default else config.name)
     if state is None or state.config is not config:
         state = health_state.process_health(config)
     rotation = state.rotation
+    base = scope
     if scope is not None:
         hook = scope.before_first_read
         if hook is not None:
             scope.before_first_read = None  # reads the hook makes skip it
             if not hook(scope):
                 scope.before_first_read = hook  # not yet: at the next read
-            if scope.pinned is not None:
-                return config.primary
+        if not config.is_default:
+            scope = scope.of(config.name)
+        if hook is not None and scope.pinned is not None:
+            return config.primary
         chosen = scope.replica
         if chosen is not None and chosen in rotation.members:
             return chosen
         if scope.min_lsn is not None:
-            return _causal_choice(state, config, scope, rotation)
+            return _causal_choice(state, config, scope, rotation, base)
     # The balancers' pick, inlined: this runs for every unpinned read.
     alias = rotation.pick()
     if alias is None:
@@ -147,7 +155,11 @@ def choose_replica(config: Config, scope: Scope | None) -> str:
 
 
 def _causal_choice(
-    state: health_state.ProcessHealth, config: Config, scope: Scope, rotation: Rotation
+    state: health_state.ProcessHealth,
+    config: Config,
+    scope: Scope,
+    rotation: Rotation,
+    base: Scope | None,
 ) -> str:
     """A replica that has replayed ``scope.min_lsn``, else the primary."""
     if not rotation.members:
@@ -158,7 +170,7 @@ def _causal_choice(
             return alias
     if not token_plausible(state, config, scope.min_lsn):
         scope.min_lsn = None
-        return choose_replica(config, scope)
+        return choose_replica(config, base)
     # No replica has the client's last write yet: the rest of the scope
     # reads from the primary without asking the replicas again.
     scope.pinned = "token"
@@ -178,6 +190,8 @@ def substitute_for_read(
     next pick, so substitutes spread over the replicas.
     """
     scope = current_scope()
+    if scope is not None and not state.config.is_default:
+        scope = scope.of(state.config.name)
     for alias in BALANCERS[state.config.balancer].candidates(state.rotation):
         if alias not in exclude and caught_up(state, alias, scope, ask=False):
             return alias

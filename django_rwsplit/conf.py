@@ -11,19 +11,20 @@ from __future__ import annotations
 import difflib
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS
 
-from django_rwsplit import validators
+from django_rwsplit import cluster_settings, validators
 from django_rwsplit.validators import Problem
 
 logger = logging.getLogger("django_rwsplit")
 
 __all__ = [
     "BALANCER_CHOICES",
+    "DEFAULT_CLUSTER",
     "CONSISTENCY_CHOICES",
     "DEFAULTS",
     "FALLBACK_CHOICES",
@@ -38,9 +39,14 @@ __all__ = [
     "parse",
 ]
 
+# The keys a named cluster may set (the others are the whole project's).
+PER_CLUSTER_KEYS = cluster_settings.PER_CLUSTER_KEYS
+
 FALLBACK_CHOICES = ("primary", "error")
 CONSISTENCY_CHOICES = ("lsn", "time")
 BALANCER_CHOICES = ("adaptive", "round_robin")
+# The cluster the top-level keys describe (RWSPLIT["CLUSTERS"] names others).
+DEFAULT_CLUSTER = "default"
 
 
 @dataclass(frozen=True)
@@ -189,6 +195,13 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("HEALTH_ENDPOINT_SHOW_HOSTS", "bool", False, _boolean, "rwsplit.E009"),
     Setting("METRICS", "bool", False, _boolean, "rwsplit.E009"),
+    Setting(
+        "CLUSTERS",
+        "Mapping[str, Mapping[str, Any]]",
+        {},
+        cluster_settings.shape,
+        "rwsplit.E023",
+    ),
 )
 SETTINGS_BY_KEY: dict[str, Setting] = {s.key: s for s in SETTINGS}
 DEFAULTS: dict[str, Any] = {s.key: s.default for s in SETTINGS}
@@ -230,6 +243,46 @@ class Config:
     # The system check errors of an invalid setting: this Config then sends
     # every query to the primary (see get_config).
     problems: tuple[str, ...] = ()
+    # Several clusters (RWSPLIT["CLUSTERS"]). Each cluster is a Config of
+    # its own named ``name``; the top-level Config is the default cluster's
+    # and also holds the others, by name, with what routes to them.
+    name: str = DEFAULT_CLUSTER
+    clusters: Mapping[str, Config] = field(default_factory=dict)
+    app_clusters: Mapping[str, str] = field(default_factory=dict)
+    model_clusters: Mapping[str, str] = field(default_factory=dict)
+    alias_clusters: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def is_default(self) -> bool:
+        """Whether this is the default cluster's Config (the top-level keys)."""
+        return self.name == DEFAULT_CLUSTER
+
+    def every_cluster(self) -> tuple[Config, ...]:
+        """The default cluster, then the others in the order of CLUSTERS."""
+        return (self, *self.clusters.values())
+
+    def cluster(self, name: str) -> Config:
+        """Return the cluster called ``name`` (KeyError when there is none)."""
+        if name == self.name:
+            return self
+        return self.clusters[name]
+
+    def cluster_for_model(self, model: Any) -> Config:
+        """Return the cluster that serves ``model`` (by model, then app label)."""
+        if not self.clusters:
+            return self
+        meta = model._meta
+        name = self.model_clusters.get(meta.label_lower) or self.app_clusters.get(
+            meta.app_label
+        )
+        return self.clusters[name] if name else self
+
+    def cluster_for_alias(self, alias: str) -> Config | None:
+        """Return the cluster whose primary or replica ``alias`` is (None: none)."""
+        if not self.clusters:
+            return self if alias == self.primary or alias in self.replicas else None
+        name = self.alias_clusters.get(alias)
+        return None if name is None else self.cluster(name)
 
 
 def raw_setting() -> object:
@@ -314,12 +367,37 @@ def parse(raw: object) -> tuple[Config, list[Problem]]:
         for s in SETTINGS
     }
     problems.extend(_replicas_problems(values["primary"], values["replicas"]))
-    values["test_mirrors"] = (
+    values["test_mirrors"] = _test_mirrors(values)
+    raw_clusters = values.pop("clusters")
+    config = Config(**values)
+    if not raw_clusters:
+        return config, problems
+    clusters = cluster_settings.build(
+        config, raw_clusters, SETTINGS_BY_KEY, problems, _cluster_problems
+    )
+    return clusters, problems
+
+
+def _test_mirrors(values: Mapping[str, Any]) -> bool:
+    return bool(
         values["route_test_mirrors_to_primary"]
         and bool(values["replicas"])
         and all(test_mirror_of(a) == values["primary"] for a in values["replicas"])
     )
-    return Config(**values), problems
+
+
+def _cluster_problems(config: Config) -> tuple[Config, list[Problem]]:
+    """Check one named cluster's aliases; return it with its test mirrors known."""
+    replicas = dict(config.replicas)
+    problems = _replicas_problems(config.primary, replicas)
+    values = {
+        "primary": config.primary,
+        "replicas": replicas,
+        "route_test_mirrors_to_primary": config.route_test_mirrors_to_primary,
+    }
+    return replace(config, replicas=replicas, test_mirrors=_test_mirrors(values)), [
+        replace(p, msg=f"Cluster {config.name!r}: {p.msg}") for p in problems
+    ]
 
 
 # The parsed setting once get_config() ran (None before, and after a change):
@@ -363,7 +441,7 @@ def get_config() -> Config:
             f"{p.msg} ({p.id})" for p in problems if p.id.startswith("rwsplit.E")
         )
         if errors:
-            config = primary_only(config.primary, errors)
+            config = primary_only(config, errors)
             logger.error(
                 "RWSPLIT is invalid; every query goes to the primary %r until "
                 "it is fixed (run 'manage.py check'): %s",
@@ -374,11 +452,33 @@ def get_config() -> Config:
     return config
 
 
-def primary_only(primary: str, problems: tuple[str, ...]) -> Config:
-    """The Config of an invalid setting: no replicas, ``primary`` if it exists."""
+def primary_only(parsed: Config, problems: tuple[str, ...]) -> Config:
+    """
+    The Config of an invalid setting: no replicas, each cluster's primary.
+
+    The primary is ``DEFAULT_DB_ALIAS`` where the one named does not exist;
+    named clusters that parsed keep routing their models to their primaries.
+    """
+    primary = parsed.primary
     if primary not in settings.DATABASES:
         primary = DEFAULT_DB_ALIAS
-    return Config(primary=primary, replicas={}, problems=problems)
+    clusters = {
+        name: replace(cluster, replicas={}, test_mirrors=False, problems=problems)
+        for name, cluster in parsed.clusters.items()
+        if cluster.primary in settings.DATABASES
+    }
+    return replace(
+        Config(primary=primary, replicas={}, problems=problems),
+        clusters=clusters,
+        app_clusters={k: v for k, v in parsed.app_clusters.items() if v in clusters},
+        model_clusters={
+            k: v for k, v in parsed.model_clusters.items() if v in clusters
+        },
+        alias_clusters={
+            **{c.primary: n for n, c in clusters.items()},
+            primary: DEFAULT_CLUSTER,
+        },
+    )
 
 
 def config_or_none() -> Config | None:
@@ -397,3 +497,9 @@ def clear_cache(**kwargs: object) -> None:
     global cached
     if kwargs.get("setting") in (None, "RWSPLIT", "DATABASES", "CACHES"):
         cached = None
+
+
+def cluster_of(alias: str) -> Config | None:
+    """The cluster (of a valid setting) that ``alias`` is a primary or replica of."""
+    config = config_or_none()
+    return None if config is None else config.cluster_for_alias(alias)

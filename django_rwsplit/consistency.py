@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -21,23 +21,40 @@ from django.core.exceptions import SynchronousOnlyOperation
 from django.db import connections
 
 from django_rwsplit import pinning
-from django_rwsplit.conf import Config, get_config
+from django_rwsplit.conf import DEFAULT_CLUSTER, Config, get_config
 from django_rwsplit.health.probes import format_lsn, parse_lsn
 
 SALT = "django_rwsplit.pin"
-MAX_TOKEN_LENGTH = 200
+# A token holds one position per cluster written (a few dozen characters each).
+MAX_TOKEN_LENGTH = 600
 # Tokens stamped further in the future than this are forged or from a broken
 # clock; either way they are ignored.
 MAX_CLOCK_SKEW = 5.0
 TIME_PAYLOAD = "t"
+# Between the positions of several clusters, and between a cluster and its.
+ENTRY_SEP = ","
+NAME_SEP = ":"
 
 
 @dataclass(frozen=True)
 class Token:
-    """A decoded pin: ``lsn`` is None for a plain time window."""
+    """
+    A decoded pin: ``lsn`` is the default cluster's position (None: a time pin).
+
+    ``positions`` holds, for a token of several clusters, each cluster's
+    position (None: a time pin of that cluster); None means the default
+    cluster alone, at ``lsn``.
+    """
 
     lsn: int | None
     issued_at: float
+    positions: Mapping[str, int | None] | None = None
+
+    def entries(self) -> Mapping[str, int | None]:
+        """Each cluster's position in this token (None: a time pin)."""
+        if self.positions is None:
+            return {DEFAULT_CLUSTER: self.lsn}
+        return self.positions
 
 
 def _signer() -> signing.TimestampSigner:
@@ -47,6 +64,15 @@ def _signer() -> signing.TimestampSigner:
 def encode(lsn: int | None) -> str:
     """Return a signed token for ``lsn`` (or a time-only pin for None)."""
     return _signer().sign(TIME_PAYLOAD if lsn is None else format_lsn(lsn))
+
+
+def encode_positions(positions: Mapping[str, int | None]) -> str:
+    """Return a signed token of each cluster's position (None: a time pin)."""
+    entries = []
+    for name, lsn in positions.items():
+        value = TIME_PAYLOAD if lsn is None else format_lsn(lsn)
+        entries.append(value if name == DEFAULT_CLUSTER else f"{name}{NAME_SEP}{value}")
+    return _signer().sign(ENTRY_SEP.join(entries))
 
 
 def decode(value: object, config: Config) -> Token | None:
@@ -61,23 +87,94 @@ def decode(value: object, config: Config) -> Token | None:
         return None
     if issued_at > time.time() + MAX_CLOCK_SKEW:
         return None
-    if payload == TIME_PAYLOAD:
-        return Token(None, issued_at)
-    try:
-        lsn = parse_lsn(payload)
-    except ValueError:
+    positions = _positions(payload, config)
+    if not positions:
         return None
-    return None if lsn is None else Token(lsn, issued_at)
+    if list(positions) == [DEFAULT_CLUSTER]:
+        return Token(positions[DEFAULT_CLUSTER], issued_at)
+    return Token(positions.get(DEFAULT_CLUSTER), issued_at, positions)
+
+
+def _positions(payload: str, config: Config) -> dict[str, int | None]:
+    """Each known cluster's position in ``payload``; {} if any entry is garbage."""
+    positions: dict[str, int | None] = {}
+    for entry in payload.split(ENTRY_SEP):
+        name, sep, value = entry.rpartition(NAME_SEP)
+        name = name if sep else DEFAULT_CLUSTER
+        if value == TIME_PAYLOAD:
+            lsn = None
+        else:
+            try:
+                lsn = parse_lsn(value)
+            except ValueError:
+                return {}
+            if lsn is None:
+                return {}
+        if name == DEFAULT_CLUSTER or name in config.clusters:
+            positions[name] = lsn  # a cluster since removed is ignored
+    return positions
+
+
+def merge(tokens: Sequence[Token]) -> Token | None:
+    """
+    The token that honours every one of ``tokens``, cluster by cluster.
+
+    For each cluster: a time pin wins over a position, else the furthest
+    position; the merged token was issued at the latest time.
+    """
+    if not tokens:
+        return None
+    if len(tokens) == 1:
+        return tokens[0]
+    positions: dict[str, int | None] = {}
+    for token in tokens:
+        for name, lsn in token.entries().items():
+            if name not in positions:
+                positions[name] = lsn
+            else:
+                known = positions[name]
+                positions[name] = (
+                    None if known is None or lsn is None else max(known, lsn)
+                )
+    issued_at = max(token.issued_at for token in tokens)
+    if list(positions) == [DEFAULT_CLUSTER]:
+        return Token(positions[DEFAULT_CLUSTER], issued_at)
+    return Token(positions.get(DEFAULT_CLUSTER), issued_at, positions)
 
 
 def apply(token: Token, scope: pinning.Scope, config: Config) -> None:
     """Make ``scope`` read after ``token`` (the later of it and what it had)."""
-    if token.lsn is None or config.consistency != "lsn":
-        scope.pinned = scope.pinned or "cookie"
-    elif scope.min_lsn is None or token.lsn > scope.min_lsn:
-        scope.min_lsn = token.lsn
-        scope.token_at = token.issued_at
-        scope.replica = None  # chosen before the token was known: choose again
+    for name, lsn in token.entries().items():
+        target = scope.of(name)
+        if lsn is None or config.consistency != "lsn":
+            target.pinned = target.pinned or "cookie"
+        elif target.min_lsn is None or lsn > target.min_lsn:
+            target.min_lsn = lsn
+            target.token_at = token.issued_at
+            target.replica = None  # chosen before the token was known: choose again
+
+
+def written_token(written: Sequence[str], config: Config) -> str:
+    """
+    Return the token after writes to the clusters ``written``.
+
+    In ``"lsn"`` mode each cluster's primary is asked for its WAL position
+    (one query per cluster; a primary that does not answer gives a time pin
+    of its cluster); in ``"time"`` mode every cluster gets a time pin.
+    """
+    positions: dict[str, int | None] = {}
+    for name in written:
+        try:
+            cluster = config.cluster(name)
+        except KeyError:
+            continue
+        lsn = None
+        if config.consistency == "lsn":
+            lsn = primary_position(cluster.primary)
+        positions[name] = lsn
+    if list(positions) in ([DEFAULT_CLUSTER], []):
+        return encode(positions.get(DEFAULT_CLUSTER))
+    return encode_positions(positions)
 
 
 def primary_position(using: str) -> int | None:
@@ -102,21 +199,28 @@ def current_token() -> str | None:
     ``"lsn"`` mode rather than return a weaker token).
     """
     config = get_config()
-    scope = pinning.current_scope()
-    if scope is not None:
-        wrote = scope.wrote
-    else:
-        wrote = pinning.wrote_unscoped(config.sticky_seconds)
-    if not wrote:
+    written = written_clusters(config)
+    if not written:
         return None
-    if config.consistency != "lsn":
-        return encode(None)
-    if _in_event_loop():
+    if config.consistency == "lsn" and _in_event_loop():
         raise SynchronousOnlyOperation(
             "current_token() reads the primary's WAL position, which cannot be "
             "done from async code: use 'await acurrent_token()' there."
         )
-    return encode(primary_position(config.primary))
+    return written_token(written, config)
+
+
+def written_clusters(config: Config) -> tuple[str, ...]:
+    """The clusters the current context wrote (in its scope, or recently)."""
+    scope = pinning.current_scope()
+    if scope is not None:
+        return scope.written if scope.wrote else ()
+    return pinning.unscoped_writes(config.sticky_seconds)
+
+
+def time_token(written: Sequence[str]) -> str:
+    """A token pinning the clusters ``written`` for ``STICKY_SECONDS`` (no position)."""
+    return encode_positions(dict.fromkeys(written or (DEFAULT_CLUSTER,), None))
 
 
 async def acurrent_token() -> str | None:
@@ -152,11 +256,13 @@ def read_after(token: str | None) -> Iterator[None]:
 
 def scope_after(token: Token) -> pinning.Scope:
     """Return a new scope that reads after ``token`` (a time pin: the primary)."""
-    return pinning.Scope(
-        pinned="token" if token.lsn is None else None,
-        min_lsn=token.lsn,
-        token_at=token.issued_at,
-    )
+    scope = pinning.Scope()
+    for name, lsn in token.entries().items():
+        target = scope.of(name)
+        target.pinned = "token" if lsn is None else None
+        target.min_lsn = lsn
+        target.token_at = token.issued_at
+    return scope
 
 
 def replica_position(alias: str) -> int | None:

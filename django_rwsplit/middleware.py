@@ -88,7 +88,7 @@ def open_scope(request: HttpRequest, config: Config) -> pinning.Scope:
     """Return the routing scope a new request starts with."""
     scope = pinning.Scope()
     if config.pin_unsafe_methods and request.method not in SAFE_METHODS:
-        scope.pinned = "unsafe_method"
+        scope.pin_everywhere("unsafe_method")
     token = client_token(request, config)
     if token is not None:
         consistency.apply(token, scope, config)
@@ -106,7 +106,8 @@ def client_token(request: HttpRequest, config: Config) -> consistency.Token | No
     Return the pin the client sent: the cookie, else the request header.
 
     Either is ignored when forged, expired, oversized or garbage. With both
-    valid, the one for the later position (or the later time pin) wins.
+    valid, each cluster reads after the later position of the two (a time
+    pin of a cluster wins over a position).
     """
     found = [
         consistency.decode(request.COOKIES.get(config.cookie_name), config),
@@ -115,13 +116,7 @@ def client_token(request: HttpRequest, config: Config) -> consistency.Token | No
         found.append(
             consistency.decode(request.headers.get(config.request_token_header), config)
         )
-    tokens = [token for token in found if token is not None]
-    if not tokens:
-        return None
-    time_pins = [token for token in tokens if token.lsn is None]
-    if time_pins:
-        return max(time_pins, key=lambda token: token.issued_at)
-    return max(tokens, key=lambda token: token.lsn or 0)
+    return consistency.merge([token for token in found if token is not None])
 
 
 def expect_atomic_view(
@@ -140,16 +135,20 @@ def expect_atomic_view(
     replicas until the request writes. The view's writes stay in the
     transaction, all-or-nothing.
     """
-    if not config.replica_reads_in_atomic_requests or not config.replicas:
+    if not config.replica_reads_in_atomic_requests:
         return
     if request.method not in SAFE_METHODS:
         return
-    primary = config.primary
-    if not connections.settings[primary].get("ATOMIC_REQUESTS"):
-        return
-    if primary in getattr(view_func, "_non_atomic_requests", ()):
-        return
-    scope.request_atomic_depth = len(connections[primary].atomic_blocks) + 1
+    for cluster in config.every_cluster():
+        primary = cluster.primary
+        if not cluster.replicas:
+            continue
+        if not connections.settings[primary].get("ATOMIC_REQUESTS"):
+            continue
+        if primary in getattr(view_func, "_non_atomic_requests", ()):
+            continue
+        depth = len(connections[primary].atomic_blocks) + 1
+        scope.of(cluster.name).request_atomic_depth = depth
 
 
 def remember_write(
@@ -159,12 +158,17 @@ def remember_write(
     config: Config,
 ) -> None:
     """Give a client that wrote the cookie that pins its next requests."""
-    if not scope.wrote or not config.replicas or config.sticky_seconds <= 0:
+    if not scope.wrote or config.sticky_seconds <= 0:
         return
-    lsn = None
-    if config.consistency == "lsn":
-        lsn = consistency.primary_position(config.primary)
-    value = consistency.encode(lsn)
+    written = [
+        n
+        for n in scope.written
+        if n in config.alias_clusters.values() or n == config.name
+    ]
+    written = [n for n in written if config.cluster(n).replicas]
+    if not written:
+        return
+    value = consistency.written_token(written, config)
     if config.user_pin_cache is not None:
         user_pins.remember(request, value, config)
     if config.response_token_header:

@@ -26,18 +26,33 @@ class _PrimaryConnection(threading.local):
     """
 
     wrapper: BaseDatabaseWrapper | None = None
+    # The other clusters' primaries (RWSPLIT["CLUSTERS"]), by alias.
+    others: dict[str, BaseDatabaseWrapper] | None = None
 
 
 _primary_connection = _PrimaryConnection()
 _pin_depth = pinning.get_pin_depth
+_cluster_pins = pinning.get_cluster_pins
 _current_scope = pinning.get_scope
 _choose_replica = balancing.choose_replica
 _unscoped_write = pinning.get_unscoped_write
 
 
 def forget_primary_connection() -> None:
-    """Drop the remembered primary wrapper of the calling thread."""
+    """Drop the remembered primary wrappers of the calling thread."""
     _primary_connection.wrapper = None
+    _primary_connection.others = None
+
+
+def _other_primary(alias: str) -> BaseDatabaseWrapper:
+    """The calling thread's wrapper of another cluster's primary ``alias``."""
+    others = _primary_connection.others
+    if others is None:
+        others = _primary_connection.others = {}
+    wrapper = others.get(alias)
+    if wrapper is None:
+        wrapper = others[alias] = connections[alias]
+    return wrapper
 
 
 # Each request (and read_after block) starts from connections[...] again.
@@ -54,57 +69,106 @@ class ReadWriteRouter:
     ``ATOMIC_REQUESTS`` transaction of a safe request that has not written),
     and when no replica is in rotation. Within a request, reads stay on the
     replica chosen for the first read while it remains in rotation.
+
+    With several clusters (``RWSPLIT["CLUSTERS"]``) each model is served by
+    its cluster (by model, then app label, else the default one), and all of
+    the above holds per cluster: a write to one pins that cluster's reads.
     """
 
     def db_for_read(self, model: type[Any], **hints: Any) -> str:
         # This runs for every read: keep it to attribute reads, no I/O.
         config = conf.cached or conf.get_config()
+        if config.clusters:
+            config = config.cluster_for_model(model)
         primary = config.primary
         reason: str | None
         if not config.replicas:
             alias, reason = primary, "no_replicas"
-        elif _pin_depth():
+        elif _pin_depth() or config.name in _cluster_pins():
             alias, reason = primary, "pin_primary"
         else:
-            scope = _current_scope()
+            scope = base = _current_scope()
+            if scope is not None and not config.is_default:
+                scope = scope.of(config.name)
             if scope is not None and scope.pinned is not None:
                 alias, reason = primary, scope.pinned
             elif (
                 scope is None
-                and (wrote_at := _unscoped_write())
+                and (
+                    wrote_at := _unscoped_write()
+                    if config.is_default
+                    else pinning.unscoped_write_at(config.name)
+                )
                 and time.monotonic() - wrote_at < config.sticky_seconds
             ):
                 # Outside any scope, a write pins its context for a while.
                 alias, reason = primary, "write"
             else:
-                wrapper = _primary_connection.wrapper
-                if wrapper is None or wrapper.alias != primary:
-                    wrapper = _primary_connection.wrapper = connections[primary]
+                if config.is_default:
+                    wrapper = _primary_connection.wrapper
+                    if wrapper is None or wrapper.alias != primary:
+                        wrapper = _primary_connection.wrapper = connections[primary]
+                else:
+                    wrapper = _other_primary(primary)
                 if wrapper.in_atomic_block and (
                     scope is None
                     or scope.request_atomic_depth != len(wrapper.atomic_blocks)
                 ):
                     alias, reason = primary, "transaction"
                 else:
-                    alias, reason = _choose_replica(config, scope), None
+                    alias, reason = _choose_replica(config, base), None
         if observe.listeners:
             observe.read(alias, reason)
         return alias
 
     def db_for_write(self, model: type[Any], **hints: Any) -> str:
-        return (conf.cached or conf.get_config()).primary
+        config = conf.cached or conf.get_config()
+        if config.clusters:
+            return config.cluster_for_model(model).primary
+        return config.primary
 
     def allow_relation(self, obj1: Any, obj2: Any, **hints: Any) -> bool | None:
+        """Relations within one cluster only (its primary and replicas)."""
         config = conf.config_or_none()
         if config is None:
             return None
-        ours = {config.primary, *config.replicas}
-        if obj1._state.db in ours and obj2._state.db in ours:
-            return True
-        return None
+        first = config.cluster_for_alias(obj1._state.db)
+        second = config.cluster_for_alias(obj2._state.db)
+        if first is None or second is None:
+            return None
+        return first is second
 
     def allow_migrate(self, db: str, app_label: str, **hints: Any) -> bool | None:
+        """
+        Migrate on primaries only; with several clusters, each model's own.
+
+        A model (``hints["model"]``, or ``model_name`` with ``app_label``)
+        migrates on the primary of its cluster only; operations that name no
+        model (``RunSQL``, ``RunPython``) follow their app's cluster.
+        """
         config = conf.config_or_none()
-        if config is not None and db in config.replicas:
+        if config is None:
+            return None
+        cluster = config.cluster_for_alias(db)
+        if cluster is None:
+            return None
+        if db in cluster.replicas:
             return False
-        return None
+        if not config.clusters:
+            return None
+        return cluster is self._cluster_to_migrate(config, app_label, hints)
+
+    @staticmethod
+    def _cluster_to_migrate(
+        config: conf.Config, app_label: str, hints: dict[str, Any]
+    ) -> conf.Config:
+        model = hints.get("model")
+        if model is not None:
+            return config.cluster_for_model(model)
+        model_name = hints.get("model_name")
+        if model_name:
+            name = config.model_clusters.get(f"{app_label}.{model_name.lower()}")
+            if name:
+                return config.cluster(name)
+        name = config.app_clusters.get(app_label)
+        return config.cluster(name) if name else config

@@ -40,13 +40,15 @@ def publisher_token() -> str | None:
     try:
         return consistency.current_token()
     except SynchronousOnlyOperation:
-        return consistency.encode(None)
+        return consistency.time_token(consistency.written_clusters(get_config()))
 
 
 def scope_for(token: object, policy: str = AFTER_PUBLISHER) -> pinning.Scope:
     """Return the routing scope a task runs in, by its ``policy``."""
     if policy == PRIMARY:
-        return pinning.Scope(pinned="task_primary")
+        scope = pinning.Scope()
+        scope.pin_everywhere("task_primary")
+        return scope
     if policy == REPLICAS or token is None:
         return pinning.Scope()
     if policy != AFTER_PUBLISHER:

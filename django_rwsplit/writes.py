@@ -9,7 +9,8 @@ from typing import Any
 
 from django.db.backends.base.base import BaseDatabaseWrapper
 
-from django_rwsplit import pinning
+from django_rwsplit import conf, pinning
+from django_rwsplit.conf import DEFAULT_CLUSTER
 from django_rwsplit.exceptions import PrimaryUnavailable
 from django_rwsplit.health import state as health_state
 
@@ -88,14 +89,19 @@ def detect_writes(
     """Execute wrapper: pin the current context when ``sql`` writes."""
     # Composed SQL objects (psycopg.sql) are not inspected: count them as writes.
     if not isinstance(sql, str) or is_write(sql):
-        pinning.note_write()
-        refuse_if_demoted(context["connection"].alias)
+        alias = context["connection"].alias
+        config = conf.cached or conf.get_config()
+        if config.clusters:
+            pinning.note_write(config.alias_clusters.get(alias, DEFAULT_CLUSTER))
+        else:
+            pinning.note_write()
+        refuse_if_demoted(alias)
     return execute(sql, params, many, context)
 
 
 def refuse_if_demoted(alias: str) -> None:
     """Raise PrimaryUnavailable if health checks found the primary read-only."""
-    state = health_state.current()
+    state = health_state.for_alias(alias)
     primary = state.tracker.primary if state is not None else None
     if primary is not None and primary.alias == alias and primary.in_recovery:
         raise PrimaryUnavailable(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from types import SimpleNamespace
 
 import pytest
 
@@ -269,7 +270,8 @@ def test_a_first_admission_is_not_called_a_return(caplog):
     assert back.admitted and not back.first
 
     with caplog.at_level("INFO", logger="django_rwsplit"):
-        ProcessHealth._announce(None, [first, back])  # type: ignore[arg-type]
+        quiet = SimpleNamespace(config=Config(), _of_cluster=lambda: "")
+        ProcessHealth._announce(quiet, [first, back])  # type: ignore[arg-type]
     messages = [record.getMessage() for record in caplog.records]
     assert "Replica 'r1' in rotation." in messages
     assert "Replica 'r1' back in rotation." in messages

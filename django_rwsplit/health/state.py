@@ -29,9 +29,9 @@ from dataclasses import replace
 from django.db import connections
 
 from django_rwsplit import signals
-from django_rwsplit.conf import Config
+from django_rwsplit.conf import DEFAULT_CLUSTER, Config, get_config
 from django_rwsplit.health import deadline, history, load, notify, release
-from django_rwsplit.health.monitor import Monitor, tracker_for
+from django_rwsplit.health.monitor import Monitor, MonitorThread, tracker_for
 from django_rwsplit.health.probes import PrimaryStatus, ReplicaReading
 from django_rwsplit.health.reasons import Reason
 from django_rwsplit.health.rotation import EMPTY, Rotation
@@ -41,7 +41,12 @@ logger = logging.getLogger("django_rwsplit")
 
 
 class ProcessHealth:
-    """The tracker and monitor thread of one process for one configuration."""
+    """
+    One cluster's health in this process: its tracker, rounds and rotation.
+
+    The rounds run in the process's one monitor thread, and the expiry in its
+    one watchdog (:class:`Fleet`, shared by every cluster).
+    """
 
     def __init__(self, config: Config) -> None:
         self.config = config
@@ -70,9 +75,7 @@ class ProcessHealth:
         # Publishing a rotation (a round, an ejection, the watchdog) is rare:
         # a lock keeps a late watchdog from hiding a fresh round's rotation.
         self._publishing = threading.Lock()
-        self.watchdog = threading.Thread(
-            target=self._watch, name="django_rwsplit-watchdog", daemon=True
-        )
+        self.fleet: Fleet | None = None
 
     @property
     def primary(self) -> PrimaryStatus | None:
@@ -85,20 +88,24 @@ class ProcessHealth:
             fresh = time.monotonic() <= self.fresh_until
             self.rotation = self.tracker.rotation if fresh else EMPTY
 
-    def _watch(self) -> None:
-        """The watchdog: expire the rotation when rounds stop coming."""
-        while not self.monitor.stopping.wait(self.config.check_interval):
-            if time.monotonic() <= self.fresh_until or not self.rotation.members:
-                continue
-            self.stale_logged = True
-            logger.error(
-                "No health round for %.1f s (bound %.1f s): replicas leave "
-                "rotation until checks resume.",
-                self.round_age() or 0.0,
-                self.stale_after,
-            )
-            self._publish()
-            self._fallback_changed(True)
+    def expire_if_stale(self) -> None:
+        """The watchdog's look: expire the rotation when rounds stop coming."""
+        if time.monotonic() <= self.fresh_until or not self.rotation.members:
+            return
+        self.stale_logged = True
+        logger.error(
+            "No health round for %.1f s (bound %.1f s): replicas%s leave "
+            "rotation until checks resume.",
+            self.round_age() or 0.0,
+            self.stale_after,
+            self._of_cluster(),
+        )
+        self._publish()
+        self._fallback_changed(True)
+
+    def _of_cluster(self) -> str:
+        """`` of cluster 'x'`` in log lines of a named cluster ('' for the default)."""
+        return "" if self.config.is_default else f" of cluster {self.config.name!r}"
 
     def round_age(self) -> float | None:
         """Seconds since the last round was measured (None before the first)."""
@@ -209,14 +216,18 @@ class ProcessHealth:
         for transition in transitions:
             if transition.admitted:
                 logger.info(
-                    "Replica %r %s rotation.",
+                    "Replica %r%s %s rotation.",
                     transition.alias,
+                    self._of_cluster(),
                     "in" if transition.first else "back in",
                 )
                 signal = signals.replica_readmitted
             else:
                 logger.warning(
-                    "Replica %r left rotation: %s.", transition.alias, transition.reason
+                    "Replica %r%s left rotation: %s.",
+                    transition.alias,
+                    self._of_cluster(),
+                    transition.reason,
                 )
                 signal = signals.replica_ejected
             notify.send(
@@ -225,6 +236,7 @@ class ProcessHealth:
                 alias=transition.alias,
                 reason=transition.reason,
                 kind=transition.kind,
+                cluster=self.config.name,
                 lag_seconds=transition.lag_seconds,
                 lag_bytes=transition.lag_bytes,
             )
@@ -237,78 +249,157 @@ class ProcessHealth:
             if not self.rotation.members:
                 self._fallback_changed(True)
 
+    def stop(self) -> None:
+        """Stop the monitor thread (used by tests and on reconfiguration)."""
+        if self.fleet is not None:
+            self.fleet.stop()
+
+
+class Fleet:
+    """
+    Every cluster's :class:`ProcessHealth` in this process, and their threads.
+
+    One monitor thread runs every cluster's rounds and one watchdog expires
+    every cluster's rotation: a process has two health threads however many
+    clusters it routes to.
+    """
+
+    def __init__(self, configs: Sequence[Config]) -> None:
+        self.states = {config.name: ProcessHealth(config) for config in configs}
+        self.by_alias: dict[str, ProcessHealth] = {}
+        for state in self.states.values():
+            state.fleet = self
+            for alias in state.databases:
+                self.by_alias[alias] = state
+        self.monitor = MonitorThread([s.monitor for s in self.states.values()])
+        self.watchdog = threading.Thread(
+            target=self._watch, name="django_rwsplit-watchdog", daemon=True
+        )
+
+    def _watch(self) -> None:
+        interval = min(s.config.check_interval for s in self.states.values())
+        while not self.monitor.stopping.wait(interval):
+            for state in self.states.values():
+                state.expire_if_stale()
+
     def start(self) -> None:
-        """Start the monitor; wait for its first round (two CHECK_TIMEOUTs at most)."""
+        """Start the threads; wait for each cluster's first round (bounded)."""
         self.monitor.start()
         self.watchdog.start()
         # A round is the primary, then the replicas in parallel: two timeouts.
-        self.monitor.first_round.wait(2 * self.config.check_timeout + 0.5)
+        wait = max(2 * s.config.check_timeout + 0.5 for s in self.states.values())
+        until = time.monotonic() + wait
+        for state in self.states.values():
+            state.monitor.first_round.wait(max(0.0, until - time.monotonic()))
 
     def stop(self) -> None:
-        """Stop the monitor thread (used by tests and on reconfiguration)."""
+        """Ask the threads to finish after their current round."""
         self.monitor.stop()
 
 
 _lock = threading.Lock()
+_fleet: Fleet | None = None
+# The default cluster's state (the router's hot path reads it directly).
 _current: ProcessHealth | None = None
 
 
+def _configs_with(config: Config) -> tuple[Config, ...]:
+    """Every cluster of the setting ``config`` belongs to (itself if alone)."""
+    if config.clusters:
+        return config.every_cluster()
+    if config.is_default:
+        return (config,)
+    top = get_config()
+    if top.clusters.get(config.name) is config:
+        return top.every_cluster()
+    return (config,)
+
+
 def process_health(config: Config) -> ProcessHealth:
-    """Return this process's health state for ``config``, starting it if needed."""
-    global _current
-    current = _current
-    if current is not None and current.config is config:
-        return current
+    """
+    Return this process's health state of cluster ``config``, starting it if needed.
+
+    The first call starts the health of every cluster of the setting (one
+    monitor thread for all); a changed setting replaces it.
+    """
+    global _fleet, _current
+    fleet = _fleet
+    if fleet is not None:
+        state = fleet.states.get(config.name)
+        if state is not None and state.config is config:
+            return state
     with _lock:
-        current = _current
-        if current is None or current.config is not config:
-            if current is not None:
-                current.stop()
-            current = ProcessHealth(config)
-            current.start()
-            _current = current
-    return current
+        fleet = _fleet
+        state = fleet.states.get(config.name) if fleet is not None else None
+        if state is None or state.config is not config:
+            if fleet is not None:
+                fleet.stop()
+            fleet = Fleet(_configs_with(config))
+            fleet.start()
+            _fleet = fleet
+            _current = fleet.states.get(DEFAULT_CLUSTER)
+            state = fleet.states[config.name]
+    return state
 
 
 def reset() -> None:
     """Stop and forget the monitor; the next routing decision starts a new one."""
-    global _current
+    global _current, _fleet
     with _lock:
-        if _current is not None:
-            _current.stop()
-        _current = None
+        if _fleet is not None:
+            _fleet.stop()
+        _current = _fleet = None
     history.clear()
 
 
 def reset_after_fork() -> None:
     """In a forked child, forget the parent's (not running) monitor thread."""
-    global _current, _lock
+    global _current, _fleet, _lock
     _lock = threading.Lock()
-    _current = None
+    _current = _fleet = None
     deadline.reset_after_fork()
     notify.reset_after_fork()
 
 
-def current() -> ProcessHealth | None:
-    """Return the running health state, if a routing decision started one."""
-    return _current
+def current(cluster: str | None = None) -> ProcessHealth | None:
+    """
+    Return the running health state of ``cluster`` (None: the default cluster).
+
+    None until a routing decision started the health checks.
+    """
+    if cluster is None:
+        return _current
+    fleet = _fleet
+    return fleet.states.get(cluster) if fleet is not None else None
 
 
-def snapshot() -> HealthSnapshot | None:
-    """Return the current health snapshot of this process, if checks run."""
-    state = _current
+def every_cluster() -> tuple[ProcessHealth, ...]:
+    """The running health state of every cluster (empty before the first start)."""
+    fleet = _fleet
+    return tuple(fleet.states.values()) if fleet is not None else ()
+
+
+def for_alias(alias: str) -> ProcessHealth | None:
+    """The running health state of the cluster ``alias`` is a primary or replica of."""
+    fleet = _fleet
+    return fleet.by_alias.get(alias) if fleet is not None else None
+
+
+def snapshot(cluster: str | None = None) -> HealthSnapshot | None:
+    """Return the current health snapshot of ``cluster`` (default), if checks run."""
+    state = current(cluster)
     return state.snapshot() if state is not None else None
 
 
 def out_of_rotation(alias: str) -> bool:
     """Return True only when the running health state shows ``alias`` out."""
-    state = _current
+    state = for_alias(alias)
     return state is not None and not state.in_rotation(alias)
 
 
 def report_unreachable(alias: str, error: BaseException) -> None:
     """Passive detection: a request could not connect to replica ``alias``."""
-    state = _current
+    state = for_alias(alias)
     if state is not None:
         message = str(error).splitlines()[0][:200].removeprefix("connection failed: ")
         state.eject(alias, f"connection failed: {message}", Reason.CONNECTION_FAILED)

@@ -136,8 +136,16 @@ class DatabaseWrapper(base.DatabaseWrapper):
             self._borrowed = False
             self.substitute_until = time.monotonic()
 
+    def _cluster(self) -> conf.Config | None:
+        """The cluster (of a valid RWSPLIT) this alias is a primary or replica of."""
+        return conf.cluster_of(self.alias)
+
+    def _settings(self) -> conf.Config:
+        """This alias's cluster, else the setting (for its timeouts)."""
+        return self._cluster() or conf.get_config()
+
     def _is_replica(self) -> bool:
-        config = conf.config_or_none()
+        config = self._cluster()
         return config is not None and self.alias in config.replicas
 
     # -- reuse of kept connections -----------------------------------------
@@ -158,7 +166,7 @@ class DatabaseWrapper(base.DatabaseWrapper):
         if self.substitute_for is None and health_state.out_of_rotation(self.alias):
             return False
         try:
-            ping(connection.pgconn, conf.get_config().check_timeout)
+            ping(connection.pgconn, self._settings().check_timeout)
         except ProbeTimeout as error:
             if self.substitute_for is None:
                 health_state.report_unreachable(
@@ -196,7 +204,7 @@ class DatabaseWrapper(base.DatabaseWrapper):
 
     def _back_in_rotation(self) -> bool:
         """Return whether this replica, served by a substitute, is in rotation again."""
-        state = health_state.current()
+        state = health_state.for_alias(self.alias)
         return state is not None and state.in_rotation(self.alias)
 
     # -- pools ---------------------------------------------------------------
@@ -206,12 +214,7 @@ class DatabaseWrapper(base.DatabaseWrapper):
         if self._bypass_pool:
             return None
         options = self.settings_dict["OPTIONS"].get("pool")
-        config = conf.config_or_none()
-        if (
-            not options
-            or config is None
-            or self.alias not in (config.primary, *config.replicas)
-        ):
+        if not options or self._cluster() is None:
             return super().pool
         known = self._connection_pools
         if self.alias not in known:
@@ -230,7 +233,7 @@ class DatabaseWrapper(base.DatabaseWrapper):
             raise ImproperlyConfigured(
                 "Error loading psycopg_pool module.\nDid you install psycopg[pool]?"
             ) from err
-        config = conf.get_config()
+        config = self._settings()
         kwargs = self.get_connection_params()
         kwargs["autocommit"] = True
         pool = cls(
@@ -284,11 +287,11 @@ class DatabaseWrapper(base.DatabaseWrapper):
         # query (end_borrowing); a replica that is down is replaced until the
         # next round.
         self._borrowed = bool(avoid)
-        self.substitute_until = time.monotonic() + conf.get_config().check_interval
+        self.substitute_until = time.monotonic() + self._settings().check_interval
         return connection
 
     def _is_primary(self) -> bool:
-        config = conf.config_or_none()
+        config = self._cluster()
         return config is not None and self.alias == config.primary
 
     def _open_past_the_pool(self) -> Any:
@@ -331,7 +334,7 @@ class DatabaseWrapper(base.DatabaseWrapper):
             fetch_on(
                 connection.pgconn,
                 sql.as_string(connection),
-                conf.get_config().check_timeout,
+                self._settings().check_timeout,
             )
         except ProbeError as error:
             connection.close()
@@ -356,14 +359,14 @@ class DatabaseWrapper(base.DatabaseWrapper):
     def _avoid_target(self, avoid: frozenset[str]) -> str | None:
         if not avoid:
             return None
-        state = health_state.current()
+        state = health_state.for_alias(self.alias)
         if state is None:
-            return conf.get_config().primary
+            return self._settings().primary
         return balancing.substitute_for_read(state, exclude=avoid)
 
     def _raise_if_primary(self, error: BaseException) -> None:
         """Name the primary in the error when it cannot be reached."""
-        config = conf.config_or_none()
+        config = self._cluster()
         primary = config.primary if config is not None else None
         if self.alias == primary:
             endpoint = describe_endpoint(self.settings_dict)
@@ -374,7 +377,7 @@ class DatabaseWrapper(base.DatabaseWrapper):
 
     def _known_out_of_rotation(self) -> str | None:
         """Return a substitute alias if this replica was ejected as unreachable."""
-        state = health_state.current()
+        state = health_state.for_alias(self.alias)
         if state is None or self.alias not in state.config.replicas:
             return None
         if state.in_rotation(self.alias):
@@ -385,12 +388,12 @@ class DatabaseWrapper(base.DatabaseWrapper):
 
     def _failover_target(self, error: BaseException) -> str | None:
         """Eject this replica (unless its pool was only busy); return where to go."""
-        config = conf.config_or_none()
+        config = self._cluster()
         if config is None or self.alias not in config.replicas:
             return None
         if not _pool_busy(error):
             health_state.report_unreachable(self.alias, error)
-        state = health_state.current()
+        state = health_state.for_alias(self.alias)
         if state is None:
             return config.primary
         return balancing.substitute_for_read(state, exclude=(self.alias,))
