@@ -18,7 +18,7 @@ BACKEND = "django_rwsplit.backends.postgresql"
 
 
 def check_settings(**kwargs: Any) -> list[checks.CheckMessage]:
-    """Report every problem in ``RWSPLIT`` (ids rwsplit.E001 to rwsplit.E015)."""
+    """Report every problem in ``RWSPLIT`` (ids rwsplit.E001 to rwsplit.E025)."""
     _, problems = conf.parse(conf.raw_setting())
     return [checks.Error(p.msg, hint=p.hint, id=p.id, obj="RWSPLIT") for p in problems]
 
@@ -62,16 +62,17 @@ def check_wiring(**kwargs: Any) -> list[checks.CheckMessage]:
     config, problems = conf.parse(conf.raw_setting())
     if any(p.id in ("rwsplit.E001", "rwsplit.E003") for p in problems):
         return messages
-    for alias in config.replicas:
+    replicas = [(c, alias) for c in config.every_cluster() for alias in c.replicas]
+    for cluster, alias in replicas:
         options: Mapping[str, Any] = settings.DATABASES[alias]
-        if conf.test_mirror_of(alias) != config.primary:
+        if conf.test_mirror_of(alias) != cluster.primary:
             messages.append(
                 checks.Warning(
                     f"Replica {alias!r} is not a test mirror of the primary, so "
                     "the test runner would create a separate, empty test "
                     "database for it.",
                     hint=f'Set DATABASES["{alias}"]["TEST"] = '
-                    f'{{"MIRROR": "{config.primary}"}}.',
+                    f'{{"MIRROR": "{cluster.primary}"}}.',
                     id="rwsplit.W003",
                 )
             )

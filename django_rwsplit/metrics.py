@@ -176,45 +176,51 @@ class RwsplitCollector:
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
         config = conf.config_or_none()
-        primary = config.primary if config else None
-        replicas = list(config.replicas) if config else []
+        clusters = config.every_cluster() if config else ()
+        primaries = [c.primary for c in clusters]
+        replicas = [alias for c in clusters for alias in c.replicas]
+        cluster_of = {a: c.name for c in clusters for a in (c.primary, *c.replicas)}
 
         gauges = {
             "lag_seconds": GaugeMetricFamily(
                 "rwsplit_replica_lag_seconds",
                 "Replay lag of the replica in seconds at the last health check.",
-                labels=["alias"],
+                labels=["alias", "cluster"],
             ),
             "lag_bytes": GaugeMetricFamily(
                 "rwsplit_replica_lag_bytes",
                 "WAL bytes the replica had yet to replay at the last health check.",
-                labels=["alias"],
+                labels=["alias", "cluster"],
             ),
             "in_rotation": GaugeMetricFamily(
                 "rwsplit_replica_in_rotation",
                 "1 when the replica serves reads, 0 when it is out of rotation.",
-                labels=["alias"],
+                labels=["alias", "cluster"],
             ),
             "latency": GaugeMetricFamily(
                 "rwsplit_replica_check_latency_seconds",
                 "Duration of the last health check query on the replica.",
-                labels=["alias"],
+                labels=["alias", "cluster"],
             ),
             "average": GaugeMetricFamily(
                 "rwsplit_replica_latency_average_seconds",
                 "This process's decaying peak average of query latency on the "
                 "replica (the adaptive balancer's latency input).",
-                labels=["alias"],
+                labels=["alias", "cluster"],
             ),
             "outstanding": GaugeMetricFamily(
                 "rwsplit_replica_outstanding_queries",
                 "Queries of this process running on the replica now.",
-                labels=["alias"],
+                labels=["alias", "cluster"],
             ),
         }
-        snapshot = health_state.snapshot()
-        for status in snapshot.replicas if snapshot else ():
-            labels = [status.alias]
+        statuses = [
+            status
+            for state in health_state.every_cluster()
+            for status in state.snapshot().replicas
+        ]
+        for status in statuses:
+            labels = [status.alias, cluster_of.get(status.alias, "default")]
             gauges["in_rotation"].add_metric(labels, 1.0 if status.in_rotation else 0.0)
             if status.lag_seconds is not None:
                 gauges["lag_seconds"].add_metric(labels, status.lag_seconds)
@@ -224,23 +230,24 @@ class RwsplitCollector:
                 gauges["latency"].add_metric(labels, status.latency_ms / 1000.0)
         now = time.perf_counter()
         for alias in replicas:
+            labels = [alias, cluster_of[alias]]
             server = load.of(alias)
             average = server.latency_ms(now)
             if average is not None:
-                gauges["average"].add_metric([alias], average / 1000.0)
-            gauges["outstanding"].add_metric([alias], float(server.outstanding))
+                gauges["average"].add_metric(labels, average / 1000.0)
+            gauges["outstanding"].add_metric(labels, float(server.outstanding))
         yield from gauges.values()
 
         reads, pins = self.counts.totals()
         per_alias: Counter[str] = Counter(
-            dict.fromkeys([a for a in (primary, *replicas) if a], 0)
+            dict.fromkeys([a for a in (*primaries, *replicas) if a], 0)
         )
         primary_reasons: Counter[str] = Counter()
         for (alias, reason), count in reads.items():
             per_alias[alias] += count
             if reason is not None:
                 primary_reasons[reason] += count
-            elif alias == primary:
+            elif alias in primaries:
                 primary_reasons["fallback"] += count
         yield _counter(
             "rwsplit_reads", "Reads routed, by database alias.", "alias", per_alias

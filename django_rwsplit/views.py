@@ -123,17 +123,53 @@ def _misconfigured() -> JsonResponse:
 
 
 def current_snapshot(config: Config) -> HealthSnapshot:
-    """Return this process's health snapshot, starting the monitor if needed."""
+    """Return this process's health snapshot of cluster ``config``."""
     snapshot = health_state.process_health(config).snapshot()
-    history.record(snapshot)
+    history.record(snapshot, config.name)
     return snapshot
+
+
+def requested_clusters(request: HttpRequest, config: Config) -> list[Config] | None:
+    """The clusters ``?cluster=NAME`` selects (every one without; None: unknown)."""
+    name = request.GET.get("cluster")
+    if name is None:
+        return list(config.every_cluster())
+    try:
+        return [config.cluster(name)]
+    except KeyError:
+        return None
+
+
+def several_document(
+    config: Config, clusters: list[Config]
+) -> tuple[dict[str, Any], str]:
+    """
+    The health document of ``clusters`` and the worst status among them.
+
+    One cluster: its document (with a ``cluster`` name when the setting has
+    several). Several: the default cluster's document at the top level, as
+    with one cluster, its ``status`` the worst of all, and ``clusters``
+    listing each cluster's own document.
+    """
+    documents = []
+    for cluster in clusters:
+        document = health_document(current_snapshot(cluster), cluster)
+        if config.clusters:
+            document = {"cluster": cluster.name, **document}
+        documents.append(document)
+    worst = max((d["status"] for d in documents), key=list(HTTP_STATUS).index)
+    if len(documents) == 1:
+        return documents[0], worst
+    combined = {**documents[0], "status": worst, "clusters": documents}
+    return combined, worst
 
 
 def status_document(snapshot: HealthSnapshot, config: Config) -> dict[str, Any]:
     """Return what the status page shows: the snapshot, limits and history."""
     text = summary(snapshot)
-    window = history.samples()
+    window = history.samples(cluster=config.name)
     return {
+        "cluster": config.name,
         "health": health_document(snapshot, config),
         "summary": text if show_hosts(config) else redact(text, config),
         "max_lag_seconds": config.max_lag_seconds,
@@ -172,18 +208,37 @@ def health(request: HttpRequest) -> HttpResponse:
     """JSON health of the primary and replicas; 503 when critical."""
 
     def document(config: Config) -> tuple[dict[str, Any], int]:
-        snapshot = current_snapshot(config)
-        return health_document(snapshot, config), HTTP_STATUS[snapshot.status]
+        clusters = requested_clusters(request, config)
+        if clusters is None:
+            return {"error": "no such cluster"}, 404
+        body, worst = several_document(config, clusters)
+        return body, HTTP_STATUS[worst]
 
     return _json(request, document)
+
+
+def page_document(request: HttpRequest, config: Config) -> dict[str, Any] | None:
+    """The status page's document of ``?cluster=NAME`` (default); None: unknown."""
+    clusters = requested_clusters(request, config)
+    if clusters is None:
+        return None
+    cluster = clusters[0] if request.GET.get("cluster") else config
+    document = status_document(current_snapshot(cluster), cluster)
+    document["clusters"] = [c.name for c in config.every_cluster()]
+    return document
 
 
 @require_safe
 def status_data(request: HttpRequest) -> HttpResponse:
     """The status page's data: snapshot and the last minutes of lag samples."""
-    return _json(
-        request, lambda config: (status_document(current_snapshot(config), config), 200)
-    )
+
+    def document(config: Config) -> tuple[dict[str, Any], int]:
+        found = page_document(request, config)
+        if found is None:
+            return {"error": "no such cluster"}, 404
+        return found, 200
+
+    return _json(request, document)
 
 
 def _login_redirect(request: HttpRequest) -> HttpResponse | None:
@@ -231,8 +286,13 @@ def status(request: HttpRequest) -> HttpResponse:
         return _forbidden()
     if config is None:
         return _misconfigured()
-    document = status_document(current_snapshot(config), config)
-    html = _render({"initial": document, "data_url": _data_url(request)}, request)
+    document = page_document(request, config)
+    if document is None:
+        raise Http404("no such cluster")
+    data_url = _data_url(request)
+    if request.GET.get("cluster"):
+        data_url += f"?{urlencode({'cluster': document['cluster']})}"
+    html = _render({"initial": document, "data_url": data_url}, request)
     response = HttpResponse(html)
     add_never_cache_headers(response)
     return response

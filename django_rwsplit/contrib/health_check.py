@@ -116,9 +116,22 @@ def assess(snapshot: HealthSnapshot, config: Config) -> list[Finding]:
 
 def _problems(alias: str | None) -> list[Finding]:
     config = get_config()
-    if alias is not None and alias != config.primary and alias not in config.replicas:
-        return [Finding(alias, True, f"{alias!r} is not in RWSPLIT")]
-    findings = assess(take_snapshot(config), config)
+    if alias is not None:
+        cluster = config.cluster_for_alias(alias)
+        if cluster is None:
+            return [Finding(alias, True, f"{alias!r} is not in RWSPLIT")]
+        clusters: tuple[Config, ...] = (cluster,)
+    else:
+        clusters = config.every_cluster()
+    findings = []
+    for cluster in clusters:
+        found = assess(take_snapshot(cluster), cluster)
+        if config.clusters:
+            found = [
+                Finding(f.alias, f.critical, f"cluster {cluster.name}: {f.message}")
+                for f in found
+            ]
+        findings += found
     if alias is None:
         # One message per kind: the same outage is not repeated per replica.
         unique: dict[str, Finding] = {}

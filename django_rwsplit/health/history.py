@@ -126,14 +126,29 @@ class History:
 _history = History()
 
 
-def record(snapshot: HealthSnapshot | None) -> bool:
-    """Add ``snapshot`` to this process's history if it is a new round."""
-    return _history.record(snapshot)
+# The other clusters' histories (RWSPLIT["CLUSTERS"]), by name.
+_others: dict[str, History] = {}
 
 
-def samples(seconds: float = WINDOW_SECONDS) -> list[Sample]:
-    """Return this process's samples of the last ``seconds``, oldest first."""
-    return _history.samples(seconds)
+def _of(cluster: str | None) -> History:
+    if cluster is None or cluster == "default":
+        return _history
+    found = _others.get(cluster)
+    if found is None:  # setdefault is atomic: two threads get one History
+        found = _others.setdefault(cluster, History())
+    return found
+
+
+def record(snapshot: HealthSnapshot | None, cluster: str | None = None) -> bool:
+    """Add ``snapshot`` to the history of ``cluster`` (default) if it is new."""
+    return _of(cluster).record(snapshot)
+
+
+def samples(
+    seconds: float = WINDOW_SECONDS, cluster: str | None = None
+) -> list[Sample]:
+    """Return the samples of ``cluster`` (default) of the last ``seconds``."""
+    return _of(cluster).samples(seconds)
 
 
 def reads_summary(window: list[Sample]) -> dict[str, dict[str, Any]]:
@@ -165,3 +180,5 @@ def reads_summary(window: list[Sample]) -> dict[str, dict[str, Any]]:
 def clear() -> None:
     """Forget this process's history (tests; a new configuration)."""
     _history.clear()
+    for other in list(_others.values()):
+        other.clear()

@@ -162,7 +162,7 @@ class ProcessHealth:
                     reading.alias, reading.query_ms, reading.active_backends
                 )
         load.judge(time.perf_counter(), self.rotation.members)
-        history.record(self.snapshot())
+        history.record(self.snapshot(), self.config.name)
         self.hung = frozenset(
             reading.alias
             for reading in readings

@@ -210,6 +210,53 @@ def as_json(snapshot: HealthSnapshot) -> dict[str, Any]:
     return document
 
 
+def selected_clusters(config: Config, name: str | None) -> list[Config]:
+    """The clusters to show: ``name`` alone, or every cluster."""
+    if name is None:
+        return list(config.every_cluster())
+    try:
+        return [config.cluster(name)]
+    except KeyError:
+        known = ", ".join(c.name for c in config.every_cluster())
+        raise CommandError(
+            f"no cluster {name!r}; clusters: {known}", returncode=2
+        ) from None
+
+
+class ClusterWatch:
+    """One cluster's rounds as the command takes them (its tracker, shared rounds)."""
+
+    def __init__(self, config: Config, databases: Mapping[str, Mapping[str, Any]]):
+        self.config = config
+        self.databases = databases
+        self.tracker = monitor.tracker_for(config, databases)
+        self.shared = monitor.SharedRounds.of_cluster(config, databases)
+        self.last_id: str | None = None
+
+    def next_round(self, *, first: bool) -> Round:
+        """The fleet's next verdict from HEALTH_CACHE, else a round measured now."""
+        config, shared = self.config, self.shared
+        verdict = shared.fleet_verdict(after=self.last_id) if shared else None
+        if verdict is not None:
+            self.last_id = verdict.round_id
+            return Round(
+                verdict.snapshot,
+                {
+                    "kind": "health_cache",
+                    "cache": str(config.health_cache),
+                    "measured_by": verdict.measured_by,
+                },
+            )
+        shown = measure_like_the_app(self.tracker, config, self.databases, settle=first)
+        if shared is not None:
+            shown.notes.insert(
+                0,
+                f"no fresh round in HEALTH_CACHE {config.health_cache!r} (no "
+                "process measuring for the fleet?): measured by this command",
+            )
+        return shown
+
+
 class Command(BaseCommand):
     help = (
         "Measure the primary and every replica of RWSPLIT now, with the router's "
@@ -250,6 +297,12 @@ class Command(BaseCommand):
             help="Give up on each check after SECONDS (default: RWSPLIT "
             "CHECK_TIMEOUT, 1.0 unless set).",
         )
+        parser.add_argument(
+            "--cluster",
+            metavar="NAME",
+            help='Show only the cluster NAME ("default" or a name in RWSPLIT '
+            '"CLUSTERS"; default: every cluster).',
+        )
         parser.add_argument("--rounds", type=positive_int, help=argparse.SUPPRESS)
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -258,60 +311,92 @@ class Command(BaseCommand):
             raise CommandError(
                 f"RWSPLIT is misconfigured: {' '.join(config.problems)}", returncode=2
             )
+        clusters = selected_clusters(config, options["cluster"])
         if options["timeout"] is not None:
-            config = dataclasses.replace(config, check_timeout=options["timeout"])
+            clusters = [
+                dataclasses.replace(c, check_timeout=options["timeout"])
+                for c in clusters
+            ]
         databases = connections.settings
         try:
-            probe_for(databases[config.primary])
+            for cluster in clusters:
+                probe_for(databases[cluster.primary])
         except ValueError as exc:
             raise CommandError(str(exc), returncode=2) from None
-        tracker = monitor.tracker_for(config, databases)
-        shared = monitor.SharedRounds.of_cluster(config, databases)
+        watches = [ClusterWatch(cluster, databases) for cluster in clusters]
+        # Several clusters shown at once: a section and a status each.
+        named = len(watches) > 1 or options["cluster"] is not None
         watch: float | None = options["watch"]
         rounds: int | None = options["rounds"] if watch else 1
-        last: HealthSnapshot | None = None
-        last_id: str | None = None
+        last: list[HealthSnapshot] = []
         done = 0
         try:
             while True:
                 started = time.monotonic()
-                verdict = shared.fleet_verdict(after=last_id) if shared else None
-                if verdict is not None:
-                    last_id = verdict.round_id
-                    shown = Round(
-                        verdict.snapshot,
-                        {
-                            "kind": "health_cache",
-                            "cache": str(config.health_cache),
-                            "measured_by": verdict.measured_by,
-                        },
-                    )
+                shown = [w.next_round(first=done == 0) for w in watches]
+                last = [r.snapshot for r in shown]
+                if named:
+                    self.show_clusters(shown, watches, options, first=done == 0)
                 else:
-                    shown = measure_like_the_app(
-                        tracker, config, databases, settle=done == 0
-                    )
-                    if shared is not None:
-                        shown.notes.insert(
-                            0,
-                            f"no fresh round in HEALTH_CACHE "
-                            f"{config.health_cache!r} (no process measuring for "
-                            "the fleet?): measured by this command",
-                        )
-                last = shown.snapshot
-                self.show(shown, config, options, first=done == 0)
+                    self.show(shown[0], watches[0].config, options, first=done == 0)
                 done += 1
                 if watch is None or (rounds is not None and done >= rounds):
                     break
                 time.sleep(max(0.0, watch - (time.monotonic() - started)))
         except KeyboardInterrupt:
-            if last is None:
+            if not last:
                 raise CommandError(
                     "interrupted before the first check finished",
                     returncode=INTERRUPTED,
                 ) from None
-        assert last is not None
-        if EXIT_CODES[last.status]:
-            raise HealthVerdict(last.status, summary(last))
+        assert last
+        worst = max(last, key=lambda snapshot: EXIT_CODES[snapshot.status])
+        if EXIT_CODES[worst.status]:
+            if named:
+                message = "; ".join(
+                    f"cluster {w.config.name}: {summary(s)}"
+                    for w, s in zip(watches, last, strict=True)
+                    if EXIT_CODES[s.status]
+                )
+            else:
+                message = summary(worst)
+            raise HealthVerdict(worst.status, message)
+
+    def show_clusters(
+        self,
+        shown: list[Round],
+        watches: list[ClusterWatch],
+        options: dict[str, Any],
+        *,
+        first: bool,
+    ) -> None:
+        """Print one round of several clusters: a section each, then the worst."""
+        statuses = [r.snapshot.status for r in shown]
+        worst = max(statuses, key=EXIT_CODES.__getitem__)
+        if options["json"]:
+            documents = []
+            for round_, watch in zip(shown, watches, strict=True):
+                document = {"cluster": watch.config.name, **as_json(round_.snapshot)}
+                document["source"] = round_.source
+                document["notes"] = round_.notes
+                documents.append(document)
+            indent = None if options["watch"] else 2
+            if len(documents) == 1:
+                self.stdout.write(json.dumps(documents[0], indent=indent))
+            else:
+                combined = {"status": worst, "clusters": documents}
+                self.stdout.write(json.dumps(combined, indent=indent))
+            self.stdout.flush()
+            return
+        for index, (round_, watch) in enumerate(zip(shown, watches, strict=True)):
+            if index:
+                self.stdout.write("")
+            self.stdout.write(f"cluster {watch.config.name}:")
+            plain = {**options, "json": False}
+            self.show(round_, watch.config, plain, first=first and not index)
+        if len(shown) > 1:
+            self.stdout.write(f"status: {worst}")
+            self.stdout.flush()
 
     def execute(self, *args: Any, **options: Any) -> str | None:
         try:

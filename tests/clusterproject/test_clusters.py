@@ -1,0 +1,373 @@
+"""
+Two real clusters in one project: shop on the default one, analytics on its own.
+
+Run by tests/test_several_clusters.py against both local clusters.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+
+import psycopg
+import pytest
+from analytics.models import Event
+from django.core.cache import caches
+from django.core.management import CommandError, call_command
+from django.db import connections, router
+from django.test import Client, override_settings
+from shop.models import Order
+
+from django_rwsplit import conf, consistency, pin_primary
+from django_rwsplit.health import state as health_state
+from django_rwsplit.testing.cluster import LocalCluster
+
+pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
+
+DEFAULT_REPLICAS = {"replica1", "replica2"}
+ANALYTICS_REPLICAS = {"analytics_replica1", "analytics_replica2"}
+TOKEN = "a-health-token-of-32-characters!"
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"not within {timeout} s"
+        time.sleep(0.02)
+
+
+def start_both() -> tuple[health_state.ProcessHealth, health_state.ProcessHealth]:
+    """Route a read of each cluster; wait until every replica is in rotation."""
+    router.db_for_read(Order)
+    router.db_for_read(Event)
+    config = conf.get_config()
+    default = health_state.process_health(config)
+    analytics = health_state.process_health(config.cluster("analytics"))
+    wait_until(lambda: default.rotation.members == DEFAULT_REPLICAS, 15)
+    wait_until(lambda: analytics.rotation.members == ANALYTICS_REPLICAS, 15)
+    return default, analytics
+
+
+def tables(cluster: LocalCluster) -> set[str]:
+    """The tables of the test database on ``cluster``'s primary."""
+    name = connections["default"].settings_dict["NAME"]
+    with psycopg.connect(
+        host="127.0.0.1", port=cluster.primary.port, user="postgres", dbname=name
+    ) as connection:
+        rows = connection.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
+        ).fetchall()
+    return {row[0] for row in rows}
+
+
+def rows_of(cluster: LocalCluster, table: str) -> list[str]:
+    name = connections["default"].settings_dict["NAME"]
+    with psycopg.connect(
+        host="127.0.0.1", port=cluster.primary.port, user="postgres", dbname=name
+    ) as connection:
+        return [r[0] for r in connection.execute(f"SELECT name FROM {table}")]
+
+
+def test_migrations_ran_on_each_primary_only(clusters):
+    first, second = clusters
+    on_first, on_second = tables(first), tables(second)
+    assert {"shop_order", "shop_note", "django_content_type"} <= on_first
+    assert not {"analytics_event", "analytics_note"} & on_first
+    assert {"analytics_event", "analytics_note"} <= on_second
+    assert not {"shop_order", "shop_note", "django_content_type"} & on_second
+    assert router.allow_migrate("analytics_replica1", "analytics") is False
+    assert router.allow_migrate("replica1", "shop") is False
+
+
+def test_writes_land_on_their_clusters_primary(clusters):
+    first, second = clusters
+    Order.objects.create(name="an order")
+    Event.objects.create(name="an event")
+    assert rows_of(first, "shop_order") == ["an order"]
+    assert rows_of(second, "analytics_event") == ["an event"]
+    assert router.db_for_write(Order) == "default"
+    assert router.db_for_write(Event) == "analytics"
+    # A relation across clusters is refused; within one it is allowed.
+    order, event = Order.objects.get(), Event.objects.get()
+    assert router.allow_relation(order, event) is False
+    assert router.allow_relation(event, Event.objects.using("analytics").get())
+
+
+def test_one_monitor_thread_checks_both_clusters(clusters):
+    default, analytics = start_both()
+    names = [t.name for t in threading.enumerate()]
+    assert names.count("django_rwsplit-health") == 1
+    assert names.count("django_rwsplit-watchdog") == 1
+    rounds = default.monitor.rounds, analytics.monitor.rounds
+    wait_until(lambda: default.monitor.rounds > rounds[0] + 2, 10)
+    wait_until(lambda: analytics.monitor.rounds > rounds[1] + 2, 10)
+    assert default.monitor.thread is analytics.monitor.thread
+
+
+def test_each_cluster_shares_its_own_round_through_the_cache(clusters):
+    cache_settings = {**conf.raw_setting(), "HEALTH_CACHE": "redis"}  # type: ignore[dict-item]
+    caches["redis"].clear()
+    with override_settings(RWSPLIT=cache_settings):
+        default, analytics = start_both()
+        keys = {default.monitor.shared.round_key, analytics.monitor.shared.round_key}
+        assert len(keys) == 2
+        wait_until(lambda: all(caches["redis"].get(key) for key in keys), 10)
+        stored = [caches["redis"].get(key) for key in sorted(keys)]
+        aliases = [{r["alias"] for r in s["replicas"]} for s in stored]
+        assert sorted(map(sorted, aliases)) == [
+            sorted(ANALYTICS_REPLICAS),
+            sorted(DEFAULT_REPLICAS),
+        ]
+        health_state.reset()
+
+
+def test_reads_go_to_each_clusters_replicas(clusters):
+    start_both()
+    Order.objects.create(name="o")
+    Event.objects.create(name="e")
+    with pin_primary():
+        pass
+    seen_orders = {router.db_for_read(Order) for _ in range(20)}
+    seen_events = {router.db_for_read(Event) for _ in range(20)}
+    # Outside a scope, the writes above pin each context's reads for a while.
+    assert seen_orders == {"default"} and seen_events == {"analytics"}
+    from django_rwsplit import pinning
+
+    pinning.forget_unscoped_write()
+    seen_orders = {router.db_for_read(Order) for _ in range(20)}
+    seen_events = {router.db_for_read(Event) for _ in range(20)}
+    assert seen_orders == DEFAULT_REPLICAS
+    assert seen_events == ANALYTICS_REPLICAS
+
+
+def test_a_write_outside_a_scope_pins_only_its_cluster(clusters):
+    start_both()
+    Event.objects.create(name="e")
+    assert router.db_for_read(Event) == "analytics"
+    assert router.db_for_read(Order) in DEFAULT_REPLICAS
+
+
+def test_pin_primary_pins_every_cluster_or_the_one_named(clusters):
+    start_both()
+    with pin_primary("analytics"):
+        assert router.db_for_read(Event) == "analytics"
+        assert router.db_for_read(Order) in DEFAULT_REPLICAS
+    with pin_primary("default"):
+        assert router.db_for_read(Order) == "default"
+        assert router.db_for_read(Event) in ANALYTICS_REPLICAS
+    with pin_primary():
+        assert router.db_for_read(Order) == "default"
+        assert router.db_for_read(Event) == "analytics"
+    assert router.db_for_read(Event) in ANALYTICS_REPLICAS
+    with pytest.raises(ValueError, match="no cluster"):
+        pin_primary("nope")
+
+
+def test_a_lagging_replica_in_one_cluster_does_not_affect_the_other(clusters):
+    first, second = clusters
+    default, analytics = start_both()
+    second.pause_replay("replica1")
+    deadline = time.monotonic() + 20
+    while "analytics_replica1" in analytics.rotation.members:
+        assert time.monotonic() < deadline, "analytics_replica1 never left"
+        Event.objects.using("analytics").create(name="lag")
+        time.sleep(0.1)
+    assert default.rotation.members == DEFAULT_REPLICAS
+    assert analytics.rotation.members == {"analytics_replica2"}
+    from django_rwsplit import pinning
+
+    pinning.forget_unscoped_write()
+    orders = Counter(router.db_for_read(Order) for _ in range(40))
+    events = Counter(router.db_for_read(Event) for _ in range(40))
+    assert set(orders) == DEFAULT_REPLICAS and min(orders.values()) >= 10
+    assert events == {"analytics_replica2": 40}
+    second.resume_replay("replica1")
+    wait_until(lambda: analytics.rotation.members == ANALYTICS_REPLICAS, 15)
+
+
+def late(clusters: tuple[LocalCluster, LocalCluster], ms: int) -> None:
+    for cluster in clusters:
+        for replica in cluster.replicas:
+            cluster.set_apply_delay(replica, ms)
+
+
+def test_read_your_writes_holds_per_cluster_under_lag(clusters):
+    start_both()
+    late(clusters, 1000)
+    client = Client()
+    for number in range(60):
+        pk = client.post("/events/", {"name": f"e{number}"}).json()["pk"]
+        token = consistency.decode(
+            client.cookies["rwsplit_pin"].value, conf.get_config()
+        )
+        assert token is not None and set(token.entries()) == {"analytics"}
+        body = client.get(f"/events/{pk}/").json()
+        assert body["found"], f"cycle {number}: stale read of the event"
+        # The analytics write pins nothing of the default cluster.
+        assert body["order_db"] in DEFAULT_REPLICAS, body
+
+
+def test_without_the_token_the_same_reads_are_stale(clusters):
+    """Proof that the test above can fail: no cookie, late replicas."""
+    start_both()
+    late(clusters, 1000)
+    stale = 0
+    for number in range(20):
+        client = Client()
+        pk = client.post("/events/", {"name": f"e{number}"}).json()["pk"]
+        fresh = Client()
+        stale += not fresh.get(f"/events/{pk}/").json()["found"]
+    assert stale > 0
+
+
+def test_a_token_carries_the_position_of_each_cluster_written(clusters):
+    start_both()
+    from django_rwsplit import pinning
+
+    with pinning.scoped(pinning.Scope()):
+        Order.objects.create(name="o")
+        Event.objects.create(name="e")
+        token = consistency.current_token()
+    decoded = consistency.decode(token, conf.get_config())
+    assert decoded is not None
+    entries = decoded.entries()
+    assert set(entries) == {"default", "analytics"}
+    assert all(isinstance(lsn, int) for lsn in entries.values())
+    late(clusters, 1000)
+    event = Event.objects.create(name="after")
+    pinning.forget_unscoped_write()
+    with pinning.scoped(pinning.Scope()):
+        Event.objects.create(name="x")
+        token = consistency.current_token()
+    with consistency.read_after(token):
+        assert Event.objects.filter(pk=event.pk).exists()
+        assert router.db_for_read(Order) in DEFAULT_REPLICAS
+
+
+def test_a_fault_in_each_cluster_under_load(clusters):
+    """Default replica1 stopped, analytics replica2 frozen, while clients work."""
+    first, second = clusters
+    start_both()
+    late(clusters, 200)
+    stop = threading.Event()
+    failures: list[str] = []
+    stale: list[int] = []
+    done = Counter[str]()
+
+    def client_loop() -> None:
+        client = Client()
+        while not stop.is_set():
+            try:
+                response = client.post("/events/", {"name": "load"})
+                if response.status_code != 200:
+                    failures.append(f"POST {response.status_code}")
+                    continue
+                body = client.get(f"/events/{response.json()['pk']}/")
+                if body.status_code != 200:
+                    failures.append(f"GET {body.status_code}")
+                elif not body.json()["found"]:
+                    stale.append(response.json()["pk"])
+                done["cycles"] += 1
+            except Exception as error:  # noqa: BLE001 - counted
+                failures.append(repr(error))
+            finally:
+                connections.close_all()
+
+    workers = [threading.Thread(target=client_loop) for _ in range(3)]
+    for worker in workers:
+        worker.start()
+    try:
+        wait_until(lambda: done["cycles"] >= 10, 20)
+        first.stop_replica("replica1")
+        second.freeze("replica2")
+        before = done["cycles"]
+        wait_until(lambda: done["cycles"] >= before + 30, 60)
+        default = health_state.current()
+        analytics = health_state.current("analytics")
+        assert default is not None and analytics is not None
+        wait_until(lambda: "replica1" not in default.rotation.members, 10)
+        wait_until(lambda: "analytics_replica2" not in analytics.rotation.members, 10)
+        second.thaw("replica2")
+        first.start_replica("replica1")
+        wait_until(lambda: default.rotation.members == DEFAULT_REPLICAS, 30)
+        wait_until(lambda: analytics.rotation.members == ANALYTICS_REPLICAS, 30)
+        before = done["cycles"]
+        wait_until(lambda: done["cycles"] >= before + 10, 30)
+    finally:
+        stop.set()
+        for worker in workers:
+            worker.join(timeout=30)
+    assert failures == []
+    assert stale == []
+
+
+def test_replica_health_shows_every_cluster_or_the_one_asked(clusters, capsys):
+    call_command("replica_health", "--json")
+    combined = json.loads(capsys.readouterr().out)
+    assert combined["status"] == "ok"
+    assert [c["cluster"] for c in combined["clusters"]] == ["default", "analytics"]
+    assert {r["alias"] for r in combined["clusters"][1]["replicas"]} == (
+        ANALYTICS_REPLICAS
+    )
+    call_command("replica_health", "--json", "--cluster", "analytics")
+    one = json.loads(capsys.readouterr().out)
+    assert one["cluster"] == "analytics" and one["primary"]["alias"] == "analytics"
+    call_command("replica_health", "--cluster", "analytics")
+    table = capsys.readouterr().out
+    assert "cluster analytics:" in table and "analytics_replica1" in table
+    assert "replica1 " not in table.replace("analytics_replica1", "")
+    with pytest.raises(CommandError, match="no cluster 'nope'") as raised:
+        call_command("replica_health", "--cluster", "nope")
+    assert raised.value.returncode == 2
+
+
+def test_a_replica_down_in_one_cluster_is_named_with_its_cluster(clusters, capsys):
+    first, second = clusters
+    second.stop_replica("replica1")
+    with pytest.raises(CommandError) as raised:
+        call_command("replica_health")
+    assert raised.value.returncode == 1
+    assert "cluster analytics: 1 replica out of rotation" in str(raised.value)
+
+
+def test_health_endpoint_and_status_page_show_every_cluster(clusters):
+    start_both()
+    client = Client()
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    body = client.get("/rwsplit/health/", headers=headers).json()
+    assert body["status"] == "ok"
+    assert [c["cluster"] for c in body["clusters"]] == ["default", "analytics"]
+    one = client.get("/rwsplit/health/?cluster=analytics", headers=headers).json()
+    assert one["cluster"] == "analytics"
+    assert {r["alias"] for r in one["replicas"]} == ANALYTICS_REPLICAS
+    missing = client.get("/rwsplit/health/?cluster=nope", headers=headers)
+    assert missing.status_code == 404
+    data = client.get("/rwsplit/status/data/?cluster=analytics", headers=headers)
+    assert data.json()["cluster"] == "analytics"
+    assert data.json()["clusters"] == ["default", "analytics"]
+    page = client.get("/rwsplit/status/?cluster=analytics", headers=headers)
+    assert page.status_code == 200
+    assert b"cluster analytics" in page.content
+
+
+def test_metrics_label_each_replica_with_its_cluster(clusters):
+    prometheus = pytest.importorskip("prometheus_client")
+    from django_rwsplit import metrics
+
+    start_both()
+    registry = prometheus.CollectorRegistry()
+    metrics.install(registry)
+    try:
+        samples = {
+            (s.labels.get("alias"), s.labels.get("cluster"))
+            for family in registry.collect()
+            if family.name == "rwsplit_replica_in_rotation"
+            for s in family.samples
+        }
+    finally:
+        metrics.uninstall()
+    assert ("analytics_replica1", "analytics") in samples
+    assert ("replica1", "default") in samples
