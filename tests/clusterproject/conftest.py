@@ -17,7 +17,7 @@ pytest_plugins = ["django_rwsplit.testing.fixtures"]
 
 @pytest.fixture(scope="session")
 def second_cluster() -> LocalCluster:
-    """The analytics cluster, started by the outer suite (RWSPLIT_SECOND_CLUSTER_DIR)."""
+    """The analytics cluster the outer suite started (RWSPLIT_SECOND_CLUSTER_DIR)."""
     return LocalCluster(os.environ["RWSPLIT_SECOND_CLUSTER_DIR"])
 
 
