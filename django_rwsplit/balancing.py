@@ -123,7 +123,10 @@ def choose_replica(config: Config, scope: Scope | None) -> str:
     """
     if config.test_mirrors and mirrors_active(config):
         return config.primary
-    state = health_state.current(None if config.is_default else config.name)
+    if config.is_default:
+        state = health_state.current()
+    else:
+        state = health_state.current(config.name)
     if state is None or state.config is not config:
         state = health_state.process_health(config)
     rotation = state.rotation

@@ -146,9 +146,12 @@ def check_databases(
     messages: list[checks.CheckMessage] = []
     for alias in databases:
         options = settings.DATABASES[alias]
-        if alias == config.primary:
+        cluster = config.cluster_for_alias(alias)
+        if cluster is None:
+            continue
+        if alias == cluster.primary:
             primary = probe_for(options).check_primary(
-                alias, options, config.check_timeout
+                alias, options, cluster.check_timeout
             )
             if not primary.reachable or primary.in_recovery:
                 messages.append(
@@ -159,9 +162,9 @@ def check_databases(
                         id="rwsplit.E020",
                     )
                 )
-        elif alias in config.replicas:
+        elif alias in cluster.replicas:
             reading = probe_for(options).check_replica(
-                alias, options, config.check_timeout
+                alias, options, cluster.check_timeout
             )
             if not reading.reachable:
                 messages.append(

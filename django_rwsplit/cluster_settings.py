@@ -114,6 +114,7 @@ def build(
             default,
             **values,
             name=name,
+            is_default=False,
             clusters={},
             app_clusters={},
             model_clusters={},

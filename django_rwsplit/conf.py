@@ -247,15 +247,12 @@ class Config:
     # its own named ``name``; the top-level Config is the default cluster's
     # and also holds the others, by name, with what routes to them.
     name: str = DEFAULT_CLUSTER
+    # name == DEFAULT_CLUSTER, kept as a field: the router reads it per read.
+    is_default: bool = True
     clusters: Mapping[str, Config] = field(default_factory=dict)
     app_clusters: Mapping[str, str] = field(default_factory=dict)
     model_clusters: Mapping[str, str] = field(default_factory=dict)
     alias_clusters: Mapping[str, str] = field(default_factory=dict)
-
-    @property
-    def is_default(self) -> bool:
-        """Whether this is the default cluster's Config (the top-level keys)."""
-        return self.name == DEFAULT_CLUSTER
 
     def every_cluster(self) -> tuple[Config, ...]:
         """The default cluster, then the others in the order of CLUSTERS."""

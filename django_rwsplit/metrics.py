@@ -180,38 +180,45 @@ class RwsplitCollector:
         primaries = [c.primary for c in clusters]
         replicas = [alias for c in clusters for alias in c.replicas]
         cluster_of = {a: c.name for c in clusters for a in (c.primary, *c.replicas)}
+        # A cluster label only with several clusters: one cluster's series
+        # stay as they always were.
+        several = bool(config and config.clusters)
+        label_names = ["alias", "cluster"] if several else ["alias"]
+
+        def labels_of(alias: str) -> list[str]:
+            return [alias, cluster_of.get(alias, "default")] if several else [alias]
 
         gauges = {
             "lag_seconds": GaugeMetricFamily(
                 "rwsplit_replica_lag_seconds",
                 "Replay lag of the replica in seconds at the last health check.",
-                labels=["alias", "cluster"],
+                labels=label_names,
             ),
             "lag_bytes": GaugeMetricFamily(
                 "rwsplit_replica_lag_bytes",
                 "WAL bytes the replica had yet to replay at the last health check.",
-                labels=["alias", "cluster"],
+                labels=label_names,
             ),
             "in_rotation": GaugeMetricFamily(
                 "rwsplit_replica_in_rotation",
                 "1 when the replica serves reads, 0 when it is out of rotation.",
-                labels=["alias", "cluster"],
+                labels=label_names,
             ),
             "latency": GaugeMetricFamily(
                 "rwsplit_replica_check_latency_seconds",
                 "Duration of the last health check query on the replica.",
-                labels=["alias", "cluster"],
+                labels=label_names,
             ),
             "average": GaugeMetricFamily(
                 "rwsplit_replica_latency_average_seconds",
                 "This process's decaying peak average of query latency on the "
                 "replica (the adaptive balancer's latency input).",
-                labels=["alias", "cluster"],
+                labels=label_names,
             ),
             "outstanding": GaugeMetricFamily(
                 "rwsplit_replica_outstanding_queries",
                 "Queries of this process running on the replica now.",
-                labels=["alias", "cluster"],
+                labels=label_names,
             ),
         }
         statuses = [
@@ -220,7 +227,7 @@ class RwsplitCollector:
             for status in state.snapshot().replicas
         ]
         for status in statuses:
-            labels = [status.alias, cluster_of.get(status.alias, "default")]
+            labels = labels_of(status.alias)
             gauges["in_rotation"].add_metric(labels, 1.0 if status.in_rotation else 0.0)
             if status.lag_seconds is not None:
                 gauges["lag_seconds"].add_metric(labels, status.lag_seconds)
@@ -230,7 +237,7 @@ class RwsplitCollector:
                 gauges["latency"].add_metric(labels, status.latency_ms / 1000.0)
         now = time.perf_counter()
         for alias in replicas:
-            labels = [alias, cluster_of[alias]]
+            labels = labels_of(alias)
             server = load.of(alias)
             average = server.latency_ms(now)
             if average is not None:

@@ -17,7 +17,8 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 def database(port: int, mirror: str | None = None) -> dict[str, object]:
     entry: dict[str, object] = {
         "ENGINE": "django_rwsplit.backends.postgresql",
-        "NAME": "rwsplit_clusters",
+        # gunicorn, started by the tests, is pointed at their test database.
+        "NAME": os.environ.get("RWSPLIT_CLUSTERS_DB", "rwsplit_clusters"),
         "USER": "postgres",
         "HOST": "127.0.0.1",
         "PORT": str(port),

@@ -6,11 +6,21 @@ Run by tests/test_several_clusters.py against both local clusters.
 
 from __future__ import annotations
 
+import http.cookiejar
 import json
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
+import urllib.request
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -24,12 +34,14 @@ from shop.models import Order
 from django_rwsplit import conf, consistency, pin_primary
 from django_rwsplit.health import state as health_state
 from django_rwsplit.testing.cluster import LocalCluster
+from tests.ports import free_port
 
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
 
 DEFAULT_REPLICAS = {"replica1", "replica2"}
 ANALYTICS_REPLICAS = {"analytics_replica1", "analytics_replica2"}
 TOKEN = "a-health-token-of-32-characters!"
+PROJECT = Path(__file__).parent
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float) -> None:
@@ -247,61 +259,128 @@ def test_a_token_carries_the_position_of_each_cluster_written(clusters):
         assert router.db_for_read(Order) in DEFAULT_REPLICAS
 
 
-def test_a_fault_in_each_cluster_under_load(clusters):
-    """Default replica1 stopped, analytics replica2 frozen, while clients work."""
+@contextmanager
+def gunicorn(log: Path) -> Iterator[str]:
+    """Serve this project with gunicorn (2 workers x 4 threads); yield its URL."""
+    port = free_port(range(18300, 18400))
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "clusterproject_settings",
+        "RWSPLIT_CLUSTERS_DB": str(connections["default"].settings_dict["NAME"]),
+    }
+    command = [
+        *(sys.executable, "-m", "gunicorn", "wsgi:application"),
+        *("--workers", "2", "--threads", "4", "--worker-class", "gthread"),
+        *("--bind", f"127.0.0.1:{port}", "--timeout", "60"),
+    ]
+    with log.open("wb") as out:
+        server = subprocess.Popen(
+            command,
+            cwd=PROJECT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert server.poll() is None, log.read_text()[-3000:]
+            try:
+                urllib.request.urlopen(f"{url}/events/0/", timeout=5).read()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, log.read_text()[-3000:]
+                time.sleep(0.1)
+        yield url
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait(timeout=15)
+
+
+def settle(url: str) -> None:
+    """Wait until every worker reads both clusters' replicas, 5 times in a row."""
+    replicas = DEFAULT_REPLICAS | ANALYTICS_REPLICAS
+    streak: Counter[int] = Counter()
+    deadline = time.monotonic() + 60
+    with ThreadPoolExecutor(8) as pool:
+        while len(streak) < 2 or min(streak.values()) < 5:
+            assert time.monotonic() < deadline, f"workers never settled: {streak}"
+            bodies = pool.map(
+                lambda _: json.load(urllib.request.urlopen(f"{url}/events/0/")),
+                range(8),
+            )
+            for body in bodies:
+                on_replicas = {body["order_db"], body["event_db"]} <= replicas
+                streak[body["pid"]] = streak[body["pid"]] + 1 if on_replicas else 0
+
+
+def test_a_fault_in_each_cluster_under_load(clusters, tmp_path):
+    """Under gunicorn: default replica1 stopped, analytics replica2 frozen."""
     first, second = clusters
-    start_both()
     late(clusters, 200)
     stop = threading.Event()
     failures: list[str] = []
     stale: list[int] = []
+    slowest = [0.0]
+    seen: Counter[str] = Counter()
     done = Counter[str]()
+    bound = 2.0 + 1.0  # connect_timeout + 1 s, as the chaos suite's criterion
 
-    def client_loop() -> None:
-        client = Client()
+    def timed(opener: Any, *args: Any) -> Any:
+        started = time.monotonic()
+        try:
+            return json.load(opener.open(*args, timeout=30))
+        finally:
+            slowest[0] = max(slowest[0], time.monotonic() - started)
+
+    def client_loop(url: str) -> None:
+        opener = urllib.request.build_opener(
+            urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar())
+        )
         while not stop.is_set():
             try:
-                response = client.post("/events/", {"name": "load"})
-                if response.status_code != 200:
-                    failures.append(f"POST {response.status_code}")
-                    continue
-                body = client.get(f"/events/{response.json()['pk']}/")
-                if body.status_code != 200:
-                    failures.append(f"GET {body.status_code}")
-                elif not body.json()["found"]:
-                    stale.append(response.json()["pk"])
+                created = timed(opener, f"{url}/events/", b"name=load")
+                body = timed(opener, f"{url}/events/{created['pk']}/")
+                if not body["found"]:
+                    stale.append(created["pk"])
+                seen[body["order_db"]] += 1
+                seen[body["event_db"]] += 1
                 done["cycles"] += 1
-            except Exception as error:  # noqa: BLE001 - counted
+            except Exception as error:  # noqa: BLE001 - a failed request, counted
                 failures.append(repr(error))
-            finally:
-                connections.close_all()
 
-    workers = [threading.Thread(target=client_loop) for _ in range(3)]
-    for worker in workers:
-        worker.start()
-    try:
-        wait_until(lambda: done["cycles"] >= 10, 20)
-        first.stop_replica("replica1")
-        second.freeze("replica2")
-        before = done["cycles"]
-        wait_until(lambda: done["cycles"] >= before + 30, 60)
-        default = health_state.current()
-        analytics = health_state.current("analytics")
-        assert default is not None and analytics is not None
-        wait_until(lambda: "replica1" not in default.rotation.members, 10)
-        wait_until(lambda: "analytics_replica2" not in analytics.rotation.members, 10)
-        second.thaw("replica2")
-        first.start_replica("replica1")
-        wait_until(lambda: default.rotation.members == DEFAULT_REPLICAS, 30)
-        wait_until(lambda: analytics.rotation.members == ANALYTICS_REPLICAS, 30)
-        before = done["cycles"]
-        wait_until(lambda: done["cycles"] >= before + 10, 30)
-    finally:
-        stop.set()
+    with gunicorn(tmp_path / "gunicorn.log") as url:
+        settle(url)
+        workers = [threading.Thread(target=client_loop, args=(url,)) for _ in range(6)]
         for worker in workers:
-            worker.join(timeout=30)
+            worker.start()
+        try:
+            wait_until(lambda: done["cycles"] >= 20, 30)
+            first.stop_replica("replica1")
+            second.freeze("replica2")
+            before = done["cycles"]
+            wait_until(lambda: done["cycles"] >= before + 60, 60)
+            seen.clear()
+            wait_until(lambda: done["cycles"] >= before + 120, 60)
+            assert seen["replica1"] == seen["analytics_replica2"] == 0, seen
+            second.thaw("replica2")
+            first.start_replica("replica1")
+            seen.clear()
+            # Both healed replicas serve reads again (in some worker).
+            wait_until(lambda: seen["replica1"] and seen["analytics_replica2"], 60)
+        finally:
+            stop.set()
+            for worker in workers:
+                worker.join(timeout=60)
     assert failures == []
     assert stale == []
+    assert slowest[0] < bound, f"a request took {slowest[0]:.2f} s"
 
 
 def test_replica_health_shows_every_cluster_or_the_one_asked(clusters, capsys):

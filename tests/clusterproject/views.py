@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from analytics.models import Event
 from django.db import router
 from django.http import HttpRequest, JsonResponse
@@ -21,4 +23,11 @@ def read_event(request: HttpRequest, pk: int) -> JsonResponse:
     found = Event.objects.filter(pk=pk).exists()
     order_db = router.db_for_read(Order)
     Order.objects.count()
-    return JsonResponse({"found": found, "event_db": event_db, "order_db": order_db})
+    return JsonResponse(
+        {
+            "found": found,
+            "event_db": event_db,
+            "order_db": order_db,
+            "pid": os.getpid(),
+        }
+    )

@@ -392,7 +392,8 @@ class Command(BaseCommand):
             if index:
                 self.stdout.write("")
             self.stdout.write(f"cluster {watch.config.name}:")
-            plain = {**options, "json": False}
+            # The --watch header (and screen clearing) once, above the first.
+            plain = {**options, "json": False, "watch": options["watch"] and not index}
             self.show(round_, watch.config, plain, first=first and not index)
         if len(shown) > 1:
             self.stdout.write(f"status: {worst}")
