@@ -1,4 +1,5 @@
 """WSGI entry point of the two-cluster project (the tests serve it with gunicorn)."""
+
 from __future__ import annotations
 
 import os
