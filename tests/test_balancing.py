@@ -183,6 +183,17 @@ def test_the_cheapest_replica_is_never_penalised(fresh_load):
     assert {ADAPTIVE.pick(rotation) for _ in range(30)} == {"r3"}
 
 
+def test_each_cluster_is_judged_among_its_own_replicas(fresh_load):
+    now = time.perf_counter()
+    for alias, ms in (("a1", 40.0), ("a2", 1.0), ("b1", 1.0), ("b2", 30.0)):
+        load.of(alias).sample(ms, now)
+    load.judge(now, frozenset({"a1", "a2"}), "default")
+    # The other cluster's round does not drop the first one's verdict.
+    assert load.judge(now, frozenset({"b1", "b2"}), "analytics") == {"a1", "b2"}
+    # Finishing queries judge every cluster again, each with its members.
+    assert load.judge(now) == {"a1", "b2"}
+
+
 def test_random_other_draws_by_weight_and_never_the_first():
     rotation = Rotation({"a": 1, "b": 8, "c": 1})
     draws = Counter(rotation.random_other("a") for _ in range(2000))

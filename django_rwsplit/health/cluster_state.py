@@ -147,7 +147,7 @@ class ProcessHealth:
 
     def _rotation_changed(self, rotation: Rotation) -> None:
         self._publish()
-        load.judge(time.perf_counter(), self.rotation.members)
+        load.judge(time.perf_counter(), self.rotation.members, self.config.name)
 
     def _take_round(
         self,
@@ -169,7 +169,7 @@ class ProcessHealth:
                 load.take_check(
                     reading.alias, reading.query_ms, reading.active_backends
                 )
-        load.judge(time.perf_counter(), self.rotation.members)
+        load.judge(time.perf_counter(), self.rotation.members, self.config.name)
         history.record(self.snapshot(), self.config.name)
         self.hung = frozenset(
             reading.alias

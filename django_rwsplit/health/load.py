@@ -153,24 +153,34 @@ def of(alias: str) -> ServerLoad:
 
 # Replicas in rotation (set each health round) and those clearly costlier
 # than the cheapest of them now: replaced whole, read without a lock.
-_members: frozenset[str] = frozenset()
+# The replicas in rotation of each cluster, by cluster name (replaced, never
+# changed in place: readers need no lock).
+_groups: dict[str, frozenset[str]] = {}
 penalised: frozenset[str] = frozenset()
 _judged_at = 0.0
 
 
-def judge(now: float, members: frozenset[str] | None = None) -> frozenset[str]:
-    """Renew :data:`penalised` (among ``members``, default: the last ones)."""
-    global _members, penalised, _judged_at
-    if members is not None:
-        _members = members
+def judge(
+    now: float, members: frozenset[str] | None = None, cluster: str = "default"
+) -> frozenset[str]:
+    """
+    Renew :data:`penalised`; ``members`` are ``cluster``'s replicas in rotation.
+
+    Each cluster's replicas are compared with each other only; without
+    ``members`` every cluster is judged again with its last members.
+    """
+    global _groups, penalised, _judged_at
+    if members is not None and _groups.get(cluster) != members:
+        _groups = {**_groups, cluster: members}
     _judged_at = now
-    current = _members
-    if len(current) < 2:
-        penalised = frozenset()
-        return penalised
-    costs = {alias: of(alias).cost(now) for alias in current}
-    limit = CLEARLY_CHEAPER * min(costs.values()) + SLACK_MS
-    penalised = frozenset(alias for alias, cost in costs.items() if cost > limit)
+    found: set[str] = set()
+    for group in _groups.values():
+        if len(group) < 2:
+            continue
+        costs = {alias: of(alias).cost(now) for alias in group}
+        limit = CLEARLY_CHEAPER * min(costs.values()) + SLACK_MS
+        found.update(alias for alias, cost in costs.items() if cost > limit)
+    penalised = frozenset(found)
     return penalised
 
 
@@ -194,7 +204,8 @@ def take_check(alias: str, query_ms: float | None, active: int | None) -> None:
 
 def reset() -> None:
     """Forget every measurement (tests; a forked child starts afresh)."""
-    global _members, penalised, _judged_at
+    global _groups, penalised, _judged_at
     _loads.clear()
-    _members = penalised = frozenset()
+    _groups = {}
+    penalised = frozenset()
     _judged_at = 0.0
