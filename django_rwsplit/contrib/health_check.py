@@ -174,7 +174,11 @@ if hasattr(health_check, "HealthCheck"):  # django-health-check >= 4
         """Return one ``ReadWriteSplit`` check per configured database, for a view."""
         config = get_config()
         path = f"{__name__}.ReadWriteSplit"
-        return [(path, {"alias": a}) for a in (config.primary, *config.replicas)]
+        return [
+            (path, {"alias": a})
+            for cluster in config.every_cluster()
+            for a in (cluster.primary, *cluster.replicas)
+        ]
 
     __all__ += ["ReadWriteSplit"]
 
