@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.cluster
+# Routing, health and tokens do not depend on Django's version here: run once.
+pytestmark = [pytest.mark.cluster, pytest.mark.long]
 
 PROJECT = Path(__file__).parent / "clusterproject"
 ROOT = Path(__file__).resolve().parents[1]
