@@ -46,6 +46,10 @@ def configure(
         if alias != "default":
             entry["ENGINE"] = "django_rwsplit.backends.postgresql"
     replicas = [alias for alias in databases if alias != "default"]
+    # The same servers under other aliases, for a second cluster (a benchmark
+    # of routing with several clusters: what is measured is the router).
+    for alias, entry in list(databases.items()):
+        databases[f"other_{alias}"] = {**entry}
     settings.configure(
         DATABASES=databases,
         INSTALLED_APPS=[

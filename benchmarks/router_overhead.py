@@ -44,7 +44,13 @@ def best_of(
 
 
 def plain_with(
-    balancer: str, router: Any, number: int, *, in_request: bool = False
+    balancer: str,
+    router: Any,
+    number: int,
+    *,
+    in_request: bool = False,
+    model: Any = None,
+    clusters: bool = False,
 ) -> Callable[[], float]:
     """
     ``number`` calls of ``router.db_for_read`` with ``balancer`` configured.
@@ -60,10 +66,20 @@ def plain_with(
     from django_rwsplit.health import state as health_state
 
     wanted = {**settings.RWSPLIT, "BALANCER": balancer}
+    if clusters:
+        # auth on a second cluster; contenttypes stays on the default one.
+        wanted["CLUSTERS"] = {
+            "accounts": {
+                "PRIMARY": "other_default",
+                "REPLICAS": [f"other_{a}" for a in settings.RWSPLIT["REPLICAS"]],
+                "APPS": ["auth"],
+            }
+        }
+    target = model or User
 
     def run() -> float:
         with override_settings(RWSPLIT=wanted):
-            config = conf.get_config()
+            config = conf.get_config().cluster_for_model(target)
             state = health_state.process_health(config)
             deadline = time.monotonic() + 10
             while len(state.rotation.members) < 2 and time.monotonic() < deadline:
@@ -72,7 +88,7 @@ def plain_with(
             with pinning.scoped(pinning.Scope()) if in_request else nullcontext():
                 started = time.perf_counter()
                 for _ in range(number):
-                    call(User)
+                    call(target)
                 return time.perf_counter() - started
 
     return run
@@ -166,6 +182,17 @@ def main() -> None:
             runs[f"ReadWriteRouter, {balancer}, inside a request"] = plain_with(
                 balancer, rw, args.number, in_request=True
             )
+        from django.contrib.contenttypes.models import ContentType
+
+        runs["several clusters: a model of a named cluster"] = plain_with(
+            "adaptive", rw, args.number, clusters=True
+        )
+        runs["several clusters: a model of the default cluster"] = plain_with(
+            "adaptive", rw, args.number, clusters=True, model=ContentType
+        )
+        runs["several clusters: a named cluster's, inside a request"] = plain_with(
+            "adaptive", rw, args.number, clusters=True, in_request=True
+        )
         results = best_of(runs, args.repeat, args.number)
         wrapper = execute_wrapper_cost(args.number, args.repeat)
         health_state.reset()

@@ -12,7 +12,7 @@ and to reject a token from the future.
 from __future__ import annotations
 
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from typing import Protocol
 
 from django.db import connections
@@ -33,6 +33,7 @@ __all__ = [
     "Rotation",
     "caught_up",
     "cost",
+    "choose_in_cluster",
     "choose_replica",
     "fallback",
     "mirrors_active",
@@ -118,34 +119,28 @@ def choose_replica(config: Config, scope: Scope | None) -> str:
     """
     Return the alias of cluster ``config`` that should serve an unpinned read.
 
-    ``scope`` is the unit of work's (the default cluster's) scope; the
-    cluster's own routing state is ``scope.of(config.name)``.
+    ``scope`` is that cluster's routing state in the unit of work (see
+    :func:`choose_in_cluster` for a named cluster's).
     """
     if config.test_mirrors and mirrors_active(config):
         return config.primary
-    if config.is_default:
-        state = health_state.current()
-    else:
-        state = health_state.current(config.name)
+    state = health_state.running
     if state is None or state.config is not config:
-        state = health_state.process_health(config)
+        state = health_state.states.get(config.name)  # a named cluster's
+        if state is None or state.config is not config:
+            state = health_state.process_health(config)
     rotation = state.rotation
-    base = scope
     if scope is not None:
         hook = scope.before_first_read
         if hook is not None:
-            scope.before_first_read = None  # reads the hook makes skip it
-            if not hook(scope):
-                scope.before_first_read = hook  # not yet: at the next read
-        if not config.is_default:
-            scope = scope.of(config.name)
-        if hook is not None and scope.pinned is not None:
-            return config.primary
+            _run_first_read_hook(scope, hook)
+            if scope.pinned is not None:
+                return config.primary
         chosen = scope.replica
         if chosen is not None and chosen in rotation.members:
             return chosen
         if scope.min_lsn is not None:
-            return _causal_choice(state, config, scope, rotation, base)
+            return _causal_choice(state, config, scope, rotation)
     # The balancers' pick, inlined: this runs for every unpinned read.
     alias = rotation.pick()
     if alias is None:
@@ -157,12 +152,34 @@ def choose_replica(config: Config, scope: Scope | None) -> str:
     return alias
 
 
+def _run_first_read_hook(scope: Scope, hook: Callable[[Scope], bool]) -> None:
+    """Run the scope's first-read hook; keep it for the next read until it is done."""
+    scope.before_first_read = None  # reads the hook makes skip it
+    if not hook(scope):
+        scope.before_first_read = hook  # not yet: at the next read
+
+
+def choose_in_cluster(config: Config, scope: Scope | None) -> str:
+    """
+    :func:`choose_replica` for a named cluster (``RWSPLIT["CLUSTERS"]``).
+
+    ``scope`` is the unit of work's; its hook (a user's pin, looked up at the
+    first read) runs first, whichever cluster that read is of, and may pin
+    this cluster's state, ``scope.of(config.name)``.
+    """
+    if scope is None:
+        return choose_replica(config, None)
+    hook = scope.before_first_read
+    if hook is not None:
+        _run_first_read_hook(scope, hook)
+    own = scope.of(config.name)
+    if hook is not None and own.pinned is not None:
+        return config.primary
+    return choose_replica(config, own)
+
+
 def _causal_choice(
-    state: health_state.ProcessHealth,
-    config: Config,
-    scope: Scope,
-    rotation: Rotation,
-    base: Scope | None,
+    state: health_state.ProcessHealth, config: Config, scope: Scope, rotation: Rotation
 ) -> str:
     """A replica that has replayed ``scope.min_lsn``, else the primary."""
     if not rotation.members:
@@ -173,7 +190,7 @@ def _causal_choice(
             return alias
     if not token_plausible(state, config, scope.min_lsn):
         scope.min_lsn = None
-        return choose_replica(config, base)
+        return choose_replica(config, scope)
     # No replica has the client's last write yet: the rest of the scope
     # reads from the primary without asking the replicas again.
     scope.pinned = "token"

@@ -119,6 +119,7 @@ def build(
             app_clusters={},
             model_clusters={},
             alias_clusters={},
+            model_cache={},
         )
         cluster, found = check_aliases(cluster)
         problems.extend(found)
@@ -132,6 +133,7 @@ def build(
         app_clusters=app_clusters,
         model_clusters=model_clusters,
         alias_clusters=alias_clusters,
+        model_cache={},
     )
 
 

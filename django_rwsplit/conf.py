@@ -253,6 +253,10 @@ class Config:
     app_clusters: Mapping[str, str] = field(default_factory=dict)
     model_clusters: Mapping[str, str] = field(default_factory=dict)
     alias_clusters: Mapping[str, str] = field(default_factory=dict)
+    # Each model class's cluster once looked up (the router asks per read).
+    model_cache: dict[type, Config] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     def every_cluster(self) -> tuple[Config, ...]:
         """The default cluster, then the others in the order of CLUSTERS."""
@@ -266,13 +270,18 @@ class Config:
 
     def cluster_for_model(self, model: Any) -> Config:
         """Return the cluster that serves ``model`` (by model, then app label)."""
+        found = self.model_cache.get(model)
+        if found is not None:
+            return found
         if not self.clusters:
             return self
         meta = model._meta
         name = self.model_clusters.get(meta.label_lower) or self.app_clusters.get(
             meta.app_label
         )
-        return self.clusters[name] if name else self
+        found = self.clusters[name] if name else self
+        self.model_cache[model] = found
+        return found
 
     def cluster_for_alias(self, alias: str) -> Config | None:
         """Return the cluster whose primary or replica ``alias`` is (None: none)."""

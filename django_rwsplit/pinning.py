@@ -159,6 +159,7 @@ def scoped(scope: Scope) -> Iterator[Scope]:
 
 # For the router's hot path.
 get_unscoped_write = _unscoped_write.get
+get_unscoped_writes = _unscoped_writes.get
 
 
 def unscoped_write_at(cluster: str = DEFAULT_CLUSTER) -> float:
@@ -303,17 +304,12 @@ def pin_primary(func: _F | str | None = None) -> PinPrimary | _F:
     if func is None:
         return PinPrimary()
     if isinstance(func, str):
-        if not cluster_known(func):
+        clusters = conf.get_config().clusters
+        if func != DEFAULT_CLUSTER and func not in clusters:
             raise ValueError(
                 f"pin_primary({func!r}): no cluster of that name; clusters are "
                 '"default" and the names in RWSPLIT["CLUSTERS"].'
             )
-        return PinPrimary(func)
+        # With one cluster, pinning it is pinning everything.
+        return PinPrimary(func if clusters else None)
     return PinPrimary()(func)
-
-
-def cluster_known(name: str) -> bool:
-    """Return whether ``name`` is a cluster of the current ``RWSPLIT``."""
-    if name == DEFAULT_CLUSTER:
-        return True
-    return name in conf.get_config().clusters

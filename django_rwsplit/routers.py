@@ -26,7 +26,7 @@ class _PrimaryConnection(threading.local):
     """
 
     wrapper: BaseDatabaseWrapper | None = None
-    # The other clusters' primaries (RWSPLIT["CLUSTERS"]), by alias.
+    # With several clusters (RWSPLIT["CLUSTERS"]): each primary's, by alias.
     others: dict[str, BaseDatabaseWrapper] | None = None
 
 
@@ -36,6 +36,8 @@ _cluster_pins = pinning.get_cluster_pins
 _current_scope = pinning.get_scope
 _choose_replica = balancing.choose_replica
 _unscoped_write = pinning.get_unscoped_write
+_unscoped_writes = pinning.get_unscoped_writes
+_NONE: dict[str, float] = {}
 
 
 def forget_primary_connection() -> None:
@@ -44,8 +46,8 @@ def forget_primary_connection() -> None:
     _primary_connection.others = None
 
 
-def _other_primary(alias: str) -> BaseDatabaseWrapper:
-    """The calling thread's wrapper of another cluster's primary ``alias``."""
+def _cluster_primary(alias: str) -> BaseDatabaseWrapper:
+    """The calling thread's wrapper of a cluster's primary ``alias``."""
     others = _primary_connection.others
     if others is None:
         others = _primary_connection.others = {}
@@ -79,7 +81,48 @@ class ReadWriteRouter:
         # This runs for every read: keep it to attribute reads, no I/O.
         config = conf.cached or conf.get_config()
         if config.clusters:
-            config = config.cluster_for_model(model)
+            return self._read_in_cluster(config.cluster_for_model(model))
+        primary = config.primary
+        reason: str | None
+        if not config.replicas:
+            alias, reason = primary, "no_replicas"
+        elif _pin_depth():
+            alias, reason = primary, "pin_primary"
+        else:
+            scope = _current_scope()
+            if scope is not None and scope.pinned is not None:
+                alias, reason = primary, scope.pinned
+            elif (
+                scope is None
+                and (wrote_at := _unscoped_write())
+                and time.monotonic() - wrote_at < config.sticky_seconds
+            ):
+                # Outside any scope, a write pins its context for a while.
+                alias, reason = primary, "write"
+            else:
+                wrapper = _primary_connection.wrapper
+                if wrapper is None or wrapper.alias != primary:
+                    wrapper = _primary_connection.wrapper = connections[primary]
+                if wrapper.in_atomic_block and (
+                    scope is None
+                    or scope.request_atomic_depth != len(wrapper.atomic_blocks)
+                ):
+                    alias, reason = primary, "transaction"
+                else:
+                    alias, reason = _choose_replica(config, scope), None
+        if observe.listeners:
+            observe.read(alias, reason)
+        return alias
+
+    @staticmethod
+    def _read_in_cluster(config: conf.Config) -> str:
+        """
+        :meth:`db_for_read` with several clusters: the same rules, per cluster.
+
+        ``config`` is the model's cluster; its routing state in the unit of
+        work is ``scope.of(config.name)``, its pins ``pin_primary(name)``.
+        (Kept apart so that a project with one cluster pays nothing for it.)
+        """
         primary = config.primary
         reason: str | None
         if not config.replicas:
@@ -87,9 +130,8 @@ class ReadWriteRouter:
         elif _pin_depth() or config.name in _cluster_pins():
             alias, reason = primary, "pin_primary"
         else:
-            scope = base = _current_scope()
-            if scope is not None and not config.is_default:
-                scope = scope.of(config.name)
+            base = _current_scope()
+            scope = None if base is None else base.of(config.name)
             if scope is not None and scope.pinned is not None:
                 alias, reason = primary, scope.pinned
             elif (
@@ -97,26 +139,25 @@ class ReadWriteRouter:
                 and (
                     wrote_at := _unscoped_write()
                     if config.is_default
-                    else pinning.unscoped_write_at(config.name)
+                    else _unscoped_writes(_NONE).get(config.name, 0.0)
                 )
                 and time.monotonic() - wrote_at < config.sticky_seconds
             ):
-                # Outside any scope, a write pins its context for a while.
                 alias, reason = primary, "write"
             else:
-                if config.is_default:
-                    wrapper = _primary_connection.wrapper
-                    if wrapper is None or wrapper.alias != primary:
-                        wrapper = _primary_connection.wrapper = connections[primary]
-                else:
-                    wrapper = _other_primary(primary)
+                others = _primary_connection.others
+                wrapper = others.get(primary) if others is not None else None
+                if wrapper is None:
+                    wrapper = _cluster_primary(primary)
                 if wrapper.in_atomic_block and (
                     scope is None
                     or scope.request_atomic_depth != len(wrapper.atomic_blocks)
                 ):
                     alias, reason = primary, "transaction"
-                else:
+                elif config.is_default:
                     alias, reason = _choose_replica(config, base), None
+                else:
+                    alias, reason = balancing.choose_in_cluster(config, base), None
         if observe.listeners:
             observe.read(alias, reason)
         return alias

@@ -24,6 +24,7 @@ __all__ = [
     "Fleet",
     "ProcessHealth",
     "current",
+    "current_of",
     "every_cluster",
     "for_alias",
     "out_of_rotation",
@@ -31,6 +32,8 @@ __all__ = [
     "report_unreachable",
     "reset",
     "reset_after_fork",
+    "running",
+    "states",
     "snapshot",
 ]
 
@@ -79,8 +82,11 @@ class Fleet:
 
 _lock = threading.Lock()
 _fleet: Fleet | None = None
-# The default cluster's state (the router's hot path reads it directly).
-_current: ProcessHealth | None = None
+# The default cluster's running state (None before checks start): read on
+# every routed read, by attribute (cheaper than a call to current()).
+running: ProcessHealth | None = None
+# Every cluster's running state by name (replaced, never changed in place).
+states: dict[str, ProcessHealth] = {}
 
 
 def _configs_with(config: Config) -> tuple[Config, ...]:
@@ -102,7 +108,7 @@ def process_health(config: Config) -> ProcessHealth:
     The first call starts the health of every cluster of the setting (one
     monitor thread for all); a changed setting replaces it.
     """
-    global _fleet, _current
+    global _fleet, running, states
     fleet = _fleet
     if fleet is not None:
         state = fleet.states.get(config.name)
@@ -117,38 +123,40 @@ def process_health(config: Config) -> ProcessHealth:
             fleet = Fleet(_configs_with(config))
             fleet.start()
             _fleet = fleet
-            _current = fleet.states.get(DEFAULT_CLUSTER)
+            running = fleet.states.get(DEFAULT_CLUSTER)
+            states = dict(fleet.states)
             state = fleet.states[config.name]
     return state
 
 
 def reset() -> None:
     """Stop and forget the monitor; the next routing decision starts a new one."""
-    global _current, _fleet
+    global running, _fleet, states
     with _lock:
         if _fleet is not None:
             _fleet.stop()
-        _current = _fleet = None
+        running = _fleet = None
+        states = {}
     history.clear()
 
 
 def reset_after_fork() -> None:
     """In a forked child, forget the parent's (not running) monitor thread."""
-    global _current, _fleet, _lock
+    global running, _fleet, _lock, states
     _lock = threading.Lock()
-    _current = _fleet = None
+    running = _fleet = None
+    states = {}
     deadline.reset_after_fork()
     notify.reset_after_fork()
 
 
-def current(cluster: str | None = None) -> ProcessHealth | None:
-    """
-    Return the running health state of ``cluster`` (None: the default cluster).
+def current() -> ProcessHealth | None:
+    """The default cluster's running health state (None before checks start)."""
+    return running
 
-    None until a routing decision started the health checks.
-    """
-    if cluster is None:
-        return _current
+
+def current_of(cluster: str) -> ProcessHealth | None:
+    """The running health state of ``cluster`` (None before checks start)."""
     fleet = _fleet
     return fleet.states.get(cluster) if fleet is not None else None
 
@@ -167,7 +175,7 @@ def for_alias(alias: str) -> ProcessHealth | None:
 
 def snapshot(cluster: str | None = None) -> HealthSnapshot | None:
     """Return the current health snapshot of ``cluster`` (default), if checks run."""
-    state = current(cluster)
+    state = current() if cluster is None else current_of(cluster)
     return state.snapshot() if state is not None else None
 
 
