@@ -79,6 +79,20 @@ class Fleet:
         """Ask the threads to finish after their current round."""
         self.monitor.stop()
 
+    def wait_stopped(self) -> None:
+        """
+        Wait (bounded) until the monitor thread ended and its signals went out.
+
+        A round in progress ends within its deadlines (two ``CHECK_TIMEOUT``
+        and the cache's); after this, a stopped fleet announces nothing more
+        (a test's recorder of transitions sees only its own fleet's).
+        """
+        monitor = self.monitor
+        if monitor.is_alive() and threading.current_thread() is not monitor:
+            bound = max(3 * s.config.check_timeout for s in self.states.values())
+            monitor.join(bound + 0.5)
+        notify.flush(1.0)
+
 
 _lock = threading.Lock()
 _fleet: Fleet | None = None
@@ -133,10 +147,13 @@ def reset() -> None:
     """Stop and forget the monitor; the next routing decision starts a new one."""
     global running, _fleet, states
     with _lock:
-        if _fleet is not None:
-            _fleet.stop()
+        stopped = _fleet
+        if stopped is not None:
+            stopped.stop()
         running = _fleet = None
         states = {}
+    if stopped is not None:
+        stopped.wait_stopped()
     history.clear()
 
 
