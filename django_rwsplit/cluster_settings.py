@@ -124,8 +124,8 @@ def build(
         cluster, found = check_aliases(cluster)
         problems.extend(found)
         clusters[name] = cluster
-        _routes(name, entry.get("APPS", ()), app_clusters, problems, _app_label)
-        _routes(name, entry.get("MODELS", ()), model_clusters, problems, _model_label)
+        _routes(name, "APPS", entry.get("APPS", ()), app_clusters, problems)
+        _routes(name, "MODELS", entry.get("MODELS", ()), model_clusters, problems)
     alias_clusters = _aliases(default, clusters, problems)
     return replace(
         default,
@@ -159,12 +159,13 @@ def _model_label(value: str) -> str | None:
 
 def _routes(
     name: str,
+    kind: str,
     values: object,
     into: dict[str, str],
     problems: list[Problem],
-    label: Callable[[str], str | None],
 ) -> None:
-    kind = "APPS" if label is _app_label else "MODELS"
+    """Route the ``kind`` ("APPS" or "MODELS") entries of cluster ``name``."""
+    label = _app_label if kind == "APPS" else _model_label
     where = f'RWSPLIT["CLUSTERS"]["{name}"]["{kind}"]'
     if isinstance(values, str) or not isinstance(values, Sequence):
         problems.append(

@@ -39,9 +39,6 @@ __all__ = [
     "parse",
 ]
 
-# The keys a named cluster may set (the others are the whole project's).
-PER_CLUSTER_KEYS = cluster_settings.PER_CLUSTER_KEYS
-
 FALLBACK_CHOICES = ("primary", "error")
 CONSISTENCY_CHOICES = ("lsn", "time")
 BALANCER_CHOICES = ("adaptive", "round_robin")
@@ -268,6 +265,10 @@ class Config:
             return self
         return self.clusters[name]
 
+    def selected(self, name: str | None) -> list[Config]:
+        """The cluster ``name`` alone, or every cluster for None (KeyError: none)."""
+        return list(self.every_cluster()) if name is None else [self.cluster(name)]
+
     def cluster_for_model(self, model: Any) -> Config:
         """Return the cluster that serves ``model`` (by model, then app label)."""
         found = self.model_cache.get(model)
@@ -373,7 +374,9 @@ def parse(raw: object) -> tuple[Config, list[Problem]]:
         for s in SETTINGS
     }
     problems.extend(_replicas_problems(values["primary"], values["replicas"]))
-    values["test_mirrors"] = _test_mirrors(values)
+    values["test_mirrors"] = _test_mirrors(
+        values["route_test_mirrors_to_primary"], values["primary"], values["replicas"]
+    )
     raw_clusters = values.pop("clusters")
     config = Config(**values)
     if not raw_clusters:
@@ -384,11 +387,10 @@ def parse(raw: object) -> tuple[Config, list[Problem]]:
     return clusters, problems
 
 
-def _test_mirrors(values: Mapping[str, Any]) -> bool:
+def _test_mirrors(route: bool, primary: str, replicas: Mapping[str, int]) -> bool:
+    """Whether every replica is a TEST MIRROR of ``primary`` (and that is routed)."""
     return bool(
-        values["route_test_mirrors_to_primary"]
-        and bool(values["replicas"])
-        and all(test_mirror_of(a) == values["primary"] for a in values["replicas"])
+        route and replicas and all(test_mirror_of(a) == primary for a in replicas)
     )
 
 
@@ -396,12 +398,10 @@ def _cluster_problems(config: Config) -> tuple[Config, list[Problem]]:
     """Check one named cluster's aliases; return it with its test mirrors known."""
     replicas = dict(config.replicas)
     problems = _replicas_problems(config.primary, replicas)
-    values = {
-        "primary": config.primary,
-        "replicas": replicas,
-        "route_test_mirrors_to_primary": config.route_test_mirrors_to_primary,
-    }
-    return replace(config, replicas=replicas, test_mirrors=_test_mirrors(values)), [
+    mirrors = _test_mirrors(
+        config.route_test_mirrors_to_primary, config.primary, replicas
+    )
+    return replace(config, replicas=replicas, test_mirrors=mirrors), [
         replace(p, msg=f"Cluster {config.name!r}: {p.msg}") for p in problems
     ]
 

@@ -63,7 +63,7 @@ def _signer() -> signing.TimestampSigner:
 
 def encode(lsn: int | None) -> str:
     """Return a signed token for ``lsn`` (or a time-only pin for None)."""
-    return _signer().sign(TIME_PAYLOAD if lsn is None else format_lsn(lsn))
+    return encode_positions({DEFAULT_CLUSTER: lsn})
 
 
 def encode_positions(positions: Mapping[str, int | None]) -> str:
@@ -88,8 +88,11 @@ def decode(value: object, config: Config) -> Token | None:
     if issued_at > time.time() + MAX_CLOCK_SKEW:
         return None
     positions = _positions(payload, config)
-    if not positions:
-        return None
+    return _token(positions, issued_at) if positions else None
+
+
+def _token(positions: dict[str, int | None], issued_at: float) -> Token:
+    """The Token of ``positions`` (a default-only one keeps ``positions`` None)."""
     if list(positions) == [DEFAULT_CLUSTER]:
         return Token(positions[DEFAULT_CLUSTER], issued_at)
     return Token(positions.get(DEFAULT_CLUSTER), issued_at, positions)
@@ -136,10 +139,7 @@ def merge(tokens: Sequence[Token]) -> Token | None:
                 positions[name] = (
                     None if known is None or lsn is None else max(known, lsn)
                 )
-    issued_at = max(token.issued_at for token in tokens)
-    if list(positions) == [DEFAULT_CLUSTER]:
-        return Token(positions[DEFAULT_CLUSTER], issued_at)
-    return Token(positions.get(DEFAULT_CLUSTER), issued_at, positions)
+    return _token(positions, max(token.issued_at for token in tokens))
 
 
 def apply(token: Token, scope: pinning.Scope, config: Config) -> None:
@@ -172,9 +172,7 @@ def written_token(written: Sequence[str], config: Config) -> str:
         if config.consistency == "lsn":
             lsn = primary_position(cluster.primary)
         positions[name] = lsn
-    if list(positions) in ([DEFAULT_CLUSTER], []):
-        return encode(positions.get(DEFAULT_CLUSTER))
-    return encode_positions(positions)
+    return encode_positions(positions or {DEFAULT_CLUSTER: None})
 
 
 def primary_position(using: str) -> int | None:

@@ -161,11 +161,8 @@ def remember_write(
     if not scope.wrote or config.sticky_seconds <= 0:
         return
     written = [
-        n
-        for n in scope.written
-        if n in config.alias_clusters.values() or n == config.name
+        c.name for c in config.every_cluster() if c.name in scope.written and c.replicas
     ]
-    written = [n for n in written if config.cluster(n).replicas]
     if not written:
         return
     value = consistency.written_token(written, config)

@@ -131,11 +131,8 @@ def current_snapshot(config: Config) -> HealthSnapshot:
 
 def requested_clusters(request: HttpRequest, config: Config) -> list[Config] | None:
     """The clusters ``?cluster=NAME`` selects (every one without; None: unknown)."""
-    name = request.GET.get("cluster")
-    if name is None:
-        return list(config.every_cluster())
     try:
-        return [config.cluster(name)]
+        return config.selected(request.GET.get("cluster"))
     except KeyError:
         return None
 
@@ -222,7 +219,7 @@ def page_document(request: HttpRequest, config: Config) -> dict[str, Any] | None
     clusters = requested_clusters(request, config)
     if clusters is None:
         return None
-    cluster = clusters[0] if request.GET.get("cluster") else config
+    cluster = clusters[0]  # the one asked for, else the default cluster
     document = status_document(current_snapshot(cluster), cluster)
     document["clusters"] = [c.name for c in config.every_cluster()]
     return document

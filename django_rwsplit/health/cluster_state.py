@@ -25,7 +25,6 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import Protocol
 
 from django.db import connections
 
@@ -39,12 +38,6 @@ from django_rwsplit.health.rotation import EMPTY, Rotation
 from django_rwsplit.health.tracker import HealthSnapshot, ReplicaStatus, Transition
 
 logger = logging.getLogger("django_rwsplit")
-
-
-class Stoppable(Protocol):
-    """What runs a cluster's rounds (the Fleet): it can be asked to stop."""
-
-    def stop(self) -> None: ...
 
 
 class ProcessHealth:
@@ -82,8 +75,6 @@ class ProcessHealth:
         # Publishing a rotation (a round, an ejection, the watchdog) is rare:
         # a lock keeps a late watchdog from hiding a fresh round's rotation.
         self._publishing = threading.Lock()
-        # The Fleet running this cluster's rounds (set when it is made).
-        self.fleet: Stoppable | None = None
 
     @property
     def primary(self) -> PrimaryStatus | None:
@@ -256,8 +247,3 @@ class ProcessHealth:
             self._announce([transition])
             if not self.rotation.members:
                 self._fallback_changed(True)
-
-    def stop(self) -> None:
-        """Stop the monitor thread (used by tests and on reconfiguration)."""
-        if self.fleet is not None:
-            self.fleet.stop()

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django_rwsplit import forks
+from django_rwsplit.conf import DEFAULT_CLUSTER
 from django_rwsplit.health import load
 from django_rwsplit.health.tracker import HealthSnapshot
 
@@ -131,7 +132,7 @@ _others: dict[str, History] = {}
 
 
 def _of(cluster: str | None) -> History:
-    if cluster is None or cluster == "default":
+    if cluster is None or cluster == DEFAULT_CLUSTER:
         return _history
     found = _others.get(cluster)
     if found is None:  # setdefault is atomic: two threads get one History

@@ -51,7 +51,6 @@ class Fleet:
         self.states = {config.name: ProcessHealth(config) for config in configs}
         self.by_alias: dict[str, ProcessHealth] = {}
         for state in self.states.values():
-            state.fleet = self
             for alias in state.databases:
                 self.by_alias[alias] = state
         self.monitor = MonitorThread([s.monitor for s in self.states.values()])
@@ -99,7 +98,8 @@ _fleet: Fleet | None = None
 # The default cluster's running state (None before checks start): read on
 # every routed read, by attribute (cheaper than a call to current()).
 running: ProcessHealth | None = None
-# Every cluster's running state by name (replaced, never changed in place).
+# Every cluster's running state by name: the running Fleet's own (never
+# changed once made), or {} before checks start.
 states: dict[str, ProcessHealth] = {}
 
 
@@ -138,7 +138,7 @@ def process_health(config: Config) -> ProcessHealth:
             fleet.start()
             _fleet = fleet
             running = fleet.states.get(DEFAULT_CLUSTER)
-            states = dict(fleet.states)
+            states = fleet.states
             state = fleet.states[config.name]
     return state
 
@@ -174,14 +174,12 @@ def current() -> ProcessHealth | None:
 
 def current_of(cluster: str) -> ProcessHealth | None:
     """The running health state of ``cluster`` (None before checks start)."""
-    fleet = _fleet
-    return fleet.states.get(cluster) if fleet is not None else None
+    return states.get(cluster)
 
 
 def every_cluster() -> tuple[ProcessHealth, ...]:
     """The running health state of every cluster (empty before the first start)."""
-    fleet = _fleet
-    return tuple(fleet.states.values()) if fleet is not None else ()
+    return tuple(states.values())
 
 
 def for_alias(alias: str) -> ProcessHealth | None:

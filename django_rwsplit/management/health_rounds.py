@@ -92,6 +92,10 @@ class Round:
     source: dict[str, str]
     notes: list[str] = field(default_factory=list)
 
+    def document(self) -> dict[str, Any]:
+        """The ``--json`` document of this round: the snapshot, source and notes."""
+        return {**as_json(self.snapshot), "source": self.source, "notes": self.notes}
+
 
 def measure_like_the_app(
     tracker: Tracker,

@@ -28,6 +28,9 @@ from django_rwsplit.management.health_rounds import (
     render_table,
 )
 
+# as_json and render_table lived here before the rounds moved out; kept.
+__all__ = ["Command", "HealthVerdict", "as_json", "render_table"]
+
 EXIT_CODES = {"ok": 0, "warning": 1, "critical": 2}
 # Exit status when interrupted before a single round finished (as "UNKNOWN").
 INTERRUPTED = 3
@@ -73,10 +76,8 @@ def positive_int(text: str) -> int:
 
 def selected_clusters(config: Config, name: str | None) -> list[Config]:
     """The clusters to show: ``name`` alone, or every cluster."""
-    if name is None:
-        return list(config.every_cluster())
     try:
-        return [config.cluster(name)]
+        return config.selected(name)
     except KeyError:
         known = ", ".join(c.name for c in config.every_cluster())
         raise CommandError(
@@ -203,10 +204,7 @@ class Command(BaseCommand):
         if options["json"]:
             documents = []
             for round_, watch in zip(shown, watches, strict=True):
-                document = {"cluster": watch.config.name, **as_json(round_.snapshot)}
-                document["source"] = round_.source
-                document["notes"] = round_.notes
-                documents.append(document)
+                documents.append({"cluster": watch.config.name, **round_.document()})
             indent = None if options["watch"] else 2
             if len(documents) == 1:
                 self.stdout.write(json.dumps(documents[0], indent=indent))
@@ -250,10 +248,7 @@ class Command(BaseCommand):
         watch = options["watch"]
         if options["json"]:
             indent = None if watch else 2
-            document = as_json(snapshot)
-            document["source"] = shown.source
-            document["notes"] = shown.notes
-            self.stdout.write(json.dumps(document, indent=indent))
+            self.stdout.write(json.dumps(shown.document(), indent=indent))
             self.stdout.flush()
             return
         if watch:
