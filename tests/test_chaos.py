@@ -161,6 +161,7 @@ def test_concurrent_requests_never_show_another_clients_pin(
     assert not problems, (
         f"{len(problems)} of 200 responses show a pin other than their own:\n"
         + "\n".join(problems[:10])
+        + f"\n\n{deployment.logs()}"
     )
 
 

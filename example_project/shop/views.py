@@ -23,6 +23,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from django_rwsplit.health import state as health_state
 from django_rwsplit.pinning import current_scope
+from django_rwsplit.signals import replica_ejected
 from example_project.shop.forms import OrderForm
 from example_project.shop.middleware import Query, current_queries
 from example_project.shop.models import Note, Order, Product
@@ -140,6 +141,26 @@ def api_read(request: HttpRequest, pk: int) -> JsonResponse:
 
 MAX_HOLD_MS = 1000
 
+# Replicas this process has ejected so far (any thread): a request that sees
+# the count move, or starts with a replica out, may read from the primary.
+_ejections = 0
+
+
+def _count_ejection(sender: object, **kwargs: Any) -> None:
+    global _ejections
+    _ejections += 1
+
+
+replica_ejected.connect(_count_ejection, dispatch_uid="shop_count_ejections")
+
+
+def _replica_out() -> bool:
+    """Whether this process's health checks have any replica out of rotation now."""
+    state = health_state.current()
+    return state is not None and any(
+        not state.in_rotation(alias) for alias in state.config.replicas
+    )
+
 
 @csrf_exempt
 @require_http_methods(["GET", "POST"])
@@ -154,6 +175,7 @@ async def api_pin(request: HttpRequest) -> JsonResponse:
     """
     scope = current_scope()
     pinned_at_start = scope.pinned if scope else None
+    ejections_at_start, out_at_start = _ejections, _replica_out()
     try:
         hold_ms = float(request.GET.get("hold_ms", 0))
     except ValueError:
@@ -166,6 +188,9 @@ async def api_pin(request: HttpRequest) -> JsonResponse:
         {
             **_routing(request),
             "pinned_at_start": pinned_at_start,
+            # A replica was out of rotation at some point of this request: an
+            # unpinned read may then have fallen back to the primary.
+            "replica_out": out_at_start or _ejections != ejections_at_start,
             "method": request.method,
             "latest_note": latest,
             "alias": query.alias if query else None,
