@@ -90,7 +90,8 @@ def tests(session: nox.Session, django: str) -> None:
     Every test runs on every version, except the chaos shapes (split by
     ``CHAOS_SHAPES``) and the tests marked ``long`` (scenarios that take
     seconds each and do not depend on Django's version: load balancing under
-    light traffic and slowness, the browser test), which run on Django 5.2.
+    light traffic and slowness, the browser test, two clusters, the local
+    cluster tool), which run on Django 5.2.
     """
     session.install("-e", ".", "-r", "requirements-dev.txt", f"django~={django}.0")
     session.run("python", "-c", "import django; print('Django', django.__version__)")

@@ -19,7 +19,8 @@ from django_rwsplit.testing import __main__ as cli
 from django_rwsplit.testing import processes
 from django_rwsplit.testing.cluster import ClusterError, LocalCluster
 
-pytestmark = pytest.mark.cluster
+# No Django here: the tool behaves the same under every Django version.
+pytestmark = [pytest.mark.cluster, pytest.mark.long]
 
 PORT = 16432  # the lead's suite uses 15432
 _ids = itertools.count(1)
