@@ -116,9 +116,9 @@ def test_paused_replica_leaves_rotation_then_returns(cluster, ports, transitions
     assert readmitted[3] - event[3] >= FAST["READMIT_AFTER"]
 
 
-# Round-robin: the adaptive balancer may send every one of these quick reads
-# to replica2 (the pair is both replicas, and replica1 never costs less), so
-# replica1 would never be tried and nothing would be detected (seen in CI).
+# Round-robin: under the adaptive balancer a replica1 that the first round found
+# costlier stays penalised until the next round (30 s away), every read goes to
+# replica2, and replica1's stop is never seen (seen in CI).
 @override_settings(RWSPLIT={**FAST, "CHECK_INTERVAL": 30.0, "BALANCER": "round_robin"})
 def test_stopped_replica_is_ejected_on_first_failed_connect(
     cluster, ports, transitions
