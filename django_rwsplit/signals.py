@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+from typing import Any
+
 from django.dispatch import Signal
+
+__all__ = ["read_retried", "replica_ejected", "replica_readmitted", "send_robust"]
+
+logger = logging.getLogger("django_rwsplit")
 
 # Sent with ``alias``, ``reason`` (str), ``kind`` (a
 # :class:`~django_rwsplit.health.reasons.Reason` when a replica left, else
@@ -12,7 +19,25 @@ replica_ejected = Signal()
 replica_readmitted = Signal()
 
 # Sent with ``alias`` (the replica alias the read was routed to), ``reason``
-# ("recovery_conflict", "server_shutdown" or "connection_broken") and
+# ("recovery_conflict", "server_shutdown", "connection_broken", or
+# "read_only": the replica refused a write that then ran on the primary) and
 # ``attempt`` (1 for the first retry) each time a failed autocommit read on a
 # replica runs again elsewhere.
 read_retried = Signal()
+
+
+def send_robust(signal: Signal, sender: Any, **kwargs: Any) -> None:
+    """
+    Send ``signal`` on the request path: a receiver that raises is logged.
+
+    A failing receiver (metrics, an integration) must never turn a query
+    that would succeed into an error.
+    """
+    for receiver, error in signal.send_robust(sender=sender, **kwargs):
+        if isinstance(error, Exception):
+            logger.error(
+                "Receiver %r of a django_rwsplit signal failed: %s",
+                receiver,
+                error,
+                exc_info=error,
+            )

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from tests import views
+from tests import views, views_hidden_writes
 
 urlpatterns = [
     path("read/", views.read),
@@ -17,4 +17,10 @@ urlpatterns = [
     path("item/<int:pk>/", views.item),
     path("api/create/", views.api_create),
     path("api/item/<int:pk>/", views.api_item),
+    path("hidden-write/<str:case>/", views_hidden_writes.hidden_write),
+    path("sneaky-write/<str:case>/", views_hidden_writes.sneaky_write),
+    path("stream-after-write/", views_hidden_writes.stream_after_write),
+    path(
+        "async-stream-after-write/", views_hidden_writes.async_stream_after_write
+    ),
 ]

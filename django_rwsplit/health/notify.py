@@ -17,6 +17,8 @@ from typing import Any
 
 from django.dispatch import Signal
 
+from django_rwsplit import signals
+
 __all__ = ["flush", "reset_after_fork", "send"]
 
 logger = logging.getLogger("django_rwsplit")
@@ -58,14 +60,7 @@ def _deliver() -> None:
         signal, sender, kwargs = _queue.get()
         started = time.monotonic()
         try:
-            for receiver, error in signal.send_robust(sender=sender, **kwargs):
-                if isinstance(error, Exception):
-                    logger.error(
-                        "Receiver %r of a django_rwsplit signal failed: %s",
-                        receiver,
-                        error,
-                        exc_info=error,
-                    )
+            signals.send_robust(signal, sender=sender, **kwargs)
         finally:
             with _lock:
                 _pending -= 1

@@ -37,6 +37,7 @@ from psycopg import sql as sql_module
 
 from django_rwsplit import balancing, conf, signals
 from django_rwsplit.backends.postgresql import pools
+from django_rwsplit.backends.postgresql.primary_writes import send_writes_to_primary
 from django_rwsplit.backends.postgresql.retry import MAX_RETRIES, retry_reason
 from django_rwsplit.exceptions import PrimaryUnavailable
 from django_rwsplit.health import load, release
@@ -74,8 +75,12 @@ def retry_elsewhere(
             attempt += 1
             wrapper.reconnect_for_retry(reason, error)
             cursor.cursor = wrapper.create_cursor()
-            signals.read_retried.send(
-                sender=DatabaseWrapper, alias=alias, reason=reason, attempt=attempt
+            signals.send_robust(
+                signals.read_retried,
+                sender=DatabaseWrapper,
+                alias=alias,
+                reason=reason,
+                attempt=attempt,
             )
         else:
             wrapper.end_borrowing()
@@ -102,7 +107,8 @@ class DatabaseWrapper(base.DatabaseWrapper):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.execute_wrappers.append(retry_elsewhere)
+        # Outermost first: a write moves to the primary before any retry.
+        self.execute_wrappers.extend((send_writes_to_primary, retry_elsewhere))
 
     # -- retries -------------------------------------------------------------
 
