@@ -12,6 +12,7 @@ from django.http import HttpRequest, HttpResponseBase
 
 from django_rwsplit import consistency, observe, pinning, user_pins
 from django_rwsplit.conf import Config, get_config
+from django_rwsplit.streaming import keep_scope_while_streaming
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 
@@ -28,6 +29,10 @@ class PinPrimaryMiddleware:
     the primary for ``STICKY_SECONDS``. The same token goes in the
     ``RESPONSE_TOKEN_HEADER`` response header, and a client without cookies
     may send it back in the ``REQUEST_TOKEN_HEADER`` request header.
+
+    A streamed response's body is made in the request's scope too
+    (:mod:`django_rwsplit.streaming`); a write made while it streams pins
+    the rest of the body, but no cookie can follow the headers already sent.
     """
 
     sync_capable = True
@@ -55,6 +60,7 @@ class PinPrimaryMiddleware:
             response = self.get_response(request)
             assert isinstance(response, HttpResponseBase)
             remember_write(request, response, scope, config)
+            keep_scope_while_streaming(response, scope)
         finally:
             pinning.deactivate(token)
         return response
@@ -79,6 +85,7 @@ class PinPrimaryMiddleware:
             response = await self.get_response(request)  # type: ignore [misc]
             if scope.wrote:
                 await sync_to_async(remember_write)(request, response, scope, config)
+            keep_scope_while_streaming(response, scope)
         finally:
             pinning.deactivate(token)
         return response  # type: ignore [no-any-return]

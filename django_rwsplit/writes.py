@@ -22,6 +22,7 @@ __all__ = [
     "refuse_if_demoted",
 ]
 
+
 def detect_writes(
     execute: Callable[..., Any],
     sql: object,
@@ -86,9 +87,6 @@ def _noting_copies(factory: type[Any], alias: str) -> type[Any]:
         if not isinstance(statement, str) or is_write(statement):
             note_write_on(alias)
             refuse_if_demoted(alias)
-        return super(cls, self).copy(statement, *args, **kwargs)
+        return factory.copy(self, statement, *args, **kwargs)
 
-    cls = type(
-        factory.__name__, (factory,), {"copy": copy, "rwsplit_alias": alias}
-    )
-    return cls
+    return type(factory.__name__, (factory,), {"copy": copy, "rwsplit_alias": alias})

@@ -142,14 +142,16 @@ def test_a_refused_write_is_logged_with_its_origin(replicas_serving, caplog):
 
 def test_a_write_in_a_replica_transaction_is_not_moved(replicas_serving, retried):
     """Inside atomic() on a replica the transaction lives there: no retry."""
-    with pytest.raises(InternalError, match="read-only transaction"):
-        with transaction.atomic(using="replica1"):
-            list(
-                Item.objects.using("replica1").raw(
-                    "INSERT INTO testapp_item (name, version) VALUES ('tx', 0) "
-                    "RETURNING id, name, version"
-                )
+    with (
+        pytest.raises(InternalError, match="read-only transaction"),
+        transaction.atomic(using="replica1"),
+    ):
+        list(
+            Item.objects.using("replica1").raw(
+                "INSERT INTO testapp_item (name, version) VALUES ('tx', 0) "
+                "RETURNING id, name, version"
             )
+        )
     assert retried == []
     assert not Item.objects.using("default").filter(name="tx").exists()
 

@@ -92,7 +92,7 @@ def test_reads(sql):
         # Functions with effects (sequences, advisory locks, NOTIFY ...).
         "SELECT nextval('s')",
         "SELECT pg_catalog.setval('s', 10)",
-        'SELECT "nextval"(\'s\')',
+        "SELECT \"nextval\"('s')",
         "SELECT pg_advisory_lock(1)",
         "SELECT pg_try_advisory_xact_lock(1, 2)",
         "SELECT pg_notify('c', 'x')",
@@ -107,7 +107,6 @@ def test_reads(sql):
 )
 def test_writes_and_unknowns(sql):
     assert is_write(sql)
-
 
 
 # Known writes, and the noise a user's SQL may hold around and inside them.

@@ -20,7 +20,5 @@ urlpatterns = [
     path("hidden-write/<str:case>/", views_hidden_writes.hidden_write),
     path("sneaky-write/<str:case>/", views_hidden_writes.sneaky_write),
     path("stream-after-write/", views_hidden_writes.stream_after_write),
-    path(
-        "async-stream-after-write/", views_hidden_writes.async_stream_after_write
-    ),
+    path("async-stream-after-write/", views_hidden_writes.async_stream_after_write),
 ]

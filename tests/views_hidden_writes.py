@@ -146,9 +146,7 @@ def sneaky_write(request: HttpRequest, case: str) -> JsonResponse:
     name = request.GET["name"]
     with connections["default"].cursor() as cursor:
         if case == "copy":
-            with cursor.copy(
-                "COPY testapp_item (name, version) FROM STDIN"
-            ) as copy:
+            with cursor.copy("COPY testapp_item (name, version) FROM STDIN") as copy:
                 copy.write_row((name, 0))
         elif case == "lock":
             cursor.execute(
