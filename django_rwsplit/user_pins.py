@@ -6,7 +6,8 @@ A request of that user, from any client (a second device, a service that keeps
 no cookies), reads after it for ``STICKY_SECONDS``. The lookup runs at the
 request's first read once a user is authenticated (REST frameworks
 authenticate in the view): one cache read per request of an authenticated
-user. A cache that fails or answers garbage changes nothing.
+user. A cache that fails, hangs past ``CHECK_TIMEOUT`` or answers garbage
+changes nothing.
 """
 
 from __future__ import annotations
@@ -16,10 +17,10 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from django.core.cache import caches
 from django.http import HttpRequest
 
 from django_rwsplit import consistency, pinning
+from django_rwsplit.cache_calls import CacheUnavailable, bounded_cache_call
 from django_rwsplit.conf import Config
 
 logger = logging.getLogger("django_rwsplit")
@@ -40,12 +41,15 @@ def remember(request: HttpRequest, token: str, config: Config) -> None:
     key = user_key(request)
     if key is None or config.user_pin_cache is None:
         return
+    timeout = max(1, math.ceil(config.sticky_seconds))
     try:
-        caches[config.user_pin_cache].set(
-            key, token, timeout=max(1, math.ceil(config.sticky_seconds))
+        bounded_cache_call(
+            config.user_pin_cache,
+            config.check_timeout,
+            lambda cache: cache.set(key, token, timeout=timeout),
         )
-    except Exception:  # noqa: BLE001 - a failing cache must not fail the request
-        logger.warning("Could not store the user's pin in the cache.", exc_info=True)
+    except CacheUnavailable as error:  # a failing cache must not fail the request
+        logger.warning("Could not store the user's pin in the cache: %s", error)
 
 
 def lookup_for(request: HttpRequest, config: Config) -> Callable[[pinning.Scope], bool]:
@@ -62,9 +66,11 @@ def lookup_for(request: HttpRequest, config: Config) -> Callable[[pinning.Scope]
         if key is None or config.user_pin_cache is None:
             return False
         try:
-            value = caches[config.user_pin_cache].get(key)
-        except Exception:  # noqa: BLE001 - as if there were no pin
-            logger.warning("Could not read the user's pin from the cache.")
+            value = bounded_cache_call(
+                config.user_pin_cache, config.check_timeout, lambda c: c.get(key)
+            )
+        except CacheUnavailable as error:  # as if there were no pin
+            logger.warning("Could not read the user's pin from the cache: %s", error)
             return True
         token = consistency.decode(value, config)
         if token is not None:
