@@ -18,9 +18,36 @@ BACKEND = "django_rwsplit.backends.postgresql"
 
 
 def check_settings(**kwargs: Any) -> list[checks.CheckMessage]:
-    """Report every problem in ``RWSPLIT`` (ids rwsplit.E001 to rwsplit.E025)."""
-    _, problems = conf.parse(conf.raw_setting())
-    return [checks.Error(p.msg, hint=p.hint, id=p.id, obj="RWSPLIT") for p in problems]
+    """Report every problem in ``RWSPLIT`` (ids rwsplit.E001 to rwsplit.E026)."""
+    config, problems = conf.parse(conf.raw_setting())
+    messages: list[checks.CheckMessage] = [
+        checks.Error(p.msg, hint=p.hint, id=p.id, obj="RWSPLIT") for p in problems
+    ]
+    if not problems:
+        messages.extend(check_token_size(config))
+    return messages
+
+
+def check_token_size(config: conf.Config) -> list[checks.CheckMessage]:
+    """Fail when a token of every cluster would exceed what decoding accepts."""
+    from django_rwsplit import consistency
+    from django_rwsplit.health.probes import LSN_MAX
+
+    worst = {conf.DEFAULT_CLUSTER: LSN_MAX, **dict.fromkeys(config.clusters, LSN_MAX)}
+    length = len(consistency.encode_positions(worst))
+    if length <= consistency.MAX_TOKEN_LENGTH:
+        return []
+    return [
+        checks.Error(
+            f"A read-your-writes token naming all {len(worst)} clusters can be "
+            f"{length} characters long, over the {consistency.MAX_TOKEN_LENGTH} "
+            "that a cookie or header token may have: such tokens would be "
+            "ignored and read-your-writes silently lost.",
+            hint='Use shorter names in RWSPLIT["CLUSTERS"], or fewer clusters.',
+            id="rwsplit.E026",
+            obj="RWSPLIT",
+        )
+    ]
 
 
 def _uses(entries: Sequence[Any], path: str) -> bool:

@@ -44,15 +44,15 @@ def publisher_token() -> str | None:
 
 
 def scope_for(token: object, policy: str = AFTER_PUBLISHER) -> pinning.Scope:
-    """Return the routing scope a task runs in, by its ``policy``."""
+    """Return the routing scope a task runs in, by its ``policy`` (ValueError)."""
+    if policy not in POLICIES:
+        raise ValueError(f"unknown rwsplit task policy {policy!r}; use {POLICIES}")
     if policy == PRIMARY:
         scope = pinning.Scope()
         scope.pin_everywhere("task_primary")
         return scope
     if policy == REPLICAS or token is None:
         return pinning.Scope()
-    if policy != AFTER_PUBLISHER:
-        raise ValueError(f"unknown rwsplit task policy {policy!r}; use {POLICIES}")
     decoded = consistency.decode(token, get_config())
     if decoded is None:  # forged, expired or garbage: as if there were none
         return pinning.Scope()

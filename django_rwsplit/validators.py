@@ -209,6 +209,17 @@ def secret(setting: Setting, value: Any, problems: list[Problem]) -> str | None:
             )
         )
         return None
+    if value != value.strip():
+        problems.append(
+            Problem(
+                setting.check_id,
+                f'RWSPLIT["{setting.key}"] has whitespace around it (a secret '
+                "read from a file with its newline?): monitors sending the "
+                "token would all be refused.",
+                "Strip it where it is read, e.g. Path(...).read_text().strip().",
+            )
+        )
+        return None
     return value
 
 
@@ -251,10 +262,87 @@ def djangos_cookies() -> set[str]:
     }
 
 
+# Headers with a meaning of their own to HTTP, browsers, proxies or Django,
+# which a token must never overwrite or be read from (lower case).
+RESERVED_HEADERS = frozenset(
+    {
+        "accept",
+        "accept-encoding",
+        "accept-language",
+        "age",
+        "allow",
+        "authorization",
+        "cache-control",
+        "connection",
+        "content-disposition",
+        "content-encoding",
+        "content-language",
+        "content-length",
+        "content-location",
+        "content-range",
+        "content-security-policy",
+        "content-type",
+        "cookie",
+        "date",
+        "etag",
+        "expect",
+        "expires",
+        "forwarded",
+        "host",
+        "if-match",
+        "if-modified-since",
+        "if-none-match",
+        "keep-alive",
+        "last-modified",
+        "link",
+        "location",
+        "origin",
+        "pragma",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "range",
+        "referer",
+        "referrer-policy",
+        "retry-after",
+        "server",
+        "set-cookie",
+        "strict-transport-security",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "user-agent",
+        "vary",
+        "via",
+        "www-authenticate",
+        "x-content-type-options",
+        "x-csrftoken",
+        "x-frame-options",
+        "x-requested-with",
+    }
+)
+RESERVED_HEADER_PREFIXES = ("access-control-", "sec-", "x-forwarded-")
+
+
 def header_name(setting: Setting, value: Any, problems: list[Problem]) -> str | None:
-    """None (off), or an HTTP header name of letters, digits and ``-``."""
+    """None (off), or an HTTP header name of letters, digits and ``-``, not reserved."""
     if value is None:
         return None
+    if isinstance(value, str) and (
+        value.lower() in RESERVED_HEADERS
+        or value.lower().startswith(RESERVED_HEADER_PREFIXES)
+    ):
+        problems.append(
+            Problem(
+                setting.check_id,
+                f'RWSPLIT["{setting.key}"] is {value!r}, a header that HTTP, '
+                "browsers, proxies or Django already use: the token would "
+                "overwrite it or be read from it.",
+                f"Use a header of its own; the default is {setting.default!r}.",
+            )
+        )
+        return str(setting.default)
     if (
         not isinstance(value, str)
         or not value.isascii()

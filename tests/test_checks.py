@@ -78,6 +78,18 @@ def test_absent_setting_passes(settings):
         ({**OK, "RESPONSE_TOKEN_HEADER": "X Token"}, ["rwsplit.E017"]),
         ({**OK, "REQUEST_TOKEN_HEADER": 7}, ["rwsplit.E017"]),
         ({**OK, "USER_PIN_CACHE": "nope"}, ["rwsplit.E018"]),
+        # Issue 22: a secret read from a file with its newline.
+        ({**OK, "HEALTH_ENDPOINT_TOKEN": "sixteen-chars-xy\n"}, ["rwsplit.E014"]),
+        ({**OK, "HEALTH_ENDPOINT_TOKEN": " sixteen-chars-xy"}, ["rwsplit.E014"]),
+        # Issue 22: headers HTTP, browsers, proxies or Django already use.
+        ({**OK, "RESPONSE_TOKEN_HEADER": "Content-Type"}, ["rwsplit.E017"]),
+        ({**OK, "RESPONSE_TOKEN_HEADER": "location"}, ["rwsplit.E017"]),
+        ({**OK, "RESPONSE_TOKEN_HEADER": "Connection"}, ["rwsplit.E017"]),
+        ({**OK, "RESPONSE_TOKEN_HEADER": "Set-Cookie"}, ["rwsplit.E017"]),
+        ({**OK, "REQUEST_TOKEN_HEADER": "Authorization"}, ["rwsplit.E017"]),
+        ({**OK, "REQUEST_TOKEN_HEADER": "X-Forwarded-For"}, ["rwsplit.E017"]),
+        ({**OK, "REQUEST_TOKEN_HEADER": "Sec-Fetch-Mode"}, ["rwsplit.E017"]),
+        ({**OK, "RESPONSE_TOKEN_HEADER": "X-App-Token"}, []),
     ],
 )
 def test_each_bad_setting_has_its_id(rwsplit, expected):
@@ -214,3 +226,23 @@ def test_database_check_probes_named_replicas(cluster):
 
 class SubRouter(ReadWriteRouter):
     pass
+
+
+def test_a_token_of_every_cluster_must_fit_what_decoding_accepts(settings):
+    """Issue 22: tokens the server issues and then rejects lose read-your-writes."""
+    primaries = {f"primary_of_a_long_cluster_name_{n:02}" for n in range(24)}
+    settings.DATABASES = {
+        **settings.DATABASES,
+        **{alias: dict(settings.DATABASES["default"]) for alias in primaries},
+    }
+
+    def clusters(count: int) -> dict[str, object]:
+        return {
+            "CLUSTERS": {
+                alias.removeprefix("primary_of_"): {"PRIMARY": alias}
+                for alias in sorted(primaries)[:count]
+            }
+        }
+
+    assert settings_errors(clusters(3)) == []
+    assert settings_errors(clusters(24)) == ["rwsplit.E026"]

@@ -24,6 +24,7 @@ from django_rwsplit.health.pgwire import (
 )
 
 __all__ = [
+    "LSN_MAX",
     "PostgresStreamingProbe",
     "PrimaryStatus",
     "Probe",
@@ -37,7 +38,7 @@ logger = logging.getLogger("django_rwsplit")
 
 FetchRow = Callable[[str, str, float], tuple[str | None, ...]]
 
-_LSN_MAX = (1 << 64) - 1
+LSN_MAX = (1 << 64) - 1
 _LSN_RE = re.compile(r"([0-9A-Fa-f]{1,8})/([0-9A-Fa-f]{1,8})")
 # Marker for a WAL receiver row whose details we may not see (the role lacks
 # pg_read_all_stats): streaming is then unknown rather than false.
@@ -124,7 +125,7 @@ def parse_lsn(text: str | None) -> int | None:
 
 def format_lsn(value: int) -> str:
     """Format an integer LSN the way PostgreSQL prints it (``'16/B374D848'``)."""
-    if not 0 <= value <= _LSN_MAX:
+    if not 0 <= value <= LSN_MAX:
         raise ValueError(f"LSN out of range: {value}")
     return f"{value >> 32:X}/{value & 0xFFFFFFFF:X}"
 

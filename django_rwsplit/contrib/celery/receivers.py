@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from celery import signals
 
-from django_rwsplit import task_scopes
+from django_rwsplit import pinning, task_scopes
 from django_rwsplit.contrib.celery import HEADER, OPTION
+
+logger = logging.getLogger("django_rwsplit")
 
 running = task_scopes.RunningScopes()
 _UID = "django_rwsplit.contrib.celery"
@@ -40,7 +43,47 @@ def enter_scope(task_id: str | None = None, task: Any = None, **kwargs: Any) -> 
         # Run in the caller's process and context (task_always_eager, apply()).
         token = task_scopes.publisher_token()
     policy = getattr(task, OPTION, None) or task_scopes.AFTER_PUBLISHER
-    running.enter(task_id, task_scopes.scope_for(token, policy))
+    try:
+        scope = task_scopes.scope_for(token, policy)
+    except ValueError as error:  # a typo that escaped the worker's start-up check
+        logger.error("Task %s: %s; its reads use the primary.", task.name, error)
+        scope = pinning.Scope()
+        scope.pin_everywhere("task_primary")
+    running.enter(task_id, scope)
+
+
+def invalid_policies(app: Any) -> list[str]:
+    """The registered tasks of ``app`` whose ``rwsplit_reads`` is not a policy."""
+    return sorted(
+        f"{name} (rwsplit_reads={getattr(task, OPTION)!r})"
+        for name, task in app.tasks.items()
+        if getattr(task, OPTION, None) not in (None, *task_scopes.POLICIES)
+    )
+
+
+def policy_problem(app: Any) -> str | None:
+    """Say which tasks of ``app`` have a mistyped ``rwsplit_reads`` (None: none)."""
+    invalid = invalid_policies(app)
+    if not invalid:
+        return None
+    return (
+        f"Unknown {OPTION} in Celery tasks: {', '.join(invalid)}; use one of "
+        f"{', '.join(task_scopes.POLICIES)}."
+    )
+
+
+def check_policies(sender: Any = None, **kwargs: Any) -> None:
+    """
+    ``worker_init``: a worker with a mistyped ``rwsplit_reads`` does not start.
+
+    Celery logs and swallows a receiver's exception, so the worker is
+    stopped with ``SystemExit`` and the message; its queue keeps every task.
+    """
+    app = getattr(sender, "app", None)
+    problem = None if app is None else policy_problem(app)
+    if problem is not None:
+        logger.error("%s", problem)
+        raise SystemExit(problem)
 
 
 def leave_scope(task_id: str | None = None, **kwargs: Any) -> None:
@@ -54,6 +97,7 @@ def connect() -> None:
     signals.before_task_publish.connect(attach_token, weak=False, dispatch_uid=_UID)
     signals.task_prerun.connect(enter_scope, weak=False, dispatch_uid=_UID)
     signals.task_postrun.connect(leave_scope, weak=False, dispatch_uid=_UID)
+    signals.worker_init.connect(check_policies, weak=False, dispatch_uid=_UID)
 
 
 def disconnect() -> None:
@@ -61,3 +105,4 @@ def disconnect() -> None:
     signals.before_task_publish.disconnect(dispatch_uid=_UID)
     signals.task_prerun.disconnect(dispatch_uid=_UID)
     signals.task_postrun.disconnect(dispatch_uid=_UID)
+    signals.worker_init.disconnect(dispatch_uid=_UID)
