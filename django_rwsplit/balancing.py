@@ -30,6 +30,7 @@ __all__ = [
     "AdaptiveBalancer",
     "Balancer",
     "RoundRobinBalancer",
+    "acting_as_test_mirror",
     "Rotation",
     "caught_up",
     "cost",
@@ -317,7 +318,10 @@ def mirrors_active(config: Config) -> bool:
     writes, so while that is the case (and ``ROUTE_TEST_MIRRORS_TO_PRIMARY``
     is on) reads go to the primary.
     """
-    for alias in config.replicas:
-        name = connections.settings[alias].get("NAME")
-        return bool(name != _startup_names.get(alias, name))
-    return False
+    return any(acting_as_test_mirror(alias) for alias in config.replicas)
+
+
+def acting_as_test_mirror(alias: str) -> bool:
+    """Whether the test runner has renamed ``alias``'s database (a test mirror)."""
+    name = connections.settings[alias].get("NAME")
+    return bool(name != _startup_names.get(alias, name))

@@ -27,3 +27,13 @@ class NotesTransactionTestCase(TransactionTestCase):
     def test_client_post_then_get(self):
         self.client.post("/add/", {"text": "tx client"})
         self.assertEqual(self.client.get("/list/").json(), {"texts": ["tx client"]})
+
+
+class EveryDatabaseTestCase(TransactionTestCase):
+    """A suite that names every database, as multi-database suites do."""
+
+    databases = "__all__"
+
+    def test_writes_then_reads_with_every_database_declared(self):
+        Note.objects.create(text="everywhere")
+        self.assertEqual(Note.objects.get().text, "everywhere")
