@@ -83,3 +83,69 @@ def test_an_average_from_the_future_is_not_decayed():
     server.sample(5.0, now=1e6)
     assert server.latency_ms(0.0) == 5.0
     assert server.cost(0.0) == 5.0
+
+
+# -- health checks' figures (issue 22: one slow check steered every read) ----
+
+from collections import Counter  # noqa: E402
+
+from django_rwsplit.balancing import AdaptiveBalancer  # noqa: E402
+from django_rwsplit.health.rotation import Rotation  # noqa: E402
+
+PAIR = Rotation({"replica1": 1, "replica2": 1})
+
+
+def check_round(now: float, replica1_ms: float | None, replica2_ms: float = 1.0):
+    """One health round's figures, fed as the monitor feeds them."""
+    load.take_check("replica1", replica1_ms, 0)
+    load.take_check("replica2", replica2_ms, 0)
+    load.judge(now, PAIR.members)
+
+
+def light_traffic(reads: int = 40) -> Counter[str]:
+    """Sequential reads: nothing in flight, no latency samples of their own."""
+    balancer = AdaptiveBalancer()
+    return Counter(balancer.pick(PAIR) for _ in range(reads))
+
+
+def assert_spread(counts: Counter[str]) -> None:
+    total = sum(counts.values())
+    for alias in ("replica1", "replica2"):
+        assert 0.3 * total <= counts[alias] <= 0.7 * total, counts
+
+
+def test_one_slow_check_does_not_steer_light_traffic():
+    for now in range(3):
+        check_round(now, 1.0)
+    check_round(3, 250.0)  # one outlier: a hiccup of the check itself
+    assert "replica1" not in load.penalised
+    assert_spread(light_traffic())
+
+
+def test_two_slow_checks_in_a_row_do_penalise():
+    for now in range(3):
+        check_round(now, 1.0)
+    check_round(3, 250.0)
+    check_round(4, 240.0)
+    assert load.penalised == {"replica1"}
+    assert light_traffic()["replica1"] == 0
+
+
+def test_a_readmitted_replica_spreads_again_within_two_check_intervals():
+    for now in range(3):
+        check_round(now, 1.0)
+    for now in range(3, 10):  # stopped: its checks measure nothing
+        check_round(now, None)
+    check_round(10, 300.0)  # readmitted: the first check of a cold server
+    check_round(11, 1.0)
+    check_round(12, 1.0)
+    assert_spread(light_traffic())
+
+
+def test_a_first_check_alone_is_the_figure_and_two_take_the_lower():
+    load.take_check("replica1", 5.0, 0)
+    assert load.of("replica1").neutral_ms == 5.0
+    load.take_check("replica1", 90.0, 0)
+    assert load.of("replica1").neutral_ms == 5.0
+    load.take_check("replica1", 80.0, 0)
+    assert load.of("replica1").neutral_ms == 80.0

@@ -6,7 +6,8 @@ The engine's execute wrapper calls :meth:`ServerLoad.begin` and
 queries in flight and a peak-EWMA of query latency: slower responses raise
 the average at once (a single one alone, halfway), faster ones pull it down
 by :data:`SMOOTHING` of the gap, and with no new response it decays back to
-a neutral figure (the health check's query time, else zero) within a few
+a neutral figure (the median of the last health checks' query times,
+else zero) within a few
 :data:`DECAY_SECONDS`. A replica's cost is that latency times its load
 (:meth:`ServerLoad.cost`).
 
@@ -28,6 +29,7 @@ __all__ = [
     "DECAY_SECONDS",
     "SMOOTHING",
     "ServerLoad",
+    "CHECK_WINDOW",
     "CLEARLY_CHEAPER",
     "SLACK_MS",
     "begin",
@@ -52,6 +54,9 @@ SLACK_MS = 2.0
 # The verdict is renewed at most this often (seconds) by finishing queries,
 # and once per health round.
 JUDGE_EVERY = 0.001
+# How many of the last health checks' query times the neutral figure is the
+# median of (see :func:`take_check`).
+CHECK_WINDOW = 3
 
 
 class ServerLoad:
@@ -65,6 +70,7 @@ class ServerLoad:
         "active_backends",
         "queries",
         "slow_before",
+        "checks",
     )
 
     def __init__(self) -> None:
@@ -78,6 +84,8 @@ class ServerLoad:
         self.queries = 0
         # Whether the last answer was slower than the average before it.
         self.slow_before = False
+        # The last CHECK_WINDOW health checks' query times, oldest first.
+        self.checks: tuple[float, ...] = ()
 
     @property
     def outstanding(self) -> int:
@@ -195,10 +203,19 @@ def end(alias: str, query: object, started: float, *, ok: bool = True) -> None:
 
 
 def take_check(alias: str, query_ms: float | None, active: int | None) -> None:
-    """Take a health check's view of ``alias``'s load (called once per round)."""
+    """
+    Take a health check's view of ``alias``'s load (called once per round).
+
+    The neutral figure is the median of the last :data:`CHECK_WINDOW` check
+    times (the lower middle of two), so one slow check (a scheduling
+    hiccup, a cold cache after a restart) cannot penalise a replica for a
+    whole round; two in a row do.
+    """
     server = of(alias)
     if query_ms is not None:
-        server.neutral_ms = query_ms
+        server.checks = (*server.checks[1 - CHECK_WINDOW :], query_ms)
+        ordered = sorted(server.checks)
+        server.neutral_ms = ordered[(len(ordered) - 1) // 2]
     server.active_backends = active or 0
 
 

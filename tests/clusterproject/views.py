@@ -10,6 +10,8 @@ from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from shop.models import Order
 
+from django_rwsplit.health import state as health_state
+
 
 @csrf_exempt
 def create_event(request: HttpRequest) -> JsonResponse:
@@ -29,5 +31,11 @@ def read_event(request: HttpRequest, pk: int) -> JsonResponse:
             "event_db": event_db,
             "order_db": order_db,
             "pid": os.getpid(),
+            # This worker's replicas in rotation: why a read went where it did.
+            "rotation": sorted(
+                alias
+                for state in health_state.every_cluster()
+                for alias in state.rotation.members
+            ),
         }
     )
