@@ -167,8 +167,9 @@ def check_databases(
     """
     With ``check --database``, probe the named primary and replicas.
 
-    Replicas that Django's test runner made test mirrors are not probed: the
-    runner checks after creating the test database, which a replica may
+    Replicas that Django's test runner made test mirrors, whose reads then
+    go to the primary (``ROUTE_TEST_MIRRORS_TO_PRIMARY``), are not probed:
+    the runner checks after creating the test database, which a replica may
     not have replayed yet.
     """
     if not databases:
@@ -195,9 +196,11 @@ def check_databases(
                         id="rwsplit.E020",
                     )
                 )
-        elif alias in cluster.replicas and not balancing.acting_as_test_mirror(alias):
-            # A test mirror points at the primary's fresh test database, which
-            # the replica may not have replayed yet: not a fault to report.
+        elif alias in cluster.replicas and not (
+            cluster.test_mirrors and balancing.acting_as_test_mirror(alias)
+        ):
+            # A test mirror whose reads go to the primary serves no test, and
+            # the primary's fresh test database may not be replayed there yet.
             reading = probe_for(options).check_replica(
                 alias, options, cluster.check_timeout
             )

@@ -51,3 +51,27 @@ def _fresh_health() -> Iterator[None]:
 def django_db_setup(django_db_setup: None, rwsplit_cluster: LocalCluster) -> None:
     """Let the replicas replay the freshly created test database before tests."""
     rwsplit_cluster.wait_caught_up(timeout=60)
+
+
+@pytest.fixture
+def atomic_requests() -> Iterator[None]:
+    """The primary runs each view in a transaction (``ATOMIC_REQUESTS``)."""
+    from django.db import connections
+
+    settings_dict = connections.settings["default"]
+    settings_dict["ATOMIC_REQUESTS"] = True
+    try:
+        yield
+    finally:
+        settings_dict["ATOMIC_REQUESTS"] = False
+
+
+@pytest.fixture
+def replay_paused(cluster: LocalCluster) -> Iterator[None]:
+    """Both replicas in rotation, then their replay paused (the cluster heals)."""
+    from tests.utils import start_health
+
+    start_health()
+    for replica in ("replica1", "replica2"):
+        cluster.pause_replay(replica)
+    yield

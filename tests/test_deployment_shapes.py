@@ -439,16 +439,6 @@ def test_a_read_inside_a_replica_transaction_is_not_retried(conflict_prone, retr
 # -- ATOMIC_REQUESTS -----------------------------------------------------------
 
 
-@pytest.fixture
-def atomic_requests() -> Iterator[None]:
-    settings_dict = connections.settings["default"]
-    settings_dict["ATOMIC_REQUESTS"] = True
-    try:
-        yield
-    finally:
-        settings_dict["ATOMIC_REQUESTS"] = False
-
-
 @override_settings(RWSPLIT=QUIET)
 def test_atomic_requests_safe_views_read_replicas_until_they_write(
     atomic_requests, cluster, ports

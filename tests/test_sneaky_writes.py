@@ -10,10 +10,7 @@ that left the primary after such a write would miss its row.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
-from django.db import connections
 from django.test import Client, override_settings
 
 from tests.testapp.models import Item
@@ -36,30 +33,12 @@ CASES = [
 ]
 
 
-@pytest.fixture
-def replay_paused(cluster) -> Iterator[None]:
-    start_health()
-    for replica in ("replica1", "replica2"):
-        cluster.pause_replay(replica)
-    yield
-
-
 @override_settings(RWSPLIT=LAGGING_OK)
 @pytest.mark.parametrize("case", CASES)
 def test_a_raw_write_pins_the_request(case, replay_paused):
     response = Client().get(f"/sneaky-write/{case}/", {"name": f"sneaky-{case}"})
     assert response.status_code == 200
     assert response.json() == {"alias": "default", "found": 1}
-
-
-@pytest.fixture
-def atomic_requests() -> Iterator[None]:
-    settings_dict = connections.settings["default"]
-    settings_dict["ATOMIC_REQUESTS"] = True
-    try:
-        yield
-    finally:
-        settings_dict["ATOMIC_REQUESTS"] = False
 
 
 @override_settings(RWSPLIT=LAGGING_OK)

@@ -18,17 +18,9 @@ from django.test import AsyncClient, Client, override_settings
 
 from django_rwsplit import pinning
 from django_rwsplit.streaming import keep_scope_while_streaming
-from tests.utils import fast_health, start_health
+from tests.utils import fast_health
 
 LAGGING_OK = fast_health(MAX_LAG_SECONDS=60.0, BALANCER="round_robin")
-
-
-@pytest.fixture
-def replay_paused(cluster) -> Iterator[None]:
-    start_health()
-    for replica in ("replica1", "replica2"):
-        cluster.pause_replay(replica)
-    yield
 
 
 @pytest.mark.cluster
