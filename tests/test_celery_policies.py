@@ -26,13 +26,14 @@ class Worker:
 def app():
     app = celery.Celery("policies", set_as_current=False)
 
-    @app.task(name="good", rwsplit_reads="primary")
+    # Shared tasks of other apps are not registered here: only these three.
+    @app.task(name="good", rwsplit_reads="primary", shared=False)
     def good() -> None: ...
 
-    @app.task(name="plain")
+    @app.task(name="plain", shared=False)
     def plain() -> None: ...
 
-    @app.task(name="typo", rwsplit_reads="primry")
+    @app.task(name="typo", rwsplit_reads="primry", shared=False)
     def typo() -> None: ...
 
     return app

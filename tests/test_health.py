@@ -111,6 +111,9 @@ def test_paused_replica_leaves_rotation_then_returns(cluster, ports, transitions
 
     cluster.resume_replay("replica1")
     wait_until(lambda: "replica1" in rotation(), timeout=10)
+    # The round shows the rotation before its signal is queued (then sent
+    # from the notifier's thread): wait for the signal itself.
+    wait_until(lambda: len(transitions.of("readmitted", "replica1")) >= 2, timeout=10)
     readmitted = transitions.of("readmitted", "replica1")[-1]
     assert transitions.events.index(readmitted) > transitions.events.index(event)
     assert readmitted[3] - event[3] >= FAST["READMIT_AFTER"]
