@@ -93,10 +93,11 @@ def tests(session: nox.Session, django: str) -> None:
     ``CHAOS_SHAPES``) and the tests marked ``long`` (scenarios that take
     seconds each and do not depend on Django's version: load balancing under
     light traffic and slowness, the browser test, two clusters, the local
-    cluster tool), which run on Django 5.2.
+    cluster tool) or ``once`` (pure logic, the probes and health rounds, the
+    command's output: tests/conftest.py ONCE), which run on Django 5.2.
     """
     shapes = os.environ.get("RWSPLIT_CHAOS_SHAPES") or CHAOS_SHAPES[django]
-    selection = [] if django == LONG_TESTS_ON else ["-m", "not long"]
+    selection = [] if django == LONG_TESTS_ON else ["-m", "not long and not once"]
     env = {"RWSPLIT_CHAOS_SHAPES": shapes}
     show_version = "import django; print('Django', django.__version__)"
     if bootstrap_venv_is(django):

@@ -75,3 +75,37 @@ def replay_paused(cluster: LocalCluster) -> Iterator[None]:
     for replica in ("replica1", "replica2"):
         cluster.pause_replay(replica)
     yield
+
+
+# Test modules whose subject does not depend on Django's version (pure logic,
+# the health probes and rounds, the command's output, multiprocess metrics):
+# marked ``once``, so that only one session of the matrix runs them
+# (noxfile.py: the Django 5.2 session, as for ``long``).
+ONCE = frozenset(
+    {
+        "test_balancing",
+        "test_celery_policies",
+        "test_daemon_pool",
+        "test_forks",
+        "test_load",
+        "test_metrics_multiprocess",
+        "test_monitor",
+        "test_observe",
+        "test_probes",
+        "test_reasons",
+        "test_release",
+        "test_replica_health_command",
+        "test_report",
+        "test_retry",
+        "test_rotation",
+        "test_stale_rounds",
+        "test_tracker",
+        "test_writes",
+    }
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.module is not None and item.module.__name__.rpartition(".")[2] in ONCE:
+            item.add_marker(pytest.mark.once)
