@@ -23,6 +23,7 @@ from django_rwsplit.exceptions import NoReplicaAvailable
 from django_rwsplit.health import load
 from django_rwsplit.health import state as health_state
 from django_rwsplit.health.rotation import Rotation, smooth_weighted_sequence
+from django_rwsplit.pin_reasons import PinReason
 from django_rwsplit.pinning import Scope, current_scope
 
 __all__ = [
@@ -194,8 +195,8 @@ def _causal_choice(
         return choose_replica(config, scope)
     # No replica has the client's last write yet: the rest of the scope
     # reads from the primary without asking the replicas again.
-    scope.pinned = "token"
-    observe.pin("token")
+    scope.pinned = PinReason.TOKEN
+    observe.pin(PinReason.TOKEN)
     return config.primary
 
 

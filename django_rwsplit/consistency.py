@@ -23,6 +23,7 @@ from django.db import connections
 from django_rwsplit import pinning
 from django_rwsplit.conf import DEFAULT_CLUSTER, Config, get_config
 from django_rwsplit.health.probes import format_lsn, parse_lsn
+from django_rwsplit.pin_reasons import PinReason
 
 SALT = "django_rwsplit.pin"
 # A token holds one position per cluster written (a few dozen characters each).
@@ -147,7 +148,7 @@ def apply(token: Token, scope: pinning.Scope, config: Config) -> None:
     for name, lsn in token.entries().items():
         target = scope.of(name)
         if lsn is None or config.consistency != "lsn":
-            target.pinned = target.pinned or "cookie"
+            target.pinned = target.pinned or PinReason.COOKIE
         elif target.min_lsn is None or lsn > target.min_lsn:
             target.min_lsn = lsn
             target.token_at = token.issued_at
@@ -257,7 +258,7 @@ def scope_after(token: Token) -> pinning.Scope:
     scope = pinning.Scope()
     for name, lsn in token.entries().items():
         target = scope.of(name)
-        target.pinned = "token" if lsn is None else None
+        target.pinned = PinReason.TOKEN if lsn is None else None
         target.min_lsn = lsn
         target.token_at = token.issued_at
     return scope

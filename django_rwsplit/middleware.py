@@ -12,6 +12,7 @@ from django.http import HttpRequest, HttpResponseBase
 
 from django_rwsplit import consistency, observe, pinning, user_pins
 from django_rwsplit.conf import Config, get_config
+from django_rwsplit.pin_reasons import PinReason
 from django_rwsplit.streaming import keep_scope_while_streaming
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
@@ -95,7 +96,7 @@ def open_scope(request: HttpRequest, config: Config) -> pinning.Scope:
     """Return the routing scope a new request starts with."""
     scope = pinning.Scope()
     if config.pin_unsafe_methods and request.method not in SAFE_METHODS:
-        scope.pin_everywhere("unsafe_method")
+        scope.pin_everywhere(PinReason.UNSAFE_METHOD)
     token = client_token(request, config)
     if token is not None:
         consistency.apply(token, scope, config)

@@ -13,6 +13,7 @@ from typing import Any, TypeVar, overload
 
 from django_rwsplit import conf, observe
 from django_rwsplit.conf import DEFAULT_CLUSTER
+from django_rwsplit.pin_reasons import PinReason
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -58,14 +59,14 @@ class Scope:
 
     def __init__(
         self,
-        pinned: str | None = None,
+        pinned: PinReason | None = None,
         min_lsn: int | None = None,
         token_at: float | None = None,
     ) -> None:
         self.pinned = pinned
         # A pin of the whole unit of work (an unsafe HTTP method): every
         # cluster's scope starts with it.
-        self.shared_pin: str | None = None
+        self.shared_pin: PinReason | None = None
         self.others: dict[str, Scope] | None = None
         self.written: tuple[str, ...] = ()
         self.replica: str | None = None
@@ -94,7 +95,7 @@ class Scope:
             scope = others[cluster] = Scope(pinned=self.shared_pin)
         return scope
 
-    def pin_everywhere(self, reason: str) -> None:
+    def pin_everywhere(self, reason: PinReason) -> None:
         """Pin every cluster's reads of this unit of work (``reason``)."""
         self.shared_pin = self.shared_pin or reason
         self.pinned = self.pinned or reason
@@ -218,8 +219,8 @@ def note_write(cluster: str = DEFAULT_CLUSTER) -> None:
         scope.written = (*scope.written, cluster)
     target = scope.of(cluster)
     if target.pinned is None:
-        target.pinned = "write"
-        observe.pin("write")
+        target.pinned = PinReason.WRITE
+        observe.pin(PinReason.WRITE)
 
 
 class PinPrimary:
@@ -247,12 +248,12 @@ class PinPrimary:
         if cluster is not None:
             pins = _cluster_pins.get()
             if not pins and not _pin_depth.get():
-                observe.pin("pin_primary")
+                observe.pin(PinReason.PIN_PRIMARY)
             _cluster_pins.set((*pins, cluster))
             return
         depth = _pin_depth.get()
         if not depth:
-            observe.pin("pin_primary")
+            observe.pin(PinReason.PIN_PRIMARY)
         _pin_depth.set(depth + 1)
 
     def __exit__(

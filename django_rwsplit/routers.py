@@ -10,6 +10,7 @@ from django.db import connections
 from django.db.backends.base.base import BaseDatabaseWrapper
 
 from django_rwsplit import balancing, conf, observe, pinning
+from django_rwsplit.pin_reasons import PinReason
 
 
 class _PrimaryConnection(threading.local):
@@ -38,6 +39,11 @@ _choose_replica = balancing.choose_replica
 _unscoped_write = pinning.get_unscoped_write
 _unscoped_writes = pinning.get_unscoped_writes
 _NONE: dict[str, float] = {}
+# Bound once: the read path reads module globals, not enum attributes.
+_NO_REPLICAS = PinReason.NO_REPLICAS
+_PIN_PRIMARY = PinReason.PIN_PRIMARY
+_WRITE = PinReason.WRITE
+_TRANSACTION = PinReason.TRANSACTION
 
 
 def forget_primary_connection() -> None:
@@ -83,11 +89,11 @@ class ReadWriteRouter:
         if config.clusters:
             return self._read_in_cluster(config.cluster_for_model(model))
         primary = config.primary
-        reason: str | None
+        reason: PinReason | None
         if not config.replicas:
-            alias, reason = primary, "no_replicas"
+            alias, reason = primary, _NO_REPLICAS
         elif _pin_depth():
-            alias, reason = primary, "pin_primary"
+            alias, reason = primary, _PIN_PRIMARY
         else:
             scope = _current_scope()
             if scope is not None and scope.pinned is not None:
@@ -98,7 +104,7 @@ class ReadWriteRouter:
                 and time.monotonic() - wrote_at < config.sticky_seconds
             ):
                 # Outside any scope, a write pins its context for a while.
-                alias, reason = primary, "write"
+                alias, reason = primary, _WRITE
             else:
                 wrapper = _primary_connection.wrapper
                 if wrapper is None or wrapper.alias != primary:
@@ -107,7 +113,7 @@ class ReadWriteRouter:
                     scope is None
                     or scope.request_atomic_depth != len(wrapper.atomic_blocks)
                 ):
-                    alias, reason = primary, "transaction"
+                    alias, reason = primary, _TRANSACTION
                 else:
                     alias, reason = _choose_replica(config, scope), None
         if observe.listeners:
@@ -124,11 +130,11 @@ class ReadWriteRouter:
         (Kept apart so that a project with one cluster pays nothing for it.)
         """
         primary = config.primary
-        reason: str | None
+        reason: PinReason | None
         if not config.replicas:
-            alias, reason = primary, "no_replicas"
+            alias, reason = primary, _NO_REPLICAS
         elif _pin_depth() or config.name in _cluster_pins():
-            alias, reason = primary, "pin_primary"
+            alias, reason = primary, _PIN_PRIMARY
         else:
             base = _current_scope()
             scope = None if base is None else base.of(config.name)
@@ -143,7 +149,7 @@ class ReadWriteRouter:
                 )
                 and time.monotonic() - wrote_at < config.sticky_seconds
             ):
-                alias, reason = primary, "write"
+                alias, reason = primary, _WRITE
             else:
                 others = _primary_connection.others
                 wrapper = others.get(primary) if others is not None else None
@@ -153,7 +159,7 @@ class ReadWriteRouter:
                     scope is None
                     or scope.request_atomic_depth != len(wrapper.atomic_blocks)
                 ):
-                    alias, reason = primary, "transaction"
+                    alias, reason = primary, _TRANSACTION
                 elif config.is_default:
                     alias, reason = _choose_replica(config, base), None
                 else:

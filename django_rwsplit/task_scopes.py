@@ -19,6 +19,7 @@ from django.core.exceptions import SynchronousOnlyOperation
 
 from django_rwsplit import consistency, forks, pinning
 from django_rwsplit.conf import get_config
+from django_rwsplit.pin_reasons import PinReason
 
 logger = logging.getLogger("django_rwsplit")
 
@@ -49,7 +50,7 @@ def scope_for(token: object, policy: str = AFTER_PUBLISHER) -> pinning.Scope:
         raise ValueError(f"unknown rwsplit task policy {policy!r}; use {POLICIES}")
     if policy == PRIMARY:
         scope = pinning.Scope()
-        scope.pin_everywhere("task_primary")
+        scope.pin_everywhere(PinReason.TASK_PRIMARY)
         return scope
     if policy == REPLICAS or token is None:
         return pinning.Scope()

@@ -91,6 +91,7 @@ ONCE = frozenset(
         "test_metrics_multiprocess",
         "test_monitor",
         "test_observe",
+        "test_pin_reasons",
         "test_probes",
         "test_reasons",
         "test_release",

@@ -22,6 +22,7 @@ from django_rwsplit import pinning, task_scopes
 from django_rwsplit.cache_calls import CacheUnavailable, bounded_cache_call
 from django_rwsplit.conf import get_config
 from django_rwsplit.contrib.django_tasks import ATTRIBUTE
+from django_rwsplit.pin_reasons import PinReason
 
 logger = logging.getLogger("django_rwsplit")
 
@@ -77,7 +78,7 @@ def enter_scope(task_result: Any = None, **kwargs: Any) -> None:
             error,
         )
         scope = pinning.Scope()
-        scope.pin_everywhere("task_primary")
+        scope.pin_everywhere(PinReason.TASK_PRIMARY)
     else:
         scope = task_scopes.scope_for(token, policy)
     running.enter(str(task_result.id), scope)
