@@ -99,6 +99,7 @@ ONCE = frozenset(
         "test_report",
         "test_retry",
         "test_rotation",
+        "test_shared",
         "test_stale_rounds",
         "test_tracker",
         "test_writes",

@@ -18,7 +18,7 @@ from django_rwsplit import balancing, conf, pinning, signals
 from django_rwsplit.health import notify
 from django_rwsplit.health import state as health_state
 from django_rwsplit.health.monitor import SharedRounds
-from django_rwsplit.health.probes import ReplicaReading
+from django_rwsplit.health.probes import ProbeFailure, ReplicaReading
 from tests.testapp.models import Item
 from tests.utils import (
     fast_health,
@@ -478,6 +478,7 @@ class TimedOutRound:
             reachable=False,
             checked_at=time.time(),
             error="timeout after 3000 ms",
+            failure=ProbeFailure.TIMEOUT,
         )
         self.done.set()
         return primary, [*readings, hung]

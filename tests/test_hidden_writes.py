@@ -171,3 +171,23 @@ def test_a_failing_retry_receiver_does_not_fail_the_read(replicas_serving):
     finally:
         signals.read_retried.disconnect(broken)
     assert len(rows) == 1
+
+
+def test_a_refused_write_is_counted_in_metrics(replicas_serving):
+    prometheus_client = pytest.importorskip("prometheus_client")
+    from django_rwsplit import metrics
+
+    registry = prometheus_client.CollectorRegistry()
+    metrics.install(registry)
+    try:
+        list(
+            Item.objects.using("replica1").raw(
+                "SELECT rwsplit_test_insert(%s) AS id, 'x' AS name, 0 AS version",
+                ["counted"],
+            )
+        )
+        labels = {"alias": "replica1", "reason": "read_only"}
+        counted = registry.get_sample_value("rwsplit_read_retries_total", labels)
+    finally:
+        metrics.uninstall()
+    assert counted == 1.0

@@ -32,7 +32,7 @@ from django_rwsplit import signals
 from django_rwsplit.conf import Config
 from django_rwsplit.health import history, load, notify, release
 from django_rwsplit.health.monitor import Monitor, tracker_for
-from django_rwsplit.health.probes import PrimaryStatus, ReplicaReading
+from django_rwsplit.health.probes import PrimaryStatus, ProbeFailure, ReplicaReading
 from django_rwsplit.health.reasons import Reason
 from django_rwsplit.health.rotation import EMPTY, Rotation
 from django_rwsplit.health.tracker import HealthSnapshot, ReplicaStatus, Transition
@@ -165,7 +165,7 @@ class ProcessHealth:
         self.hung = frozenset(
             reading.alias
             for reading in readings
-            if not reading.reachable and (reading.error or "").startswith("timeout")
+            if not reading.reachable and reading.failure is ProbeFailure.TIMEOUT
         )
         for alias in sorted(self.hung):
             release.release(

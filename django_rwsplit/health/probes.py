@@ -12,6 +12,7 @@ import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any, Protocol
 
 from django_rwsplit.conf import measurable_engine
@@ -27,6 +28,7 @@ __all__ = [
     "LSN_MAX",
     "PostgresStreamingProbe",
     "PrimaryStatus",
+    "ProbeFailure",
     "Probe",
     "ReplicaReading",
     "format_lsn",
@@ -64,6 +66,24 @@ REPLICA_SQL = (
 )
 
 
+class ProbeFailure(StrEnum):
+    """Why a check got no answer (its ``error`` says it in words)."""
+
+    #: No answer within ``CHECK_TIMEOUT``: a hung or overloaded server.
+    TIMEOUT = "timeout"
+    #: The connection was refused, reset or rejected (a stopped server).
+    CONNECTION = "connection"
+    #: The probe itself failed, or the server answered nonsense.
+    UNEXPECTED = "unexpected"
+
+
+def _typed_failure(status: PrimaryStatus | ReplicaReading) -> None:
+    """A failure read back from JSON (a shared round) becomes typed again."""
+    failure = status.failure
+    if failure is not None and not isinstance(failure, ProbeFailure):
+        object.__setattr__(status, "failure", ProbeFailure(failure))
+
+
 @dataclass(frozen=True, kw_only=True)
 class PrimaryStatus:
     """Result of checking the primary (measurements are None when unreachable)."""
@@ -77,6 +97,10 @@ class PrimaryStatus:
     server_time: float | None = None
     latency_ms: float | None = None
     error: str | None = None
+    failure: ProbeFailure | None = None
+
+    def __post_init__(self) -> None:
+        _typed_failure(self)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -99,6 +123,10 @@ class ReplicaReading:
     # A warm round trip after the check (latency_ms includes connecting).
     query_ms: float | None = None
     active_backends: int | None = None
+    failure: ProbeFailure | None = None
+
+    def __post_init__(self) -> None:
+        _typed_failure(self)
 
 
 class Probe(Protocol):
@@ -162,11 +190,16 @@ class PostgresStreamingProbe:
 
     def _run(
         self, alias: str, settings_dict: Mapping[str, Any], sql: str, timeout: float
-    ) -> tuple[tuple[str | None, ...] | None, float | None, float | None, str | None]:
+    ) -> tuple[
+        tuple[str | None, ...] | None,
+        float | None,
+        float | None,
+        tuple[ProbeFailure, str] | None,
+    ]:
         """
-        Return ``(row, latency_ms, query_ms, error)``.
+        Return ``(row, latency_ms, query_ms, failure)``.
 
-        Exactly one of row and error is set.
+        Exactly one of row and failure (its kind, and in words) is set.
         """
         start = time.perf_counter()
         try:
@@ -174,14 +207,16 @@ class PostgresStreamingProbe:
                 conninfo_from_settings(settings_dict), sql, timeout
             )
         except ProbeTimeout:
-            return None, None, None, f"timeout after {timeout * 1000:.0f} ms"
+            words = f"timeout after {timeout * 1000:.0f} ms"
+            return None, None, None, (ProbeFailure.TIMEOUT, words)
         except ProbeConnectionError as exc:
-            return None, None, None, str(exc)
+            return None, None, None, (ProbeFailure.CONNECTION, str(exc))
         except Exception as exc:
             logger.warning(
                 "health probe of %r failed unexpectedly", alias, exc_info=True
             )
-            return None, None, None, f"unexpected error: {type(exc).__name__}"
+            words = f"unexpected error: {type(exc).__name__}"
+            return None, None, None, (ProbeFailure.UNEXPECTED, words)
         return row, (time.perf_counter() - start) * 1000.0, query_ms, None
 
     def check_primary(
@@ -190,7 +225,7 @@ class PostgresStreamingProbe:
         """Check that the primary answers and is not in recovery."""
         checked_at = time.time()
         endpoint = _endpoint(settings_dict)
-        row, latency, _, error = self._run(alias, settings_dict, PRIMARY_SQL, timeout)
+        row, latency, _, failure = self._run(alias, settings_dict, PRIMARY_SQL, timeout)
         try:
             if row is not None:
                 in_recovery, current, now = row
@@ -206,12 +241,17 @@ class PostgresStreamingProbe:
                 )
         except Exception as exc:
             logger.warning("bad primary status from %r", alias, exc_info=True)
-            error = f"unexpected error: {type(exc).__name__}"
+            failure = (
+                ProbeFailure.UNEXPECTED,
+                f"unexpected error: {type(exc).__name__}",
+            )
+        kind, words = failure or (ProbeFailure.UNEXPECTED, "no answer")
         return PrimaryStatus(
             alias=alias,
             endpoint=endpoint,
             reachable=False,
-            error=error,
+            error=words,
+            failure=kind,
             checked_at=checked_at,
         )
 
@@ -221,7 +261,7 @@ class PostgresStreamingProbe:
         """Measure a replica's recovery and WAL replay state."""
         checked_at = time.time()
         endpoint = _endpoint(settings_dict)
-        row, latency, query_ms, error = self._run(
+        row, latency, query_ms, failure = self._run(
             alias, settings_dict, REPLICA_SQL, timeout
         )
         try:
@@ -246,12 +286,17 @@ class PostgresStreamingProbe:
                 )
         except Exception as exc:
             logger.warning("bad replica reading from %r", alias, exc_info=True)
-            error = f"unexpected error: {type(exc).__name__}"
+            failure = (
+                ProbeFailure.UNEXPECTED,
+                f"unexpected error: {type(exc).__name__}",
+            )
+        kind, words = failure or (ProbeFailure.UNEXPECTED, "no answer")
         return ReplicaReading(
             alias=alias,
             endpoint=endpoint,
             reachable=False,
-            error=error,
+            error=words,
+            failure=kind,
             checked_at=checked_at,
         )
 
