@@ -11,6 +11,7 @@ from django.utils.module_loading import import_string
 
 from django_rwsplit import balancing, conf
 from django_rwsplit.health.probes import probe_for
+from django_rwsplit.health.verdict import PrimaryVerdict, judge_primary, primary_problem
 
 ROUTER_PATH = "django_rwsplit.routers.ReadWriteRouter"
 MIDDLEWARE_PATH = "django_rwsplit.middleware.PinPrimaryMiddleware"
@@ -187,12 +188,13 @@ def check_databases(
             primary = probe_for(options).check_primary(
                 alias, options, cluster.check_timeout
             )
-            if not primary.reachable or primary.in_recovery:
+            if judge_primary(primary) in (
+                PrimaryVerdict.UNREACHABLE,
+                PrimaryVerdict.IN_RECOVERY,
+            ):
                 messages.append(
                     checks.Error(
-                        f"Primary {alias!r} is "
-                        + ("unreachable" if not primary.reachable else "in recovery")
-                        + f": {primary.error or 'read-only'}.",
+                        f"Primary {alias!r} is {primary_problem(primary)}.",
                         id="rwsplit.E020",
                     )
                 )

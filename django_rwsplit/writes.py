@@ -12,6 +12,7 @@ from django_rwsplit import conf, pinning
 from django_rwsplit.conf import DEFAULT_CLUSTER
 from django_rwsplit.exceptions import PrimaryUnavailable
 from django_rwsplit.health import state as health_state
+from django_rwsplit.health.verdict import PrimaryVerdict, judge_primary
 from django_rwsplit.sql_classify import is_write
 
 __all__ = [
@@ -52,7 +53,11 @@ def refuse_if_demoted(alias: str) -> None:
     """Raise PrimaryUnavailable if health checks found the primary read-only."""
     state = health_state.for_alias(alias)
     primary = state.tracker.primary if state is not None else None
-    if primary is not None and primary.alias == alias and primary.in_recovery:
+    if (
+        primary is not None
+        and primary.alias == alias
+        and judge_primary(primary) is PrimaryVerdict.IN_RECOVERY
+    ):
         raise PrimaryUnavailable(
             f"Primary database {alias!r} ({primary.endpoint}) is in recovery "
             "(read-only, demoted by a failover?); refusing to write. Point "

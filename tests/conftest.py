@@ -102,6 +102,7 @@ ONCE = frozenset(
         "test_shared",
         "test_stale_rounds",
         "test_tracker",
+        "test_verdict",
         "test_writes",
     }
 )

@@ -42,11 +42,11 @@ from django_rwsplit.conf import Config, get_config
 from django_rwsplit.health import report
 from django_rwsplit.health import state as health_state
 from django_rwsplit.health.report import (
-    primary_problem,
     replica_reason,
     stale_problem,
 )
 from django_rwsplit.health.tracker import HealthSnapshot
+from django_rwsplit.health.verdict import primary_problem
 
 try:
     import health_check

@@ -36,6 +36,7 @@ from django_rwsplit.health.probes import PrimaryStatus, ProbeFailure, ReplicaRea
 from django_rwsplit.health.reasons import Reason
 from django_rwsplit.health.rotation import EMPTY, Rotation
 from django_rwsplit.health.tracker import HealthSnapshot, ReplicaStatus, Transition
+from django_rwsplit.health.verdict import PrimaryVerdict, judge_primary, primary_problem
 
 logger = logging.getLogger("django_rwsplit")
 
@@ -60,7 +61,7 @@ class ProcessHealth:
         self.tracker.on_rotation = self._rotation_changed
         self.monitor = Monitor(config, databases, self._take_round, self.snapshot)
         self.fallback_active = False
-        self.primary_problem: str | None = None
+        self.primary_verdict = PrimaryVerdict.WRITABLE
         self.pid = os.getpid()
         # A round normally lands every max(interval, 2 timeouts) and takes
         # up to two timeouts (the primary, then the replicas at once).
@@ -182,20 +183,16 @@ class ProcessHealth:
         return alias in self.hung
 
     def _primary_changed(self, primary: PrimaryStatus) -> None:
-        problem = (
-            "unreachable"
-            if not primary.reachable
-            else "in recovery (read-only)"
-            if primary.in_recovery
-            else None
-        )
-        if problem == self.primary_problem:
+        """Log each change of the primary's verdict (not of its error's words)."""
+        verdict = judge_primary(primary)
+        if verdict is self.primary_verdict:
             return
-        self.primary_problem = problem
-        if problem is not None:
+        self.primary_verdict = verdict
+        if verdict is not PrimaryVerdict.WRITABLE:
+            problem = primary_problem(primary)
             logger.error("Primary %r is %s.", self.config.primary, problem)
         else:
-            logger.info("Primary %r is reachable again.", self.config.primary)
+            logger.info("Primary %r is writable again.", self.config.primary)
 
     def _fallback_changed(self, active: bool) -> None:
         if active == self.fallback_active:

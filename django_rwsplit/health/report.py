@@ -16,8 +16,8 @@ from typing import Any
 from django.db import connections
 
 from django_rwsplit.conf import Config
-from django_rwsplit.health.probes import PrimaryStatus
 from django_rwsplit.health.tracker import HealthSnapshot, ReplicaStatus
+from django_rwsplit.health.verdict import primary_problem
 
 PENDING = "readmission pending"
 
@@ -87,17 +87,6 @@ def redact(text: str | None, config: Config) -> str | None:
         return text
     parts = _endpoint_parts([config.primary, *config.replicas])
     return _host_patterns(parts).sub("<hidden>", text)
-
-
-def primary_problem(primary: PrimaryStatus | None) -> str | None:
-    """Return why the primary cannot take writes, or None when it can."""
-    if primary is None:
-        return "not checked"
-    if not primary.reachable:
-        return f"unreachable: {primary.error}"
-    if primary.in_recovery is not False:
-        return "in recovery (read-only)"
-    return None
 
 
 def stale_problem(snapshot: HealthSnapshot) -> str | None:

@@ -18,6 +18,7 @@ from django_rwsplit.health.policy import (
 from django_rwsplit.health.probes import PrimaryStatus, ReplicaReading
 from django_rwsplit.health.reasons import Reason
 from django_rwsplit.health.rotation import Rotation
+from django_rwsplit.health.verdict import PrimaryVerdict, judge_primary
 
 
 @dataclass(frozen=True)
@@ -68,11 +69,7 @@ class HealthSnapshot:
         """Return "ok", "warning" or "critical", as monitoring plugins do."""
         if self.stale:
             return "critical"
-        primary_ok = (
-            self.primary is not None
-            and self.primary.reachable
-            and self.primary.in_recovery is False
-        )
+        primary_ok = judge_primary(self.primary) is PrimaryVerdict.WRITABLE
         in_rotation = [r for r in self.replicas if r.in_rotation]
         if not primary_ok or (self.replicas and not in_rotation):
             return "critical"

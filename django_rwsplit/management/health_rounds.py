@@ -13,8 +13,9 @@ from typing import Any
 from django_rwsplit.conf import Config
 from django_rwsplit.health import monitor
 from django_rwsplit.health.probes import format_lsn
-from django_rwsplit.health.report import primary_problem, replica_reason
+from django_rwsplit.health.report import replica_reason
 from django_rwsplit.health.tracker import HealthSnapshot, Tracker
+from django_rwsplit.health.verdict import primary_problem
 
 
 def _number(value: float | int | None, digits: int) -> str:
