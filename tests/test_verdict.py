@@ -8,7 +8,6 @@ from django_rwsplit.health.probes import PrimaryStatus, ProbeFailure
 from django_rwsplit.health.tracker import HealthSnapshot
 from django_rwsplit.health.verdict import PrimaryVerdict, judge_primary, primary_problem
 
-
 TIMEOUT = ProbeFailure.TIMEOUT
 
 
