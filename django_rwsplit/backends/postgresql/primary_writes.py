@@ -46,10 +46,14 @@ def send_writes_to_primary(
 ) -> Any:
     """Execute wrapper of every connection of the engine (see module docstring)."""
     wrapper = context["connection"]
-    cursor = context["cursor"]
-    primary = _movable_to(wrapper, cursor)
-    if primary is None:
+    primary = _primary_of_replica(wrapper)
+    if (
+        primary is None
+        or wrapper.in_atomic_block
+        or getattr(context["cursor"].cursor, "name", None)  # server-side
+    ):
         return execute(sql, params, many, context)
+    cursor = context["cursor"]
     if not isinstance(sql, str) or is_write(sql):
         return run_on_primary(primary, cursor, sql, params, many)
     try:
@@ -78,14 +82,24 @@ def send_writes_to_primary(
     return result
 
 
-def _movable_to(wrapper: Any, cursor: Any) -> str | None:
-    """The primary a statement of ``wrapper`` may move to (None: it stays)."""
-    if wrapper.in_atomic_block or getattr(cursor.cursor, "name", None):
-        return None
+def _primary_of_replica(wrapper: Any) -> str | None:
+    """
+    The primary of ``wrapper``'s cluster if its alias is a replica (else None).
+
+    Kept on the wrapper until the setting changes: this runs for every query.
+    """
+    config = conf.cached
+    known = wrapper.__dict__.get("_rwsplit_replica_of")
+    if known is not None and config is not None and known[0] is config:
+        return known[1]  # type: ignore[no-any-return]
     cluster = conf.cluster_of(wrapper.alias)
-    if cluster is None or wrapper.alias not in cluster.replicas:
-        return None
-    return cluster.primary
+    primary = (
+        cluster.primary
+        if cluster is not None and wrapper.alias in cluster.replicas
+        else None
+    )
+    wrapper._rwsplit_replica_of = (conf.cached, primary)
+    return primary
 
 
 def run_on_primary(primary: str, cursor: Any, sql: Any, params: Any, many: bool) -> Any:
