@@ -50,6 +50,18 @@ def test_an_async_streamed_body_reads_the_rows_its_view_wrote(replay_paused):
     assert async_to_sync(fetch)() == "start\ndefault True\n"
 
 
+@pytest.mark.cluster
+@pytest.mark.django_db(transaction=True, databases="__all__")
+@override_settings(RWSPLIT=LAGGING_OK)
+def test_a_file_response_built_from_a_query_reads_the_rows_its_view_wrote(
+    replay_paused,
+):
+    response = Client().get("/file-after-write/", {"name": "filed"})
+    assert response.status_code == 200
+    assert b"".join(response.streaming_content) == b"default True\n"
+    response.close()
+
+
 # Pure logic: which responses are wrapped, and the scope around each chunk.
 
 

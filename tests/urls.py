@@ -19,6 +19,7 @@ urlpatterns = [
     path("api/item/<int:pk>/", views.api_item),
     path("hidden-write/<str:case>/", views_hidden_writes.hidden_write),
     path("sneaky-write/<str:case>/", views_hidden_writes.sneaky_write),
+    path("file-after-write/", views_hidden_writes.file_after_write),
     path("stream-after-write/", views_hidden_writes.stream_after_write),
     path("async-stream-after-write/", views_hidden_writes.async_stream_after_write),
 ]

@@ -6,7 +6,12 @@ from collections.abc import AsyncIterator, Iterator
 
 from django.db import connections, router
 from django.db.models import F, Func, IntegerField
-from django.http import HttpRequest, JsonResponse, StreamingHttpResponse
+from django.http import (
+    FileResponse,
+    HttpRequest,
+    JsonResponse,
+    StreamingHttpResponse,
+)
 
 from tests.testapp.models import Item
 
@@ -160,3 +165,29 @@ def sneaky_write(request: HttpRequest, case: str) -> JsonResponse:
     return JsonResponse(
         {"alias": alias, "found": Item.objects.filter(name=name).count()}
     )
+
+
+class RowsAsFile:
+    """A file-like object whose bytes come from a query, read as it streams."""
+
+    def __init__(self, name: str) -> None:
+        self.name_filter = name
+        self.done = False
+
+    def read(self, size: int = -1) -> bytes:
+        if self.done:
+            return b""
+        self.done = True
+        alias = router.db_for_read(Item)
+        found = Item.objects.filter(name=self.name_filter).exists()
+        return f"{alias} {found}\n".encode()
+
+    def close(self) -> None:
+        self.done = True
+
+
+def file_after_write(request: HttpRequest) -> FileResponse:
+    """Write, then answer a FileResponse whose file reads the row back."""
+    name = request.GET.get("name", "filed")
+    Item.objects.create(name=name)
+    return FileResponse(RowsAsFile(name), content_type="text/plain")
