@@ -8,7 +8,7 @@ from typing import Any
 
 from django.db.backends.base.base import BaseDatabaseWrapper
 
-from django_rwsplit import conf, pinning
+from django_rwsplit import conf, pinning, sql_classify
 from django_rwsplit.conf import DEFAULT_CLUSTER
 from django_rwsplit.exceptions import PrimaryUnavailable
 from django_rwsplit.health import state as health_state
@@ -16,12 +16,17 @@ from django_rwsplit.health.verdict import PrimaryVerdict, judge_primary
 from django_rwsplit.sql_classify import is_write
 
 __all__ = [
+    "READ_ONLY_VERBS",
     "detect_writes",
     "install",
     "is_write",
     "note_write_on",
     "refuse_if_demoted",
 ]
+
+
+# Kept for code that imported it from here (upper case, as it always was).
+READ_ONLY_VERBS = frozenset(verb.upper() for verb in sql_classify.READ_ONLY_VERBS)
 
 
 def detect_writes(
