@@ -28,12 +28,11 @@ def _install_write_detector(
 
 
 def _settings_changed(setting: str, **kwargs: Any) -> None:
-    from django_rwsplit import conf
-    from django_rwsplit.health import state as health_state
+    from django_rwsplit import conf, process_state
 
     if setting in ("RWSPLIT", "DATABASES", "CACHES"):
         conf.clear_cache(setting=setting)
-        health_state.reset()
+        process_state.reset()
 
 
 def _install_metrics() -> None:
@@ -55,10 +54,8 @@ class RwsplitConfig(AppConfig):
 
     def ready(self) -> None:
         global _fork_hook_registered
-        from django_rwsplit import balancing, forks
+        from django_rwsplit import balancing, process_state
         from django_rwsplit import checks as rwsplit_checks
-        from django_rwsplit.health import load
-        from django_rwsplit.health import state as health_state
 
         checks.register(rwsplit_checks.check_settings)
         checks.register(rwsplit_checks.check_wiring)
@@ -70,7 +67,5 @@ class RwsplitConfig(AppConfig):
         balancing.remember_database_names()
         _install_metrics()
         if not _fork_hook_registered:
-            os.register_at_fork(after_in_child=health_state.reset_after_fork)
-            os.register_at_fork(after_in_child=load.reset)
-            os.register_at_fork(after_in_child=forks.renew_locks)
+            os.register_at_fork(after_in_child=process_state.reset_after_fork)
             _fork_hook_registered = True

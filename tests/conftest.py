@@ -4,9 +4,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from django_rwsplit import pinning
-from django_rwsplit.health import load
-from django_rwsplit.health import state as health_state
+from django_rwsplit import pinning, process_state
 from django_rwsplit.testing.cluster import LocalCluster
 
 pytest_plugins = ["django_rwsplit.testing.fixtures"]
@@ -24,7 +22,7 @@ def cluster(rwsplit_cluster: LocalCluster) -> Iterator[LocalCluster]:
     rwsplit_cluster.wait_caught_up(timeout=60)
     yield rwsplit_cluster
     heal(rwsplit_cluster)
-    health_state.reset()
+    process_state.reset()
 
 
 @pytest.fixture
@@ -42,9 +40,10 @@ def _fresh_health() -> Iterator[None]:
     # A write outside any scope (another test's, the database flush) pins
     # this thread's reads for STICKY_SECONDS: each test starts unpinned.
     pinning.forget_unscoped_write()
-    load.reset()  # another test's latencies must not steer this one's reads
+    # Another test's monitor and latencies must not steer this one's reads.
+    process_state.reset()
     yield
-    health_state.reset()
+    process_state.reset()
 
 
 @pytest.fixture(scope="session")
@@ -95,6 +94,7 @@ ONCE = frozenset(
         "test_pin_reasons",
         "test_policy",
         "test_probes",
+        "test_process_state",
         "test_reasons",
         "test_release",
         "test_replica_health_command",

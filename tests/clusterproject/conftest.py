@@ -7,9 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from django_rwsplit import pinning
-from django_rwsplit.health import load
-from django_rwsplit.health import state as health_state
+from django_rwsplit import pinning, process_state
 from django_rwsplit.testing.cluster import LocalCluster
 
 pytest_plugins = ["django_rwsplit.testing.fixtures"]
@@ -44,12 +42,12 @@ def clusters(
     yield rwsplit_cluster, second_cluster
     for cluster in (rwsplit_cluster, second_cluster):
         heal(cluster)
-    health_state.reset()
+    process_state.reset()
 
 
 @pytest.fixture(autouse=True)
 def _fresh_health() -> Iterator[None]:
     pinning.forget_unscoped_write()
-    load.reset()
+    process_state.reset()
     yield
-    health_state.reset()
+    process_state.reset()

@@ -1,0 +1,46 @@
+"""process_state: the one reset of the process's health and load state."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from django.test import override_settings
+
+from django_rwsplit import process_state
+from django_rwsplit.health import load
+from django_rwsplit.health import state as health_state
+
+
+def test_reset_forgets_the_load_measured_so_far():
+    load.of("replica1").sample(40.0, now=1.0)
+    load.take_check("replica1", 5.0, 3)
+    process_state.reset()
+    fresh = load.of("replica1")
+    assert fresh.peak_ms is None and fresh.neutral_ms is None
+    assert fresh.active_backends == 0
+
+
+def test_a_settings_change_goes_through_the_same_reset():
+    load.of("replica1").sample(40.0, now=1.0)
+    with override_settings(RWSPLIT={"REPLICAS": []}):
+        assert load.of("replica1").peak_ms is None
+    assert health_state.current() is None
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+def test_a_forked_child_starts_with_no_measurements():
+    load.of("replica1").sample(40.0, now=1.0)
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # the hooks registered in AppConfig.ready() have run
+        os.close(read)
+        clean = load.of("replica1").peak_ms is None and health_state.current() is None
+        os.write(write, b"1" if clean else b"0")
+        os._exit(0)
+    os.close(write)
+    answer = os.read(read, 1)
+    os.close(read)
+    os.waitpid(child, 0)
+    assert answer == b"1"
+    assert load.of("replica1").peak_ms == 40.0  # the parent keeps its own
