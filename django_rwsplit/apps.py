@@ -65,6 +65,15 @@ class RwsplitConfig(AppConfig):
             _install_write_detector, dispatch_uid="django_rwsplit"
         )
         balancing.remember_database_names()
+        # The process's wiring, here rather than at import time.
+        from django_rwsplit import pinning, routers, signals
+        from django_rwsplit.backends.postgresql.base import discard_pool
+
+        # Each request (and read_after block) starts from connections[...] again.
+        pinning.on_activate(routers.forget_primary_connection)
+        signals.replica_ejected.connect(
+            discard_pool, weak=False, dispatch_uid="django_rwsplit.backends.pools"
+        )
         _install_metrics()
         if not _fork_hook_registered:
             os.register_at_fork(after_in_child=process_state.reset_after_fork)

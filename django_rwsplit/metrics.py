@@ -316,13 +316,13 @@ _sync: metrics_multiprocess.MultiprocessSync | None = None
 _DISPATCH_UID = "django_rwsplit.metrics"
 
 
+_fork_hook_registered = False
+
+
 def _restart_sync() -> None:
     """In a forked child (a gunicorn worker): the sync thread did not survive."""
     if _sync is not None:
         _sync.start()
-
-
-os.register_at_fork(after_in_child=_restart_sync)
 
 
 def install(registry: Any = None) -> None:
@@ -341,6 +341,10 @@ def install(registry: Any = None) -> None:
             "pip install django-rwsplit[prometheus]"
         ) from None
     target = prometheus_client.REGISTRY if registry is None else registry
+    global _fork_hook_registered
+    if not _fork_hook_registered:
+        os.register_at_fork(after_in_child=_restart_sync)
+        _fork_hook_registered = True
     with _lock:
         if _observer is None:
             _observer = CountingObserver()

@@ -63,10 +63,6 @@ def _cluster_primary(alias: str) -> BaseDatabaseWrapper:
     return wrapper
 
 
-# Each request (and read_after block) starts from connections[...] again.
-pinning.on_activate(forget_primary_connection)
-
-
 class ReadWriteRouter:
     """
     Route writes to the primary and reads to a healthy replica.

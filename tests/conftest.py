@@ -82,6 +82,7 @@ def replay_paused(cluster: LocalCluster) -> Iterator[None]:
 # (noxfile.py: the Django 5.2 session, as for ``long``).
 ONCE = frozenset(
     {
+        "test_apps",
         "test_balancing",
         "test_celery_policies",
         "test_daemon_pool",

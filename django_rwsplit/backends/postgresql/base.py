@@ -430,11 +430,10 @@ def wait_bound(settings_dict: dict[str, Any], check_timeout: float) -> float:
     return max(2.0, seconds if seconds > 0 else check_timeout)
 
 
-def _discard_pool(sender: object, alias: str, **kwargs: Any) -> None:
-    """Receiver of ``replica_ejected``: no pooled connection outlives rotation."""
+def discard_pool(sender: object, alias: str, **kwargs: Any) -> None:
+    """
+    Receiver of ``replica_ejected``: no pooled connection outlives rotation.
+
+    Connected in ``AppConfig.ready()``.
+    """
     pools.discard(DatabaseWrapper._connection_pools, alias)
-
-
-signals.replica_ejected.connect(
-    _discard_pool, weak=False, dispatch_uid="django_rwsplit.backends.pools"
-)
