@@ -7,9 +7,8 @@ from typing import Any
 
 from celery import signals
 
-from django_rwsplit import pinning, task_scopes
+from django_rwsplit import task_scopes
 from django_rwsplit.contrib.celery import HEADER, OPTION
-from django_rwsplit.pin_reasons import PinReason
 
 logger = logging.getLogger("django_rwsplit")
 
@@ -48,8 +47,7 @@ def enter_scope(task_id: str | None = None, task: Any = None, **kwargs: Any) -> 
         scope = task_scopes.scope_for(token, policy)
     except ValueError as error:  # a typo that escaped the worker's start-up check
         logger.error("Task %s: %s; its reads use the primary.", task.name, error)
-        scope = pinning.Scope()
-        scope.pin_everywhere(PinReason.TASK_PRIMARY)
+        scope = task_scopes.scope_for(None, task_scopes.PRIMARY)
     running.enter(task_id, scope)
 
 

@@ -18,11 +18,10 @@ from typing import Any
 
 from django.tasks import signals
 
-from django_rwsplit import pinning, task_scopes
+from django_rwsplit import task_scopes
 from django_rwsplit.cache_calls import CacheUnavailable, bounded_cache_call
 from django_rwsplit.conf import get_config
 from django_rwsplit.contrib.django_tasks import ATTRIBUTE
-from django_rwsplit.pin_reasons import PinReason
 
 logger = logging.getLogger("django_rwsplit")
 
@@ -77,8 +76,7 @@ def enter_scope(task_result: Any = None, **kwargs: Any) -> None:
             task_result.id,
             error,
         )
-        scope = pinning.Scope()
-        scope.pin_everywhere(PinReason.TASK_PRIMARY)
+        scope = task_scopes.scope_for(None, task_scopes.PRIMARY)
     else:
         scope = task_scopes.scope_for(token, policy)
     running.enter(str(task_result.id), scope)
