@@ -56,7 +56,7 @@ def run_mode(name: str, rwsplit: dict, keep_cookie: bool, args, primary_port: in
     from django.db import connections
     from django.test import Client, override_settings
 
-    from django_rwsplit.health import state as health_state
+    from django_rwsplit import process_state
 
     counts: Counter = Counter()
     lock = threading.Lock()
@@ -81,7 +81,7 @@ def run_mode(name: str, rwsplit: dict, keep_cookie: bool, args, primary_port: in
         connections.close_all()
 
     with override_settings(RWSPLIT=rwsplit):
-        health_state.reset()
+        process_state.reset()
         Client().get("/read/1/")  # start health checks, wait for the first round
         threads = [threading.Thread(target=client_loop) for _ in range(args.clients)]
         started = time.monotonic()
@@ -90,7 +90,7 @@ def run_mode(name: str, rwsplit: dict, keep_cookie: bool, args, primary_port: in
         for thread in threads:
             thread.join()
         elapsed = time.monotonic() - started
-        health_state.reset()
+        process_state.reset()
     return [
         name,
         str(counts["reads"]),

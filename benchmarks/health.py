@@ -55,7 +55,7 @@ time.sleep(float(sys.argv[1]))  # keep checking for the measurement window
 
 
 def timing(local, trials: int) -> list[list[str]]:
-    from django_rwsplit import conf, signals
+    from django_rwsplit import conf, process_state, signals
     from django_rwsplit.health import state as health_state
 
     state = health_state.process_health(conf.get_config())
@@ -107,7 +107,7 @@ def timing(local, trials: int) -> list[list[str]]:
     finally:
         stop.set()
         thread.join()
-        health_state.reset()
+        process_state.reset()
     median_eject, median_readmit = statistics.median(eject), statistics.median(readmit)
     return [
         [

@@ -162,7 +162,7 @@ def main() -> None:
         from django.contrib.auth.models import User
         from django.db.utils import ConnectionRouter
 
-        from django_rwsplit.health import state as health_state
+        from django_rwsplit import process_state
         from django_rwsplit.routers import ReadWriteRouter
 
         candidates = {
@@ -210,7 +210,7 @@ def main() -> None:
         )
         results = best_of(runs, args.repeat, args.number)
         wrapper = execute_wrapper_cost(args.number, args.repeat)
-        health_state.reset()
+        process_state.reset()
 
     baseline = results["multidb PinningReplicaRouter"]
     rows = [

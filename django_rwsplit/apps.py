@@ -66,11 +66,11 @@ class RwsplitConfig(AppConfig):
         )
         balancing.remember_database_names()
         # The process's wiring, here rather than at import time.
-        from django_rwsplit import pinning, routers, signals
+        from django_rwsplit import pinning, planner, signals
         from django_rwsplit.backends.postgresql.base import discard_pool
 
         # Each request (and read_after block) starts from connections[...] again.
-        pinning.on_activate(routers.forget_primary_connection)
+        pinning.on_activate(planner.forget_primary_connections)
         signals.replica_ejected.connect(
             discard_pool, weak=False, dispatch_uid="django_rwsplit.backends.pools"
         )

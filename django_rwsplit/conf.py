@@ -254,6 +254,9 @@ class Config:
     model_cache: dict[type, Config] = field(
         default_factory=dict, compare=False, repr=False
     )
+    # This cluster's read planner, once made (planner.for_config sets it; the
+    # router reads it per read, an attribute rather than a lookup).
+    read_planner: Any = field(default=None, compare=False, repr=False)
 
     def every_cluster(self) -> tuple[Config, ...]:
         """The default cluster, then the others in the order of CLUSTERS."""

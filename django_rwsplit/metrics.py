@@ -78,6 +78,8 @@ class CountingObserver:
         self._local = _ThreadCounts(self)
         self.ejections: Counter[tuple[str, str]] = Counter()
         self.retries: Counter[tuple[str, str]] = Counter()
+        # Queries answered by a substitute server, by (alias, server).
+        self.substituted: Counter[tuple[str, str]] = Counter()
         self.readmissions: Counter[str] = Counter()
         self._out: set[str] = set()
 
@@ -142,6 +144,11 @@ class CountingObserver:
         with self._lock:
             self.ejections[(alias, label)] += 1
             self._out.add(alias)
+
+    def served_by(self, alias: str, server: str) -> None:
+        """A query routed to ``alias`` was answered by ``server`` (failover)."""
+        with self._lock:
+            self.substituted[(alias, server)] += 1
 
     def retried(self, alias: str, reason: str = "other", **kwargs: Any) -> None:
         """Receiver of :data:`~django_rwsplit.signals.read_retried`."""
@@ -271,6 +278,7 @@ class RwsplitCollector:
         with self.counts._lock:
             ejections = Counter(self.counts.ejections)
             retries = Counter(self.counts.retries)
+            substituted = Counter(self.counts.substituted)
             readmissions: Counter[str] = Counter(dict.fromkeys(replicas, 0))
             readmissions.update(self.counts.readmissions)
         family = CounterMetricFamily(
@@ -290,6 +298,16 @@ class RwsplitCollector:
         )
         for (alias, reason), count in sorted(retries.items()):
             family.add_metric([alias, reason], count)
+        yield family
+        family = CounterMetricFamily(
+            "rwsplit_substituted_queries",
+            "Queries routed to a replica alias that another server answered "
+            "(the read planner's substitute while the replica is unusable), by "
+            "alias and the server that answered.",
+            labels=["alias", "server"],
+        )
+        for (alias, answered), count in sorted(substituted.items()):
+            family.add_metric([alias, answered], count)
         yield family
         yield _counter(
             "rwsplit_replica_readmissions",

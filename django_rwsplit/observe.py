@@ -25,6 +25,9 @@ class Observer(Protocol):
     def pin(self, reason: str) -> None:
         """A request, block or task started reading from the primary."""
 
+    # Optional: def served_by(self, alias: str, server: str) -> None, a query
+    # routed to ``alias`` answered by the substitute ``server`` (failover).
+
 
 # Replaced, never mutated, so the router can walk it without a lock.
 listeners: tuple[Observer, ...] = ()
@@ -51,6 +54,14 @@ def read(alias: str, reason: str | None) -> None:
     """Report a routed read."""
     for listener in listeners:
         listener.read(alias, reason)
+
+
+def served_by(alias: str, server: str) -> None:
+    """Report a query routed to ``alias`` that substitute ``server`` answered."""
+    for listener in listeners:
+        method = getattr(listener, "served_by", None)
+        if method is not None:
+            method(alias, server)
 
 
 def pin(reason: str) -> None:

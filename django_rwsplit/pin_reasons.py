@@ -33,3 +33,8 @@ class PinReason(StrEnum):
     NO_REPLICAS = "no_replicas"
     #: A task whose policy is ``"primary"``, or whose token could not be read.
     TASK_PRIMARY = "task_primary"
+    #: No replica is in rotation (``FALLBACK = "primary"``).
+    FALLBACK = "fallback"
+    #: The replicas are the test runner's mirrors of the primary
+    #: (``ROUTE_TEST_MIRRORS_TO_PRIMARY``).
+    TEST_MIRROR = "test_mirror"

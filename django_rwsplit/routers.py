@@ -2,65 +2,11 @@
 
 from __future__ import annotations
 
-import threading
-import time
 from typing import Any
 
-from django.db import connections
-from django.db.backends.base.base import BaseDatabaseWrapper
+from django_rwsplit import conf, observe, planner
 
-from django_rwsplit import balancing, conf, observe, pinning
-from django_rwsplit.pin_reasons import PinReason
-
-
-class _PrimaryConnection(threading.local):
-    """
-    The calling thread's primary ``DatabaseWrapper``, remembered per thread.
-
-    ``connections[alias]`` costs about a microsecond (asgiref's ``Local``
-    probes for a running event loop on every access); the router asks whether
-    the primary is inside ``atomic()`` on every read, so it keeps the wrapper
-    Django handed this thread. It is forgotten whenever a routing scope is
-    activated (each request, each ``read_after`` block), so a wrapper
-    replaced with ``connections[alias] = ...`` is seen by the next request
-    at the latest.
-    """
-
-    wrapper: BaseDatabaseWrapper | None = None
-    # With several clusters (RWSPLIT["CLUSTERS"]): each primary's, by alias.
-    others: dict[str, BaseDatabaseWrapper] | None = None
-
-
-_primary_connection = _PrimaryConnection()
-_pin_depth = pinning.get_pin_depth
-_cluster_pins = pinning.get_cluster_pins
-_current_scope = pinning.get_scope
-_choose_replica = balancing.choose_replica
-_unscoped_write = pinning.get_unscoped_write
-_unscoped_writes = pinning.get_unscoped_writes
-_NONE: dict[str, float] = {}
-# Bound once: the read path reads module globals, not enum attributes.
-_NO_REPLICAS = PinReason.NO_REPLICAS
-_PIN_PRIMARY = PinReason.PIN_PRIMARY
-_WRITE = PinReason.WRITE
-_TRANSACTION = PinReason.TRANSACTION
-
-
-def forget_primary_connection() -> None:
-    """Drop the remembered primary wrappers of the calling thread."""
-    _primary_connection.wrapper = None
-    _primary_connection.others = None
-
-
-def _cluster_primary(alias: str) -> BaseDatabaseWrapper:
-    """The calling thread's wrapper of a cluster's primary ``alias``."""
-    others = _primary_connection.others
-    if others is None:
-        others = _primary_connection.others = {}
-    wrapper = others.get(alias)
-    if wrapper is None:
-        wrapper = others[alias] = connections[alias]
-    return wrapper
+_for_config = planner.for_config
 
 
 class ReadWriteRouter:
@@ -80,89 +26,14 @@ class ReadWriteRouter:
     """
 
     def db_for_read(self, model: type[Any], **hints: Any) -> str:
-        # This runs for every read: keep it to attribute reads, no I/O.
+        # This runs for every read: the planner decides (no I/O when unpinned).
         config = conf.cached or conf.get_config()
         if config.clusters:
-            return self._read_in_cluster(config.cluster_for_model(model))
-        primary = config.primary
-        reason: PinReason | None
-        if not config.replicas:
-            alias, reason = primary, _NO_REPLICAS
-        elif _pin_depth():
-            alias, reason = primary, _PIN_PRIMARY
-        else:
-            scope = _current_scope()
-            if scope is not None and scope.pinned is not None:
-                alias, reason = primary, scope.pinned
-            elif (
-                scope is None
-                and (wrote_at := _unscoped_write())
-                and time.monotonic() - wrote_at < config.sticky_seconds
-            ):
-                # Outside any scope, a write pins its context for a while.
-                alias, reason = primary, _WRITE
-            else:
-                wrapper = _primary_connection.wrapper
-                if wrapper is None or wrapper.alias != primary:
-                    wrapper = _primary_connection.wrapper = connections[primary]
-                if wrapper.in_atomic_block and (
-                    scope is None
-                    or scope.request_atomic_depth != len(wrapper.atomic_blocks)
-                ):
-                    alias, reason = primary, _TRANSACTION
-                else:
-                    alias, reason = _choose_replica(config, scope), None
+            config = config.cluster_for_model(model)
+        plan = (config.read_planner or _for_config(config)).plan()
         if observe.listeners:
-            observe.read(alias, reason)
-        return alias
-
-    @staticmethod
-    def _read_in_cluster(config: conf.Config) -> str:
-        """
-        :meth:`db_for_read` with several clusters: the same rules, per cluster.
-
-        ``config`` is the model's cluster; its routing state in the unit of
-        work is ``scope.of(config.name)``, its pins ``pin_primary(name)``.
-        (Kept apart so that a project with one cluster pays nothing for it.)
-        """
-        primary = config.primary
-        reason: PinReason | None
-        if not config.replicas:
-            alias, reason = primary, _NO_REPLICAS
-        elif _pin_depth() or config.name in _cluster_pins():
-            alias, reason = primary, _PIN_PRIMARY
-        else:
-            base = _current_scope()
-            scope = None if base is None else base.of(config.name)
-            if scope is not None and scope.pinned is not None:
-                alias, reason = primary, scope.pinned
-            elif (
-                scope is None
-                and (
-                    wrote_at := _unscoped_write()
-                    if config.is_default
-                    else _unscoped_writes(_NONE).get(config.name, 0.0)
-                )
-                and time.monotonic() - wrote_at < config.sticky_seconds
-            ):
-                alias, reason = primary, _WRITE
-            else:
-                others = _primary_connection.others
-                wrapper = others.get(primary) if others is not None else None
-                if wrapper is None:
-                    wrapper = _cluster_primary(primary)
-                if wrapper.in_atomic_block and (
-                    scope is None
-                    or scope.request_atomic_depth != len(wrapper.atomic_blocks)
-                ):
-                    alias, reason = primary, _TRANSACTION
-                elif config.is_default:
-                    alias, reason = _choose_replica(config, base), None
-                else:
-                    alias, reason = balancing.choose_in_cluster(config, base), None
-        if observe.listeners:
-            observe.read(alias, reason)
-        return alias
+            observe.read(plan.alias, plan.reason)
+        return plan.alias
 
     def db_for_write(self, model: type[Any], **hints: Any) -> str:
         config = conf.cached or conf.get_config()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from django_rwsplit import pinning, routers, signals
+from django_rwsplit import pinning, planner, signals
 
 CHECK_IMPORTS = """
 import django_rwsplit.backends.postgresql.base, django_rwsplit.routers
@@ -15,7 +15,7 @@ print(len(pinning._on_activate), len(signals.replica_ejected.receivers))
 
 
 def test_ready_wires_the_router_and_the_pools():
-    assert routers.forget_primary_connection in pinning._on_activate
+    assert planner.forget_primary_connections in pinning._on_activate
     uids = [receiver[0][0] for receiver in signals.replica_ejected.receivers]
     assert "django_rwsplit.backends.pools" in uids
 

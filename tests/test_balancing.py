@@ -1,72 +1,15 @@
-"""The replica choice on a fake health state: pure logic, no server needed."""
+"""The balancers on fed figures: pure logic, no server needed."""
 
 from __future__ import annotations
 
 import time
 from collections import Counter
-from types import SimpleNamespace
 
 import pytest
 
-from django_rwsplit import balancing, pinning
-from django_rwsplit.conf import Config
-from django_rwsplit.exceptions import NoReplicaAvailable
+from django_rwsplit import balancing
 from django_rwsplit.health import load
 from django_rwsplit.health.rotation import Rotation
-
-
-def fake_state(weights: dict[str, int], replayed: dict[str, int]) -> SimpleNamespace:
-    """What balancing reads of a ProcessHealth: rotation, status(), config."""
-    return SimpleNamespace(
-        rotation=Rotation(weights),
-        config=Config(replicas=weights),
-        status=lambda alias: SimpleNamespace(
-            replay_lsn=replayed.get(alias), query_ms=None, active_backends=None
-        ),
-    )
-
-
-def test_a_substitute_has_the_scopes_position_whatever_the_weights():
-    """Weights 3:1 used to try replica1 twice and never replica2."""
-    state = fake_state({"replica1": 3, "replica2": 1}, {"replica1": 10, "replica2": 99})
-    with pinning.scoped(pinning.Scope(min_lsn=50)):
-        for _ in range(4):
-            assert balancing.substitute_for_read(state) == "replica2"
-
-
-def test_a_substitute_is_never_an_excluded_replica():
-    state = fake_state({"replica1": 1, "replica2": 1}, {"replica1": 99, "replica2": 99})
-    for _ in range(4):
-        chosen = balancing.substitute_for_read(state, exclude={"replica1"})
-        assert chosen == "replica2"
-
-
-def test_no_replica_at_the_position_means_the_primary():
-    state = fake_state({"replica1": 1}, {"replica1": 10})
-    with pinning.scoped(pinning.Scope(min_lsn=50)):
-        assert balancing.substitute_for_read(state) == "default"
-
-
-def test_without_a_position_any_replica_serves():
-    state = fake_state({"replica1": 1, "replica2": 1}, {})
-    seen = {balancing.substitute_for_read(state) for _ in range(4)}
-    assert seen == {"replica1", "replica2"}
-
-
-def test_caught_up_without_asking_uses_the_snapshot_only():
-    state = fake_state({"replica1": 1}, {"replica1": 40})
-    assert balancing.caught_up(state, "replica1", pinning.Scope(min_lsn=40), ask=False)
-    assert not balancing.caught_up(
-        state, "replica1", pinning.Scope(min_lsn=41), ask=False
-    )
-    assert balancing.caught_up(state, "replica1", None, ask=False)
-
-
-def test_fallback():
-    assert balancing.fallback(Config(fallback="primary")) == "default"
-    with pytest.raises(NoReplicaAvailable):
-        balancing.fallback(Config(fallback="error"))
-
 
 # -- the balancers ---------------------------------------------------------
 
@@ -200,43 +143,3 @@ def test_random_other_draws_by_weight_and_never_the_first():
     assert set(draws) == {"b", "c"}
     assert draws["b"] > 4 * draws["c"]
     assert Rotation({"a": 1}).random_other("a") is None
-
-
-class FakeClock:
-    """time.monotonic()/sleep() for balancing: sleeping advances the clock."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def monotonic(self) -> float:
-        return self.now
-
-    def perf_counter(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.now += seconds
-
-
-def test_causal_wait_is_one_deadline_per_scope(monkeypatch):
-    """With two replicas behind, CAUSAL_WAIT=300 waited 300 ms for each."""
-    from django_rwsplit import consistency
-
-    state = fake_state({"replica1": 1, "replica2": 1}, {"replica1": 10, "replica2": 10})
-    state.config = Config(replicas={"replica1": 1, "replica2": 1}, causal_wait=300)
-    state.primary = None
-    clock = FakeClock()
-    monkeypatch.setattr(balancing, "time", clock)
-    asked = []
-
-    def position(alias):
-        asked.append(alias)
-        return 10  # never reaches the scope's 50
-
-    monkeypatch.setattr(consistency, "replica_position", position)
-    scope = pinning.Scope(min_lsn=50)
-    started = clock.now
-    for alias in ("replica1", "replica2"):
-        assert not balancing.caught_up(state, alias, scope, ask=True)
-    assert clock.now - started <= 0.300 + 0.005
-    assert {"replica1", "replica2"} <= set(asked)  # each asked at least once

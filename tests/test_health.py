@@ -14,7 +14,7 @@ import pytest
 from django.db import connections, router, transaction
 from django.test import override_settings
 
-from django_rwsplit import balancing, conf, pinning, signals
+from django_rwsplit import conf, pinning, planner, signals
 from django_rwsplit.health import notify
 from django_rwsplit.health import state as health_state
 from django_rwsplit.health.monitor import SharedRounds
@@ -237,7 +237,7 @@ def test_forked_child_measures_for_itself(cluster):
         try:
             ok = health_state.current() is None
             config = conf.get_config()
-            balancing.choose_replica(config, None)
+            planner.for_config(config).plan()
             child = health_state.current()
             ok = ok and child is not None and child.monitor.is_alive()
             ok = ok and child.monitor.rounds >= 1 and child.pid == os.getpid()

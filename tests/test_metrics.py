@@ -6,7 +6,7 @@ import threading
 
 import pytest
 from django.core.exceptions import ImproperlyConfigured
-from django.db import router, transaction
+from django.db import connections, router, transaction
 from django.test import override_settings
 
 from django_rwsplit import metrics, observe, pin_primary, pinning
@@ -60,7 +60,7 @@ def test_install_is_idempotent_and_uninstall_restores_the_listeners():
     installed = observe.listeners
     metrics.install(registry)
     assert observe.listeners == installed and len(installed) == 1
-    assert len(list(registry.collect())) == 12  # registered once
+    assert len(list(registry.collect())) == 13  # registered once
     metrics.uninstall()
     assert observe.listeners == ()
     assert list(registry.collect()) == []
@@ -228,6 +228,22 @@ def test_ejection_fallback_and_readmission_are_counted(cluster, prom):
         timeout=15,
     )
     assert value(prom, "rwsplit_replica_in_rotation", alias="replica1") == 1
+
+
+def test_a_query_a_substitute_answered_is_counted_by_that_server(cluster, prom):
+    """Metrics saw only the routed alias, not the server that answered."""
+    start_health()
+    connections["replica1"].close()
+    cluster.stop_replica("replica1")
+    with connections["replica1"].cursor() as cursor:
+        cursor.execute("SELECT 1")
+        cursor.execute("SELECT 2")
+    server = connections["replica1"].substitute_for
+    assert server in ("replica2", "default")
+    counted = value(
+        prom, "rwsplit_substituted_queries_total", alias="replica1", server=server
+    )
+    assert counted == 2
 
 
 def test_metrics_setting_installs_at_start_up():

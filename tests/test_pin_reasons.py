@@ -9,9 +9,11 @@ from django_rwsplit.pin_reasons import PinReason
 def test_the_labels_stay_what_metrics_and_the_status_page_show():
     assert sorted(reason.value for reason in PinReason) == [
         "cookie",
+        "fallback",
         "no_replicas",
         "pin_primary",
         "task_primary",
+        "test_mirror",
         "token",
         "transaction",
         "unsafe_method",

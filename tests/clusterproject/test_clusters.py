@@ -31,7 +31,7 @@ from django.db import connections, router
 from django.test import Client, override_settings
 from shop.models import Order
 
-from django_rwsplit import conf, consistency, pin_primary
+from django_rwsplit import conf, consistency, pin_primary, process_state
 from django_rwsplit.health import state as health_state
 from django_rwsplit.testing.cluster import LocalCluster
 from tests.ports import free_port
@@ -133,7 +133,7 @@ def test_each_cluster_shares_its_own_round_through_the_cache(clusters):
             sorted(ANALYTICS_REPLICAS),
             sorted(DEFAULT_REPLICAS),
         ]
-        health_state.reset()
+        process_state.reset()
 
 
 def test_reads_go_to_each_clusters_replicas(clusters):

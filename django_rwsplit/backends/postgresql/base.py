@@ -2,9 +2,11 @@
 Django's PostgreSQL backend, plus passive failover for replica aliases.
 
 When a connection to a replica cannot be opened, the replica leaves rotation
-at once and this connection is opened to another replica in rotation or to
-the primary instead, so the read that needed it still succeeds. Such a
-substitute connection is closed again after one ``CHECK_INTERVAL``.
+at once and this connection is opened to the read planner's substitute
+(:meth:`~django_rwsplit.planner.ReadPlanner.substitutes`: another replica in
+rotation at the scope's read-your-writes position, else the primary) instead,
+so the read that needed it still succeeds. Such a substitute connection is
+closed again after one ``CHECK_INTERVAL``.
 
 When an autocommit read on a replica fails because its connection broke
 (the server died, or the health monitor released it from a hung server), the
@@ -35,7 +37,7 @@ from django.db.backends.postgresql import base
 from django.db.utils import InterfaceError, OperationalError
 from psycopg import sql as sql_module
 
-from django_rwsplit import balancing, conf, signals
+from django_rwsplit import conf, observe, planner, signals
 from django_rwsplit.backends.postgresql import pools
 from django_rwsplit.backends.postgresql.primary_writes import send_writes_to_primary
 from django_rwsplit.backends.postgresql.retry import MAX_RETRIES, retry_reason
@@ -83,7 +85,10 @@ def retry_elsewhere(
                 attempt=attempt,
             )
         else:
+            served_by = wrapper.substitute_for
             wrapper.end_borrowing()
+            if served_by is not None and observe.listeners:
+                observe.served_by(alias, served_by)
             return result
         finally:
             release.leave(alias, wrapper)
@@ -365,10 +370,7 @@ class DatabaseWrapper(base.DatabaseWrapper):
     def _avoid_target(self, avoid: frozenset[str]) -> str | None:
         if not avoid:
             return None
-        state = health_state.for_alias(self.alias)
-        if state is None:
-            return self._settings().primary
-        return balancing.substitute_for_read(state, exclude=avoid)
+        return self._substitute(avoid)
 
     def _raise_if_primary(self, error: BaseException) -> None:
         """Name the primary in the error when it cannot be reached."""
@@ -390,7 +392,7 @@ class DatabaseWrapper(base.DatabaseWrapper):
             return None
         if not state.unreachable(self.alias):
             return None
-        return balancing.substitute_for_read(state, exclude=(self.alias,))
+        return self._substitute((self.alias,))
 
     def _failover_target(self, error: BaseException) -> str | None:
         """Eject this replica (unless its pool was only busy); return where to go."""
@@ -399,10 +401,18 @@ class DatabaseWrapper(base.DatabaseWrapper):
             return None
         if not _pool_busy(error):
             health_state.report_unreachable(self.alias, error)
-        state = health_state.for_alias(self.alias)
-        if state is None:
+        return self._substitute((self.alias,))
+
+    def _substitute(self, exclude: frozenset[str] | tuple[str, ...]) -> str:
+        """
+        The read planner's substitute for this replica alias (never our choice).
+
+        Before health checks run (nothing routed yet) only the primary is known.
+        """
+        config = self._settings()
+        if health_state.for_alias(self.alias) is None:
             return config.primary
-        return balancing.substitute_for_read(state, exclude=(self.alias,))
+        return planner.for_config(config).substitute(exclude)
 
 
 def _pool_busy(error: BaseException) -> bool:
