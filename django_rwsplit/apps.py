@@ -74,6 +74,10 @@ class RwsplitConfig(AppConfig):
         signals.replica_ejected.connect(
             discard_pool, weak=False, dispatch_uid="django_rwsplit.backends.pools"
         )
+        # A pool of connections to a primary that moved is rebuilt on the new one.
+        signals.primary_changed.connect(
+            discard_pool, weak=False, dispatch_uid="django_rwsplit.backends.pools"
+        )
         _install_metrics()
         if not _fork_hook_registered:
             os.register_at_fork(after_in_child=process_state.reset_after_fork)

@@ -12,7 +12,7 @@ registered lock a fresh one, since the parent's threads are not there.
 from __future__ import annotations
 
 from django_rwsplit import forks, planner
-from django_rwsplit.health import load
+from django_rwsplit.health import load, nodes
 from django_rwsplit.health import state as health_state
 
 __all__ = ["reset", "reset_after_fork"]
@@ -23,6 +23,7 @@ def reset() -> None:
     planner.reset()
     health_state.reset()
     load.reset()
+    nodes.forget_found()
 
 
 def reset_after_fork() -> None:
@@ -31,3 +32,4 @@ def reset_after_fork() -> None:
     planner.reset()
     health_state.reset_after_fork()
     load.reset()
+    nodes.forget_found()

@@ -7,7 +7,14 @@ from typing import Any
 
 from django.dispatch import Signal
 
-__all__ = ["read_retried", "replica_ejected", "replica_readmitted", "send_robust"]
+__all__ = [
+    "primary_changed",
+    "primary_fenced",
+    "read_retried",
+    "replica_ejected",
+    "replica_readmitted",
+    "send_robust",
+]
 
 logger = logging.getLogger("django_rwsplit")
 
@@ -24,6 +31,17 @@ replica_readmitted = Signal()
 # ``attempt`` (1 for the first retry) each time a failed autocommit read on a
 # replica runs again elsewhere.
 read_retried = Signal()
+
+# Sent with ``alias`` (the primary alias), ``node`` (``host:port`` writes now
+# go to), ``previous`` (the node they went to) and ``timeline`` when the
+# health rounds find that the primary of a multi-host alias moved.
+primary_changed = Signal()
+
+# Sent with ``alias``, ``node`` (the writable node that gets no writes: an
+# old primary on an older timeline, or a node of another system),
+# ``timeline`` and ``primary`` (the node writes go to) when a round first
+# finds two writable nodes; sent again if that set changes.
+primary_fenced = Signal()
 
 
 def send_robust(signal: Signal, sender: Any, **kwargs: Any) -> None:

@@ -93,6 +93,7 @@ ONCE = frozenset(
         "test_notify",
         "test_observe",
         "test_pin_reasons",
+        "test_failover",
         "test_planner",
         "test_policy",
         "test_probes",

@@ -71,6 +71,11 @@ class ProcessHealth:
         self.measured_at: float | None = None
         self.fresh_until = -float("inf")
         self.stale_logged = False
+        # A multi-host primary alias (health.nodes): the node writes go to,
+        # when it last changed (time.time()) and the writable nodes fenced.
+        self.primary_node: str | None = None
+        self.primary_changed_at: float | None = None
+        self.fenced: str | None = None
         # Replicas whose last check got no answer within CHECK_TIMEOUT.
         self.hung: frozenset[str] = frozenset()
         # Publishing a rotation (a round, an ejection, the watchdog) is rare:
@@ -176,6 +181,7 @@ class ProcessHealth:
                 still_hung=functools.partial(self.still_hung, alias),
             )
         self._primary_changed(primary)
+        self._follow_primary_node(primary)
         self._fallback_changed(not self.rotation.members)
 
     def still_hung(self, alias: str) -> bool:
@@ -193,6 +199,53 @@ class ProcessHealth:
             logger.error("Primary %r is %s.", self.config.primary, problem)
         else:
             logger.info("Primary %r is writable again.", self.config.primary)
+
+    def _follow_primary_node(self, primary: PrimaryStatus) -> None:
+        """A multi-host primary alias: note where writes go; report a move, fencing."""
+        if primary.node is not None and primary.node != self.primary_node:
+            previous, self.primary_node = self.primary_node, primary.node
+            self.primary_changed_at = time.time()
+            if previous is not None:
+                logger.warning(
+                    "Primary %r moved from %s to %s (timeline %s).",
+                    self.config.primary,
+                    previous,
+                    primary.node,
+                    primary.timeline,
+                )
+                signals.send_robust(
+                    signals.primary_changed,
+                    sender=ProcessHealth,
+                    alias=self.config.primary,
+                    node=primary.node,
+                    previous=previous,
+                    timeline=primary.timeline,
+                )
+        if primary.fenced == self.fenced:
+            return
+        self.fenced = primary.fenced
+        if primary.fenced is None:
+            logger.info("Primary %r: one writable node again.", self.config.primary)
+            return
+        logger.error(
+            "Primary %r: two writable nodes. Writes go to %s (timeline %s); "
+            "fenced, never written to: %s.",
+            self.config.primary,
+            primary.node,
+            primary.timeline,
+            primary.fenced,
+        )
+        for fenced in primary.fenced.split(", "):
+            node, _, rest = fenced.partition(" (timeline ")
+            timeline = rest.rstrip(")")
+            signals.send_robust(
+                signals.primary_fenced,
+                sender=ProcessHealth,
+                alias=self.config.primary,
+                node=node,
+                timeline=int(timeline) if timeline.isdigit() else None,
+                primary=primary.node,
+            )
 
     def _fallback_changed(self, active: bool) -> None:
         if active == self.fallback_active:

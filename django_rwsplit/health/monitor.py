@@ -12,9 +12,11 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from django_rwsplit.conf import Config
+from django_rwsplit.health import nodes
 from django_rwsplit.health.daemon_pool import DaemonPool
 from django_rwsplit.health.pgwire import describe_endpoint
 from django_rwsplit.health.probes import (
@@ -57,6 +59,7 @@ def measure(
     databases: Mapping[str, Mapping[str, Any]],
     probe: Probe | None = None,
     pool: DaemonPool | None = None,
+    system_id: str | None = None,
 ) -> Round:
     """
     Measure the primary, then every replica at once, each within CHECK_TIMEOUT.
@@ -68,7 +71,12 @@ def measure(
     timeout = config.check_timeout
     primary_settings = databases[config.primary]
     probe = probe or probe_for(primary_settings)
-    primary = probe.check_primary(config.primary, primary_settings, timeout)
+    if len(nodes.listed_nodes(primary_settings)) > 1:
+        primary = _check_listed_primary(
+            config, primary_settings, probe, pool, system_id
+        )
+    else:
+        primary = probe.check_primary(config.primary, primary_settings, timeout)
     aliases = list(config.replicas)
 
     def check(alias: str) -> ReplicaReading:
@@ -80,6 +88,37 @@ def measure(
         return primary, pool.map(check, aliases)
     with DaemonPool(len(aliases)) as own:
         return primary, own.map(check, aliases)
+
+
+def _check_listed_primary(
+    config: Config,
+    settings_dict: Mapping[str, Any],
+    probe: Probe,
+    pool: DaemonPool | None,
+    system_id: str | None,
+) -> PrimaryStatus:
+    """
+    A multi-host primary alias: find the node writes go to, then check it.
+
+    Every listed node is asked its role at once (health.nodes); the primary
+    check then runs on the chosen node alone, so positions are that node's.
+    """
+    timeout = config.check_timeout
+    choice = nodes.choose(nodes.read_nodes(settings_dict, timeout, pool), system_id)
+    if choice.node is None:
+        status = probe.check_primary(config.primary, settings_dict, timeout)
+        return replace(status, system_id=choice.system_id)
+    status = probe.check_primary(
+        config.primary, nodes.node_settings(settings_dict, choice.node), timeout
+    )
+    fenced = ", ".join(f"{r.node} (timeline {r.timeline})" for r in choice.fenced)
+    return replace(
+        status,
+        node=choice.node,
+        timeline=choice.timeline,
+        system_id=choice.system_id,
+        fenced=fenced or None,
+    )
 
 
 def tracker_for(config: Config, databases: Mapping[str, Mapping[str, Any]]) -> Tracker:
@@ -115,6 +154,8 @@ class Monitor:
         self.shared = SharedRounds.of_cluster(config, databases)
         self.thread: MonitorThread | None = None
         self._last_id: Any = None
+        # The cluster's system identifier, once a round saw its primary.
+        self.system_id: str | None = None
 
     @property
     def stopping(self) -> threading.Event:
@@ -130,7 +171,9 @@ class Monitor:
         """Measure (or borrow) one round and hand it to the sink."""
 
         def measure_now() -> Round:
-            return measure(self.config, self.databases, pool=pool)
+            return measure(
+                self.config, self.databases, pool=pool, system_id=self.system_id
+            )
 
         if self.shared is None:
             measured_at = time.monotonic()
@@ -144,6 +187,7 @@ class Monitor:
                 return
             self._last_id = round_id
         self.rounds += 1
+        self.system_id = primary.system_id or self.system_id
         self.sink(primary, readings, measured_at)
         shared, verdict = self.shared, self.verdict
         if shared is not None and verdict is not None and shared.owns(round_id):

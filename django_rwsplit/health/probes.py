@@ -98,6 +98,13 @@ class PrimaryStatus:
     latency_ms: float | None = None
     error: str | None = None
     failure: ProbeFailure | None = None
+    # With a multi-host primary alias (health.nodes): the node writes go to
+    # (``host:port``), its timeline and system identifier, and the other
+    # writable nodes, fenced (``host:port (timeline N)``, comma-separated).
+    node: str | None = None
+    timeline: int | None = None
+    system_id: str | None = None
+    fenced: str | None = None
 
     def __post_init__(self) -> None:
         _typed_failure(self)

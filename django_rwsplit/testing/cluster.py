@@ -418,6 +418,8 @@ class LocalCluster:
             "synchronous_commit = on\n"
             "fsync = off\n"
             "full_page_writes = on\n"
+            # pg_rewind (testing.failover.rejoin) needs hint bits in the WAL.
+            "wal_log_hints = on\n"
             "logging_collector = off\n"
             "log_line_prefix = '%m [%p] %q%a '\n"
         )

@@ -42,7 +42,7 @@ from django_rwsplit.backends.postgresql import pools
 from django_rwsplit.backends.postgresql.primary_writes import send_writes_to_primary
 from django_rwsplit.backends.postgresql.retry import MAX_RETRIES, retry_reason
 from django_rwsplit.exceptions import PrimaryUnavailable
-from django_rwsplit.health import load, release
+from django_rwsplit.health import load, nodes, release
 from django_rwsplit.health import state as health_state
 from django_rwsplit.health.pgwire import (
     ProbeError,
@@ -109,6 +109,9 @@ class DatabaseWrapper(base.DatabaseWrapper):
     _borrowed = False
     # While True, ``pool`` is None: a substitute is opened directly.
     _bypass_pool = False
+    # A primary alias listing several nodes (health.nodes): the node
+    # (``host:port``) this connection reached; None otherwise.
+    connected_node: str | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -199,7 +202,49 @@ class DatabaseWrapper(base.DatabaseWrapper):
         ):
             self.close()
 
+    # -- a primary that moves (multi-host primary alias) ----------------------
+
+    def _lists_nodes(self) -> bool:
+        return "," in str(self.settings_dict.get("HOST") or "")
+
+    def _write_node(self) -> str | None:
+        """
+        The node writes go to, for a primary alias that lists several.
+
+        The health rounds' choice; before the first round, a role check made
+        now (bounded by ``CHECK_TIMEOUT``), never libpq's first writable
+        host, which may be an old primary on an older timeline.
+        """
+        if not self._lists_nodes() or not self._is_primary():
+            return None
+        state = health_state.for_alias(self.alias)
+        if state is not None and state.primary_node is not None:
+            return state.primary_node
+        config = self._settings()
+        return nodes.find_write_node(
+            self.alias, self.settings_dict, config.check_timeout, config.check_interval
+        )
+
+    def get_connection_params(self) -> dict[str, Any]:
+        params: dict[str, Any] = super().get_connection_params()
+        node = self._write_node()
+        if node is not None:
+            host, _, port = node.rpartition(":")
+            params["host"], params["port"] = host, port
+        return params
+
+    def _left_behind(self) -> bool:
+        """Whether this primary connection is to a node writes no longer go to."""
+        node = self.connected_node
+        if node is None or self.connection is None or self.in_atomic_block:
+            return False
+        state = health_state.for_alias(self.alias)
+        known = state.primary_node if state is not None else None
+        return known is not None and known != node
+
     def ensure_connection(self) -> None:
+        if self.connected_node is not None and self._left_behind():
+            self.close()
         until = self.substitute_until
         if (
             until is not None
@@ -277,7 +322,15 @@ class DatabaseWrapper(base.DatabaseWrapper):
     # -- opening connections -----------------------------------------------
 
     def get_new_connection(self, conn_params: dict[str, Any]) -> Any:
+        connection = self._new_connection(conn_params)
+        if self._lists_nodes() and self._is_primary():
+            info = connection.info
+            self.connected_node = f"{info.host}:{info.port}"
+        return connection
+
+    def _new_connection(self, conn_params: dict[str, Any]) -> Any:
         self.substitute_for = self.substitute_until = None
+        self.connected_node = None
         avoid, self._avoid = self._avoid, frozenset()
         target = self._avoid_target(avoid) or self._known_out_of_rotation()
         if target is None:
@@ -442,7 +495,8 @@ def wait_bound(settings_dict: dict[str, Any], check_timeout: float) -> float:
 
 def discard_pool(sender: object, alias: str, **kwargs: Any) -> None:
     """
-    Receiver of ``replica_ejected``: no pooled connection outlives rotation.
+    Receiver of ``replica_ejected`` and ``primary_changed``: no pooled
+    connection outlives rotation, or a primary that moved.
 
     Connected in ``AppConfig.ready()``.
     """

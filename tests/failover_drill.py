@@ -1,0 +1,169 @@
+"""
+A failover drill in a process of its own, printed as JSON (tests/test_failover.py).
+
+    python tests/failover_drill.py --dir CLUSTER_DIR --shape per_request
+        [--engine django_rwsplit.backends.postgresql] [--crash]
+
+The primary alias lists the three nodes of the local cluster in libpq's
+multi-host syntax with ``target_session_attrs=read-write``, as Patroni users
+write it. The drill: writes; the primary stopped (``--crash``: immediate),
+replica1 promoted, replica2 re-pointed; writes until one succeeds (timed from
+the promotion); the old primary started again unfenced (two writable nodes);
+writes, each in a "request" of its own; then the process state reset (as in a
+freshly started worker) and one more write. Each write reports the port of
+the server that took it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import django  # noqa: E402
+from django.conf import settings  # noqa: E402
+
+SHAPES: dict[str, dict[str, Any]] = {
+    "per_request": {"CONN_MAX_AGE": 0},
+    "persistent": {"CONN_MAX_AGE": 60, "CONN_HEALTH_CHECKS": True},
+    "pool": {"CONN_MAX_AGE": 0, "OPTIONS": {"pool": {"min_size": 1, "max_size": 4}}},
+}
+
+
+def configure(cluster: Any, shape: str, engine: str) -> None:
+    primary, replica1, replica2 = cluster.nodes
+    extra = SHAPES[shape]
+
+    def entry(*nodes: Any, **options: Any) -> dict[str, Any]:
+        return {
+            "ENGINE": engine,
+            "NAME": "postgres",
+            "USER": "postgres",
+            "HOST": ",".join("127.0.0.1" for _ in nodes),
+            "PORT": ",".join(str(n.port) for n in nodes),
+            "CONN_MAX_AGE": extra["CONN_MAX_AGE"],
+            "CONN_HEALTH_CHECKS": extra.get("CONN_HEALTH_CHECKS", False),
+            "OPTIONS": {**options, **extra.get("OPTIONS", {}), "connect_timeout": 2},
+        }
+
+    settings.configure(
+        DATABASES={
+            "default": entry(
+                primary, replica1, replica2, target_session_attrs="read-write"
+            ),
+            "replica1": entry(replica1),
+            "replica2": entry(replica2),
+        },
+        INSTALLED_APPS=["django_rwsplit"],
+        DATABASE_ROUTERS=["django_rwsplit.routers.ReadWriteRouter"],
+        RWSPLIT={
+            "REPLICAS": ["replica1", "replica2"],
+            "CHECK_INTERVAL": 0.25,
+            "CHECK_TIMEOUT": 1.0,
+            "READMIT_AFTER": 2,
+        },
+        USE_TZ=True,
+        LOGGING_CONFIG=None,
+    )
+    django.setup()
+
+
+def write(note: str) -> dict[str, Any]:
+    """One write in a request of its own: the port of the server that took it."""
+    from django.db import close_old_connections, connections
+
+    close_old_connections()
+    try:
+        with connections["default"].cursor() as cursor:
+            cursor.execute(
+                "INSERT INTO drill (note) VALUES (%s) RETURNING inet_server_port()",
+                [note],
+            )
+            return {"port": cursor.fetchone()[0]}
+    except Exception as error:  # noqa: BLE001 - reported, not raised
+        return {"error": type(error).__name__, "message": str(error)[:200]}
+    finally:
+        close_old_connections()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--dir", required=True)
+    parser.add_argument("--shape", choices=sorted(SHAPES), default="per_request")
+    parser.add_argument("--engine", default="django_rwsplit.backends.postgresql")
+    parser.add_argument("--crash", action="store_true")
+    args = parser.parse_args()
+
+    from django_rwsplit.testing import failover
+    from django_rwsplit.testing.cluster import LocalCluster
+
+    cluster = LocalCluster(args.dir)
+    configure(cluster, args.shape, args.engine)
+
+    from django.db import connections
+    from django.dispatch import receiver
+
+    from django_rwsplit import conf, process_state, signals
+    from django_rwsplit.health import state as health_state
+
+    events: list[dict[str, Any]] = []
+
+    @receiver(signals.primary_changed)
+    def changed(sender: Any, **kwargs: Any) -> None:
+        events.append({**kwargs, "name": "primary_changed"})
+
+    @receiver(signals.primary_fenced)
+    def fenced(sender: Any, **kwargs: Any) -> None:
+        events.append({**kwargs, "name": "primary_fenced"})
+
+    with connections["default"].cursor() as cursor:
+        cursor.execute("CREATE TABLE IF NOT EXISTS drill (id serial, note text)")
+    cluster.wait_caught_up(timeout=30)
+    health_state.process_health(conf.get_config())  # the health rounds
+    result: dict[str, Any] = {"before": [write("before") for _ in range(3)]}
+
+    promoted = failover.failover(
+        cluster, "primary", "replica1", mode="immediate" if args.crash else "fast"
+    )
+    attempts = []
+    while time.monotonic() - promoted < 30:
+        outcome = write("switch")
+        attempts.append(outcome)
+        if "port" in outcome:
+            break
+        time.sleep(0.02)
+    result["resumed_after"] = time.monotonic() - promoted
+    result["switch"] = attempts
+
+    failover.start_unfenced(cluster, "primary")
+    started = time.monotonic()
+    result["split_brain"] = []
+    while time.monotonic() - started < 3.0:
+        result["split_brain"].append(write("split"))
+        time.sleep(0.02)
+    state = health_state.current()
+    result["fenced"] = state.fenced if state is not None else None
+    result["primary_node"] = state.primary_node if state is not None else None
+
+    # A worker started during the incident (a deploy): no health state, no
+    # connections, no pool.
+    process_state.reset()
+    connections.close_all()
+    if "pool" in connections["default"].settings_dict["OPTIONS"]:
+        connections["default"].close_pool()
+    result["fresh_process"] = [write("fresh") for _ in range(3)]
+    result["events"] = [
+        {k: v for k, v in e.items() if k not in ("sender", "signal")} for e in events
+    ]
+    result["ports"] = {n.name: n.port for n in cluster.nodes}
+    process_state.reset()
+    print(json.dumps(result, default=str))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,96 @@
+"""
+A primary that moves, on a real cluster of its own: promote, re-point, split brain.
+
+Each test starts a fresh three-node cluster (the drill changes its roles for
+good) and runs tests/failover_drill.py in a process of its own: the primary
+alias lists every node, as Patroni users write it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from django_rwsplit.testing.cluster import LocalCluster
+
+pytestmark = [pytest.mark.cluster, pytest.mark.once]
+
+DRILL = Path(__file__).with_name("failover_drill.py")
+# CHECK_INTERVAL of the drill (0.25 s) + a connect, with generous slack for a
+# loaded 2-core machine.
+RESUME_BOUND = 10.0
+
+
+@pytest.fixture
+def moving_cluster() -> Iterator[LocalCluster]:
+    base = int(os.environ.get("RWSPLIT_CLUSTER_PORT") or 15432) + 20
+    local = LocalCluster(primary_port=base)  # a directory of its own under /tmp
+    try:
+        local.start()
+        yield local
+    finally:
+        local.destroy()
+
+
+def drill(cluster: LocalCluster, *args: str) -> dict[str, Any]:
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+    done = subprocess.run(
+        [sys.executable, str(DRILL), "--dir", str(cluster.base_dir), *args],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def ports_of(outcomes: list[dict[str, Any]]) -> set[Any]:
+    return {o.get("port", o.get("error")) for o in outcomes}
+
+
+@pytest.mark.parametrize("shape", ["per_request", "persistent", "pool"])
+def test_writes_follow_the_promoted_node_and_never_reach_the_old_one(
+    moving_cluster: LocalCluster, shape: str
+) -> None:
+    result = drill(moving_cluster, "--shape", shape)
+    ports = result["ports"]
+    old, new = ports["primary"], ports["replica1"]
+    assert ports_of(result["before"]) == {old}
+    assert result["resumed_after"] < RESUME_BOUND, result["switch"]
+    assert result["switch"][-1].get("port") == new, result["switch"]
+    # Two writable nodes: every write goes to the newer timeline's.
+    assert ports_of(result["split_brain"]) == {new}, result["split_brain"]
+    assert ports_of(result["fresh_process"]) == {new}, result["fresh_process"]
+    assert result["primary_node"] == f"127.0.0.1:{new}"
+    assert result["fenced"] == f"127.0.0.1:{old} (timeline 1)"
+    signals = {e["name"] for e in result["events"]}
+    assert signals == {"primary_changed", "primary_fenced"}, result["events"]
+
+
+def test_after_a_crash_failover_the_old_primary_gets_no_writes(
+    moving_cluster: LocalCluster,
+) -> None:
+    result = drill(moving_cluster, "--crash")
+    ports = result["ports"]
+    new = ports["replica1"]
+    assert result["resumed_after"] < RESUME_BOUND, result["switch"]
+    assert ports_of(result["split_brain"]) == {new}, result["split_brain"]
+    assert ports_of(result["fresh_process"]) == {new}, result["fresh_process"]
+
+
+def test_djangos_own_engine_writes_to_the_old_primary(
+    moving_cluster: LocalCluster,
+) -> None:
+    """The control: libpq alone takes the first writable host, the old primary."""
+    result = drill(moving_cluster, "--engine", "django.db.backends.postgresql")
+    old = result["ports"]["primary"]
+    assert old in ports_of(result["split_brain"] + result["fresh_process"])
