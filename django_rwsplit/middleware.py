@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
 from django.db import connections
-from django.http import HttpRequest, HttpResponseBase
+from django.http import HttpRequest, HttpResponse, HttpResponseBase
 
 from django_rwsplit import consistency, observe, pinning, user_pins
 from django_rwsplit.conf import Config, get_config
+from django_rwsplit.exceptions import PrimaryUnavailable
 from django_rwsplit.pin_reasons import PinReason
 from django_rwsplit.streaming import keep_scope_while_streaming
+
+logger = logging.getLogger("django_rwsplit")
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 
@@ -64,6 +68,28 @@ class PinPrimaryMiddleware:
             keep_scope_while_streaming(response, scope)
         finally:
             pinning.deactivate(token)
+        return response
+
+    def process_exception(
+        self, request: HttpRequest, exception: Exception
+    ) -> HttpResponse | None:
+        """
+        A write the primary cannot take now answers 503, never 500.
+
+        :class:`~django_rwsplit.exceptions.PrimaryUnavailable` (the primary
+        is down, read-only or moving; a write interrupted by a failover) is a
+        temporary condition: the client may retry after ``Retry-After``.
+        """
+        if not isinstance(exception, PrimaryUnavailable):
+            return None
+        logger.warning("Answering 503: %s", exception)
+        response = HttpResponse(
+            "503 Service Unavailable: the primary database cannot take writes "
+            "right now; retry shortly.\n",
+            status=503,
+            content_type="text/plain; charset=utf-8",
+        )
+        response["Retry-After"] = "1"
         return response
 
     def process_view(

@@ -14,6 +14,7 @@ urlpatterns = [
     path("create/", views.create),
     path("atomic-read/", views.atomic_read),
     path("slow-read/", views.slow_read),
+    path("slow-write/", views.slow_write),
     path("item/<int:pk>/", views.item),
     path("api/create/", views.api_create),
     path("api/item/<int:pk>/", views.api_item),

@@ -111,3 +111,13 @@ def api_create(request: HttpRequest) -> JsonResponse:
 def api_item(request: HttpRequest, pk: int) -> JsonResponse:
     _authenticate(request)
     return item(request, pk)
+
+
+def slow_write(request: HttpRequest) -> JsonResponse:
+    """An autocommit write that runs for ``seconds`` on the primary."""
+    with connections["default"].cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO testapp_item (name) SELECT 'slow' FROM pg_sleep(%s)",
+            [float(request.GET.get("seconds", "1"))],
+        )
+    return JsonResponse({"ok": True})

@@ -186,8 +186,11 @@ def find_write_node(
         return choice.node
 
 
-def forget_found() -> None:
-    """Forget the nodes found by connections (a reset, a forked child)."""
+def forget_found(alias: str | None = None) -> None:
+    """Forget the node found for ``alias`` (None: every alias; a reset, a fork)."""
     global _lock
+    if alias is not None:
+        _found.pop(alias, None)
+        return
     _found.clear()
     _lock = threading.Lock()

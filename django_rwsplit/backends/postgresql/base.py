@@ -39,9 +39,13 @@ from psycopg import sql as sql_module
 
 from django_rwsplit import conf, observe, planner, signals
 from django_rwsplit.backends.postgresql import pools
+from django_rwsplit.backends.postgresql.primary_switch import (
+    follow_the_primary,
+    switch_error,
+)
 from django_rwsplit.backends.postgresql.primary_writes import send_writes_to_primary
 from django_rwsplit.backends.postgresql.retry import MAX_RETRIES, retry_reason
-from django_rwsplit.exceptions import PrimaryUnavailable
+from django_rwsplit.exceptions import PrimaryUnavailable, WriteInterrupted
 from django_rwsplit.health import load, nodes, release
 from django_rwsplit.health import state as health_state
 from django_rwsplit.health.pgwire import (
@@ -112,6 +116,8 @@ class DatabaseWrapper(base.DatabaseWrapper):
     # A primary alias listing several nodes (health.nodes): the node
     # (``host:port``) this connection reached; None otherwise.
     connected_node: str | None = None
+    # Set when the primary went away: the next connection asks the nodes.
+    _fresh_role_check = False
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -217,9 +223,12 @@ class DatabaseWrapper(base.DatabaseWrapper):
         """
         if not self._lists_nodes() or not self._is_primary():
             return None
+        fresh, self._fresh_role_check = self._fresh_role_check, False
         state = health_state.for_alias(self.alias)
-        if state is not None and state.primary_node is not None:
+        if not fresh and state is not None and state.primary_node is not None:
             return state.primary_node
+        if fresh:
+            nodes.forget_found(self.alias)
         config = self._settings()
         return nodes.find_write_node(
             self.alias, self.settings_dict, config.check_timeout, config.check_interval
@@ -322,11 +331,64 @@ class DatabaseWrapper(base.DatabaseWrapper):
     # -- opening connections -----------------------------------------------
 
     def get_new_connection(self, conn_params: dict[str, Any]) -> Any:
-        connection = self._new_connection(conn_params)
-        if self._lists_nodes() and self._is_primary():
+        if not self._is_primary():
+            return self._new_connection(conn_params)
+        if follow_the_primary not in self.execute_wrappers:
+            self.execute_wrappers.append(follow_the_primary)
+        connection = self._connect_to_primary(conn_params)
+        if self._lists_nodes():
             info = connection.info
             self.connected_node = f"{info.host}:{info.port}"
         return connection
+
+    def _connect_to_primary(self, conn_params: dict[str, Any]) -> Any:
+        """
+        Connect for writes; a connect that failed is tried again on a fresh role check.
+
+        Once at once when the alias lists several nodes (the primary may have
+        just moved), then until ``PRIMARY_WAIT`` seconds have passed, if set.
+        """
+        deadline = time.monotonic() + self._settings().primary_wait
+        attempt = 0 if self._lists_nodes() else 1
+        while True:
+            try:
+                return self._new_connection(conn_params)
+            except PrimaryUnavailable:
+                attempt += 1
+                if attempt > 1 and time.monotonic() >= deadline:
+                    raise
+                if attempt > 1:
+                    time.sleep(0.05)
+                self.leave_node()
+                conn_params = self.get_connection_params()
+
+    def is_cluster_primary(self) -> bool:
+        """Whether this alias is a cluster's primary (it takes the writes)."""
+        return self._is_primary()
+
+    def leave_node(self) -> None:
+        """Drop this primary connection; the next one asks the nodes afresh."""
+        self.close()
+        self._fresh_role_check = True
+
+    def primary_wait(self) -> float:
+        """``PRIMARY_WAIT``: how long a write may wait for a writable node."""
+        return self._settings().primary_wait
+
+    def _commit(self) -> None:
+        try:
+            super()._commit()  # type: ignore[misc]
+        except (OperationalError, InterfaceError) as error:
+            kind = switch_error(error, self.connection)
+            if kind is None or not self._is_primary():
+                raise
+            self.leave_node()
+            raise WriteInterrupted(
+                f"The primary went away during COMMIT ({kind}); the transaction "
+                "may or may not have been committed (outcome unknown): check "
+                "before repeating it.",
+                outcome_unknown=True,
+            ) from error
 
     def _new_connection(self, conn_params: dict[str, Any]) -> Any:
         self.substitute_for = self.substitute_until = None
