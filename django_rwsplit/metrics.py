@@ -80,6 +80,8 @@ class CountingObserver:
         self.retries: Counter[tuple[str, str]] = Counter()
         # Queries answered by a substitute server, by (alias, server).
         self.substituted: Counter[tuple[str, str]] = Counter()
+        # Moves of a multi-host primary alias's writes to another node.
+        self.primary_changes: Counter[str] = Counter()
         self.readmissions: Counter[str] = Counter()
         self._out: set[str] = set()
 
@@ -149,6 +151,11 @@ class CountingObserver:
         """A query routed to ``alias`` was answered by ``server`` (failover)."""
         with self._lock:
             self.substituted[(alias, server)] += 1
+
+    def primary_changed(self, alias: str, **kwargs: Any) -> None:
+        """Receiver of :data:`~django_rwsplit.signals.primary_changed`."""
+        with self._lock:
+            self.primary_changes[alias] += 1
 
     def retried(self, alias: str, reason: str = "other", **kwargs: Any) -> None:
         """Receiver of :data:`~django_rwsplit.signals.read_retried`."""
@@ -279,6 +286,7 @@ class RwsplitCollector:
             ejections = Counter(self.counts.ejections)
             retries = Counter(self.counts.retries)
             substituted = Counter(self.counts.substituted)
+            primary_changes = Counter(self.counts.primary_changes)
             readmissions: Counter[str] = Counter(dict.fromkeys(replicas, 0))
             readmissions.update(self.counts.readmissions)
         family = CounterMetricFamily(
@@ -299,6 +307,25 @@ class RwsplitCollector:
         for (alias, reason), count in sorted(retries.items()):
             family.add_metric([alias, reason], count)
         yield family
+        yield _counter(
+            "rwsplit_primary_changes",
+            "Times the writes of a primary alias listing several nodes moved "
+            "to another node (a failover or switchover).",
+            "alias",
+            primary_changes,
+        )
+        writable = GaugeMetricFamily(
+            "rwsplit_primary_writable_nodes",
+            "Nodes of a primary alias that accept writes at the last round "
+            "(more than 1: an old primary is back; it is fenced).",
+            labels=label_names,
+        )
+        for state in health_state.every_cluster():
+            found = state.primary
+            if found is not None and found.node is not None and found.reachable:
+                count = 1 + (found.fenced.count(", ") + 1 if found.fenced else 0)
+                writable.add_metric(labels_of(state.config.primary), float(count))
+        yield writable
         family = CounterMetricFamily(
             "rwsplit_substituted_queries",
             "Queries routed to a replica alias that another server answered "
@@ -377,6 +404,9 @@ def install(registry: Any = None) -> None:
         signals.read_retried.connect(
             counts.retried, weak=False, dispatch_uid=_DISPATCH_UID
         )
+        signals.primary_changed.connect(
+            counts.primary_changed, weak=False, dispatch_uid=_DISPATCH_UID
+        )
         if id(target) not in _collectors:
             collector = RwsplitCollector(counts)
             target.register(collector)
@@ -398,6 +428,7 @@ def uninstall() -> None:
             observe.unsubscribe(counts)
         signals.replica_ejected.disconnect(dispatch_uid=_DISPATCH_UID)
         signals.replica_readmitted.disconnect(dispatch_uid=_DISPATCH_UID)
+        signals.primary_changed.disconnect(dispatch_uid=_DISPATCH_UID)
         signals.read_retried.disconnect(dispatch_uid=_DISPATCH_UID)
         for target, collector in _collectors.values():
             target.unregister(collector)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -91,12 +92,36 @@ def write(note: str) -> dict[str, Any]:
         close_old_connections()
 
 
+def install_metrics() -> Any:
+    """A registry with the rwsplit metrics (None without prometheus_client)."""
+    try:
+        import prometheus_client
+    except ImportError:
+        return None
+    from django_rwsplit import metrics
+
+    registry = prometheus_client.CollectorRegistry()
+    metrics.install(registry)
+    return registry
+
+
+def scrape(registry: Any) -> dict[str, float] | None:
+    """The failover metrics, by name."""
+    if registry is None:
+        return None
+    return {
+        name: registry.get_sample_value(name, {"alias": "default"}) or 0.0
+        for name in ("rwsplit_primary_writable_nodes", "rwsplit_primary_changes_total")
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--dir", required=True)
     parser.add_argument("--shape", choices=sorted(SHAPES), default="per_request")
     parser.add_argument("--engine", default="django_rwsplit.backends.postgresql")
     parser.add_argument("--crash", action="store_true")
+    parser.add_argument("--switchover", action="store_true")
     args = parser.parse_args()
 
     from django_rwsplit.testing import failover
@@ -109,6 +134,7 @@ def main() -> None:
     from django.dispatch import receiver
 
     from django_rwsplit import conf, process_state, signals
+    from django_rwsplit.health import report
     from django_rwsplit.health import state as health_state
 
     events: list[dict[str, Any]] = []
@@ -121,24 +147,46 @@ def main() -> None:
     def fenced(sender: Any, **kwargs: Any) -> None:
         events.append({**kwargs, "name": "primary_fenced"})
 
+    registry = install_metrics()
     with connections["default"].cursor() as cursor:
         cursor.execute("CREATE TABLE IF NOT EXISTS drill (id serial, note text)")
     cluster.wait_caught_up(timeout=30)
     health_state.process_health(conf.get_config())  # the health rounds
     result: dict[str, Any] = {"before": [write("before") for _ in range(3)]}
 
-    promoted = failover.failover(
-        cluster, "primary", "replica1", mode="immediate" if args.crash else "fast"
-    )
-    attempts = []
-    while time.monotonic() - promoted < 30:
-        outcome = write("switch")
-        attempts.append(outcome)
-        if "port" in outcome:
-            break
-        time.sleep(0.02)
-    result["resumed_after"] = time.monotonic() - promoted
-    result["switch"] = attempts
+    # A writer keeps writing through the switch, as a busy site does.
+    new_port = cluster.node("replica1").port
+    log: list[tuple[float, dict[str, Any]]] = []
+    stop = threading.Event()
+
+    def writer() -> None:
+        while not stop.is_set():
+            log.append((time.monotonic(), write("switch")))
+            time.sleep(0.01)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    time.sleep(0.2)
+    if args.switchover:
+        promoted = failover.switchover(cluster, "primary", "replica1")
+    else:
+        promoted = failover.failover(
+            cluster, "primary", "replica1", mode="immediate" if args.crash else "fast"
+        )
+
+    def resumed() -> float | None:
+        return next(
+            (t for t, o in list(log) if t >= promoted and o.get("port") == new_port),
+            None,
+        )
+
+    while resumed() is None and time.monotonic() - promoted < 30:
+        time.sleep(0.01)
+    stop.set()
+    thread.join()
+    first = resumed()
+    result["resumed_after"] = None if first is None else first - promoted
+    result["switch"] = [o for _, o in log]
 
     failover.start_unfenced(cluster, "primary")
     started = time.monotonic()
@@ -149,6 +197,11 @@ def main() -> None:
     state = health_state.current()
     result["fenced"] = state.fenced if state is not None else None
     result["primary_node"] = state.primary_node if state is not None else None
+    if state is not None:
+        snapshot = state.snapshot()
+        result["status"] = snapshot.status
+        result["summary"] = report.summary(snapshot)
+    result["metrics"] = scrape(registry)
 
     # A worker started during the incident (a deploy): no health state, no
     # connections, no pool.
@@ -157,6 +210,15 @@ def main() -> None:
     if "pool" in connections["default"].settings_dict["OPTIONS"]:
         connections["default"].close_pool()
     result["fresh_process"] = [write("fresh") for _ in range(3)]
+    # The old primary rewound and started as a standby of the new one.
+    state = health_state.process_health(conf.get_config())
+    failover.rejoin(cluster, "primary", "replica1")
+    rounds = state.monitor.rounds
+    deadline = time.monotonic() + 30
+    while state.monitor.rounds < rounds + 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    result["after_rejoin"] = [write("rejoined") for _ in range(3)]
+    result["fenced_after_rejoin"] = state.fenced
     result["events"] = [
         {k: v for k, v in e.items() if k not in ("sender", "signal")} for e in events
     ]

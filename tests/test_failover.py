@@ -65,6 +65,7 @@ def test_writes_follow_the_promoted_node_and_never_reach_the_old_one(
     ports = result["ports"]
     old, new = ports["primary"], ports["replica1"]
     assert ports_of(result["before"]) == {old}
+    assert result["resumed_after"] is not None, result["switch"]
     assert result["resumed_after"] < RESUME_BOUND, result["switch"]
     assert result["switch"][-1].get("port") == new, result["switch"]
     # Two writable nodes: every write goes to the newer timeline's.
@@ -74,6 +75,27 @@ def test_writes_follow_the_promoted_node_and_never_reach_the_old_one(
     assert result["fenced"] == f"127.0.0.1:{old} (timeline 1)"
     signals = {e["name"] for e in result["events"]}
     assert signals == {"primary_changed", "primary_fenced"}, result["events"]
+    # Operators see it: critical, "two writable nodes", the metrics.
+    assert result["status"] == "critical"
+    assert "two writable nodes" in result["summary"]
+    if result["metrics"] is not None:
+        assert result["metrics"]["rwsplit_primary_writable_nodes"] == 2
+        assert result["metrics"]["rwsplit_primary_changes_total"] == 1
+    # Rejoined as a standby of the new primary: one writable node again.
+    assert ports_of(result["after_rejoin"]) == {new}, result["after_rejoin"]
+    assert result["fenced_after_rejoin"] is None
+
+
+def test_a_switchover_moves_writes_without_losing_one(
+    moving_cluster: LocalCluster,
+) -> None:
+    result = drill(moving_cluster, "--switchover")
+    ports = result["ports"]
+    new = ports["replica1"]
+    assert result["resumed_after"] is not None, result["switch"]
+    assert result["resumed_after"] < RESUME_BOUND, result["switch"]
+    assert ports_of(result["split_brain"]) == {new}, result["split_brain"]
+    assert ports_of(result["after_rejoin"]) == {new}, result["after_rejoin"]
 
 
 def test_after_a_crash_failover_the_old_primary_gets_no_writes(
@@ -82,6 +104,7 @@ def test_after_a_crash_failover_the_old_primary_gets_no_writes(
     result = drill(moving_cluster, "--crash")
     ports = result["ports"]
     new = ports["replica1"]
+    assert result["resumed_after"] is not None, result["switch"]
     assert result["resumed_after"] < RESUME_BOUND, result["switch"]
     assert ports_of(result["split_brain"]) == {new}, result["split_brain"]
     assert ports_of(result["fresh_process"]) == {new}, result["fresh_process"]

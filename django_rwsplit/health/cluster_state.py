@@ -223,18 +223,10 @@ class ProcessHealth:
                 )
         if primary.fenced == self.fenced:
             return
+        # Logged at ERROR with the verdict (_primary_changed): announced here.
         self.fenced = primary.fenced
         if primary.fenced is None:
-            logger.info("Primary %r: one writable node again.", self.config.primary)
             return
-        logger.error(
-            "Primary %r: two writable nodes. Writes go to %s (timeline %s); "
-            "fenced, never written to: %s.",
-            self.config.primary,
-            primary.node,
-            primary.timeline,
-            primary.fenced,
-        )
         for fenced in primary.fenced.split(", "):
             node, _, rest = fenced.partition(" (timeline ")
             timeline = rest.rstrip(")")

@@ -103,6 +103,16 @@ class HealthSnapshot:
                 ),
                 "reachable": bool(primary and primary.reachable),
                 "in_recovery": primary.in_recovery if primary else None,
+                **(
+                    {
+                        "node": primary.node,
+                        "timeline": primary.timeline,
+                        "fenced": primary.fenced,
+                    }
+                    if primary and show_endpoints
+                    else {}
+                ),
+                "two_writable_nodes": bool(primary and primary.fenced),
                 "latency_ms": primary.latency_ms if primary else None,
                 "error": primary.error if primary else "not checked yet",
             },

@@ -26,6 +26,9 @@ class PrimaryVerdict(StrEnum):
     UNREACHABLE = "unreachable"
     #: Not checked yet, or it answered without saying its role.
     UNKNOWN = "unknown"
+    #: Writable, and another listed node accepts writes too (an old primary
+    #: back on an older timeline): writes go to this one, the other is fenced.
+    TWO_WRITABLE = "two_writable_nodes"
 
 
 def judge_primary(status: PrimaryStatus | None) -> PrimaryVerdict:
@@ -36,16 +39,26 @@ def judge_primary(status: PrimaryStatus | None) -> PrimaryVerdict:
         return PrimaryVerdict.UNREACHABLE
     if status.in_recovery is None:
         return PrimaryVerdict.UNKNOWN
-    return PrimaryVerdict.IN_RECOVERY if status.in_recovery else PrimaryVerdict.WRITABLE
+    if status.in_recovery:
+        return PrimaryVerdict.IN_RECOVERY
+    if status.fenced:
+        return PrimaryVerdict.TWO_WRITABLE
+    return PrimaryVerdict.WRITABLE
 
 
 def primary_problem(status: PrimaryStatus | None) -> str | None:
-    """Return why the primary cannot be trusted with writes, or None when it can."""
+    """Return what is wrong with the primary, or None when nothing is."""
     verdict = judge_primary(status)
     if verdict is PrimaryVerdict.WRITABLE:
         return None
     if verdict is PrimaryVerdict.IN_RECOVERY:
         return "in recovery (read-only)"
+    if verdict is PrimaryVerdict.TWO_WRITABLE:
+        assert status is not None
+        return (
+            f"one of two writable nodes: writes go to {status.node} (timeline "
+            f"{status.timeline}); fenced, never written to: {status.fenced}"
+        )
     if verdict is PrimaryVerdict.UNREACHABLE:
         assert status is not None
         return f"unreachable: {status.error}"

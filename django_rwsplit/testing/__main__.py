@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 try:
-    from django_rwsplit.testing import processes
+    from django_rwsplit.testing import failover, processes
     from django_rwsplit.testing.cluster import (
         DUTY_CYCLE_COMMAND,
         ClusterError,
@@ -70,6 +70,20 @@ def _parser() -> argparse.ArgumentParser:
     )
     slow.add_argument("name")
     slow.add_argument("factor", type=float)
+    for name, text in (
+        ("failover", "stop OLD hard, promote NEW, re-point the other standbys"),
+        ("switchover", "NEW catches up, OLD stops cleanly, NEW is promoted"),
+        ("rejoin", "rewind OLD (pg_rewind) and start it as a standby of NEW"),
+    ):
+        moving = sub.add_parser(name, parents=[common], help=text)
+        moving.add_argument("old")
+        moving.add_argument("new")
+    unfenced = sub.add_parser(
+        "start-unfenced",
+        parents=[common],
+        help="start an old primary as it was: writable on its old timeline",
+    )
+    unfenced.add_argument("name")
     # The background process behind ``slow`` (not for direct use).
     cycle = sub.add_parser(DUTY_CYCLE_COMMAND)
     cycle.add_argument("pid", type=int)
@@ -166,6 +180,14 @@ def run(argv: Sequence[str] | None = None) -> int:
         cluster.slow(args.name, args.factor)
     elif cmd == "unslow":
         cluster.unslow(args.name)
+    elif cmd == "failover":
+        failover.failover(cluster, args.old, args.new)
+    elif cmd == "switchover":
+        failover.switchover(cluster, args.old, args.new)
+    elif cmd == "rejoin":
+        failover.rejoin(cluster, args.old, args.new)
+    elif cmd == "start-unfenced":
+        failover.start_unfenced(cluster, args.name)
     return 0
 
 
