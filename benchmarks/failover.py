@@ -57,8 +57,9 @@ def one_drill(engine: str, shape: str, port: int) -> dict[str, Any]:
             text=True,
             timeout=300,
             env=env,
-            check=True,
         )
+        if done.returncode != 0:
+            sys.exit(f"the drill failed:\n{done.stderr[-4000:]}")
         result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
         return result
     finally:

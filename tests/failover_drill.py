@@ -212,7 +212,9 @@ def main() -> None:
     result["fresh_process"] = [write("fresh") for _ in range(3)]
     # The old primary rewound and started as a standby of the new one.
     state = health_state.process_health(conf.get_config())
+    rejoin_started = time.monotonic()
     failover.rejoin(cluster, "primary", "replica1")
+    result["rejoin_seconds"] = time.monotonic() - rejoin_started
     rounds = state.monitor.rounds
     deadline = time.monotonic() + 30
     while state.monitor.rounds < rounds + 2 and time.monotonic() < deadline:

@@ -125,6 +125,17 @@ def start_unfenced(cluster: LocalCluster, name: str) -> None:
 def rejoin(cluster: LocalCluster, name: str, to: str) -> None:
     """Stop ``name``, rewind it onto ``to``'s timeline, start it as ``to``'s standby."""
     node, source = _node(cluster, name), _node(cluster, to)
+    # A slot on the new primary keeps the WAL the rewound node will need.
+    cluster.execute(
+        source,
+        "SELECT pg_create_physical_replication_slot(%s, true)"
+        " WHERE NOT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = %s)",
+        params=[node.name, node.name],
+    )
+    # pg_rewind reads the source's timeline from its control file, written by
+    # a checkpoint: right after a promotion it may still show the old one
+    # ("no rewind required"), and the node then cannot follow.
+    cluster.execute(source, "CHECKPOINT", timeout=60)
     cluster._stop_node(node, "fast")
     cluster._run(
         "pg_rewind",
@@ -144,7 +155,7 @@ def rejoin(cluster: LocalCluster, name: str, to: str) -> None:
     path = node.data_dir / NODE_CONF
     path.write_text(
         f"port = {node.port}\ncluster_name = 'rwsplit-{node.name}'\n"
-        f"primary_conninfo = '{conninfo}'\n"
+        f"primary_conninfo = '{conninfo}'\nprimary_slot_name = '{node.name}'\n"
     )
     cluster._chown(path)
     auto = node.data_dir / "postgresql.auto.conf"
@@ -165,4 +176,5 @@ def rejoin(cluster: LocalCluster, name: str, to: str) -> None:
         ),
         60.0,
         f"waiting for {name} to stream from {to}",
+        f"\n--- tail of {node.log_file} ---\n{processes.tail(node.log_file)}",
     )
