@@ -31,13 +31,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from django_rwsplit.testing.cluster import LocalCluster  # noqa: E402
 
 DRILL = Path(__file__).resolve().parent.parent / "tests" / "failover_drill.py"
-ENGINES = {
-    "django_rwsplit": "django_rwsplit.backends.postgresql",
-    "Django's own (libpq alone)": "django.db.backends.postgresql",
+RWSPLIT_ENGINE = "django_rwsplit.backends.postgresql"
+# Each candidate: its engine and PRIMARY_WAIT (ignored by Django's engine).
+CANDIDATES = {
+    "django_rwsplit": (RWSPLIT_ENGINE, 0.0),
+    "django_rwsplit, PRIMARY_WAIT 5 s": (RWSPLIT_ENGINE, 5.0),
+    "Django's own (libpq alone)": ("django.db.backends.postgresql", 0.0),
 }
 
 
-def one_drill(engine: str, shape: str, port: int) -> dict[str, Any]:
+def one_drill(engine: str, wait: float, shape: str, port: int) -> dict[str, Any]:
     local = LocalCluster(primary_port=port)
     try:
         local.start()
@@ -52,6 +55,8 @@ def one_drill(engine: str, shape: str, port: int) -> dict[str, Any]:
                 shape,
                 "--engine",
                 engine,
+                "--primary-wait",
+                str(wait),
             ],
             capture_output=True,
             text=True,
@@ -73,10 +78,10 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=19452)
     args = parser.parse_args()
     rows = []
-    for name, engine in ENGINES.items():
+    for name, (engine, wait) in CANDIDATES.items():
         resumed, failed, to_old, total = [], 0, 0, 0
         for _ in range(args.drills):
-            result = one_drill(engine, args.shape, args.port)
+            result = one_drill(engine, wait, args.shape, args.port)
             old = result["ports"]["primary"]
             if result["resumed_after"] is not None:
                 resumed.append(result["resumed_after"])
@@ -103,7 +108,7 @@ def main() -> None:
                 "engine",
                 "writes back after promotion (median)",
                 "(worst)",
-                "writes failed at the switch",
+                "writes failed (no writable node yet)",
                 "writes to the old primary once back",
             ],
         )

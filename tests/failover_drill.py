@@ -36,7 +36,7 @@ SHAPES: dict[str, dict[str, Any]] = {
 }
 
 
-def configure(cluster: Any, shape: str, engine: str) -> None:
+def configure(cluster: Any, shape: str, engine: str, primary_wait: float) -> None:
     primary, replica1, replica2 = cluster.nodes
     extra = SHAPES[shape]
 
@@ -67,6 +67,7 @@ def configure(cluster: Any, shape: str, engine: str) -> None:
             "CHECK_INTERVAL": 0.25,
             "CHECK_TIMEOUT": 1.0,
             "READMIT_AFTER": 2,
+            "PRIMARY_WAIT": primary_wait,
         },
         USE_TZ=True,
         LOGGING_CONFIG=None,
@@ -122,13 +123,14 @@ def main() -> None:
     parser.add_argument("--engine", default="django_rwsplit.backends.postgresql")
     parser.add_argument("--crash", action="store_true")
     parser.add_argument("--switchover", action="store_true")
+    parser.add_argument("--primary-wait", type=float, default=0.0)
     args = parser.parse_args()
 
     from django_rwsplit.testing import failover
     from django_rwsplit.testing.cluster import LocalCluster
 
     cluster = LocalCluster(args.dir)
-    configure(cluster, args.shape, args.engine)
+    configure(cluster, args.shape, args.engine, args.primary_wait)
 
     from django.db import connections
     from django.dispatch import receiver

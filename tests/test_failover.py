@@ -117,3 +117,14 @@ def test_djangos_own_engine_writes_to_the_old_primary(
     result = drill(moving_cluster, "--engine", "django.db.backends.postgresql")
     old = result["ports"]["primary"]
     assert old in ports_of(result["split_brain"] + result["fresh_process"])
+
+
+def test_with_primary_wait_no_write_fails_during_the_switch(
+    moving_cluster: LocalCluster,
+) -> None:
+    """Without PRIMARY_WAIT, writes between the stop and the promotion fail."""
+    result = drill(moving_cluster, "--primary-wait", "10")
+    new = result["ports"]["replica1"]
+    failed = [o for o in result["switch"] if "error" in o]
+    assert failed == [], failed
+    assert ports_of(result["split_brain"]) == {new}, result["split_brain"]
