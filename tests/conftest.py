@@ -87,6 +87,7 @@ ONCE = frozenset(
         "test_celery_policies",
         "test_daemon_pool",
         "test_forks",
+        "test_health",
         "test_load",
         "test_metrics_multiprocess",
         "test_monitor",

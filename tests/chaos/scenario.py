@@ -64,7 +64,7 @@ HEALS = frozenset({"resume", "start", "thaw", "unslow"})
 SLOW_FACTOR = 4.0
 # The slowed phase has no share criterion of its own: the chaos load is
 # light and spread over four processes, so each sees few samples (shares of
-# 21 % to 46 % seen). tests/test_load_balancing.py checks the share under a
+# 21 % to 46 % seen). benchmarks/balancing.py measures the share under a
 # real WSGI server's concurrent load; here the phase must pass the general
 # criteria (no failure, no stale read).
 STOPS = frozenset({"stop", "primary_stop"})
