@@ -116,6 +116,25 @@ def scrape(registry: Any) -> dict[str, float] | None:
     }
 
 
+def read_in_new_scope() -> dict[str, Any]:
+    """A plain read (a client with no pending write): the alias and the port."""
+    from django.db import close_old_connections, connections, router
+
+    from django_rwsplit import pinning
+
+    close_old_connections()
+    try:
+        with pinning.scoped(pinning.Scope()):
+            alias = router.db_for_read(None)
+            with connections[alias].cursor() as cursor:
+                cursor.execute("SELECT inet_server_port()")
+                return {"alias": alias, "port": cursor.fetchone()[0]}
+    except Exception as error:  # noqa: BLE001 - reported, not raised
+        return {"error": type(error).__name__, "message": str(error)[:200]}
+    finally:
+        close_old_connections()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--dir", required=True)
@@ -190,12 +209,33 @@ def main() -> None:
     result["resumed_after"] = None if first is None else first - promoted
     result["switch"] = [o for _, o in log]
 
+    # Settled: the promoted replica has left read rotation (not in recovery).
+    running = health_state.current()
+    deadline = time.monotonic() + 10
+    while running is not None and time.monotonic() < deadline:
+        if "replica1" not in running.rotation.members:
+            break
+        time.sleep(0.02)
     failover.start_unfenced(cluster, "primary")
     started = time.monotonic()
     result["split_brain"] = []
+    # Plain reads in another thread (no write pins them) meanwhile.
+    reads: list[dict[str, Any]] = []
+    done = threading.Event()
+
+    def reader() -> None:
+        while not done.is_set():
+            reads.append(read_in_new_scope())
+            time.sleep(0.02)
+
+    reading = threading.Thread(target=reader)
+    reading.start()
     while time.monotonic() - started < 3.0:
         result["split_brain"].append(write("split"))
         time.sleep(0.02)
+    done.set()
+    reading.join()
+    result["plain_reads"] = reads
     state = health_state.current()
     result["fenced"] = state.fenced if state is not None else None
     result["primary_node"] = state.primary_node if state is not None else None

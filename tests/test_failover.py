@@ -72,6 +72,12 @@ def test_writes_follow_the_promoted_node_and_never_reach_the_old_one(
     assert ports_of(result["split_brain"]) == {new}, result["split_brain"]
     assert ports_of(result["fresh_process"]) == {new}, result["fresh_process"]
     assert result["primary_node"] == f"127.0.0.1:{new}"
+    # Plain reads meanwhile: none failed, none on the promoted node's replica
+    # alias, none served by the old primary.
+    reads = result["plain_reads"]
+    assert reads and not [r for r in reads if "error" in r], reads
+    assert not [r for r in reads if r["alias"] == "replica1"], reads
+    assert old not in {r["port"] for r in reads}, reads
     assert result["fenced"] == f"127.0.0.1:{old} (timeline 1)"
     signals = {e["name"] for e in result["events"]}
     assert signals == {"primary_changed", "primary_fenced"}, result["events"]
