@@ -91,6 +91,7 @@ ONCE = frozenset(
         "test_load",
         "test_metrics_multiprocess",
         "test_monitor",
+        "test_nodes",
         "test_notify",
         "test_observe",
         "test_pin_reasons",

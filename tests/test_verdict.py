@@ -54,3 +54,19 @@ def test_the_overall_status_follows_the_verdict(in_recovery, expected):
         primary=status(reachable=True, in_recovery=in_recovery), replicas=[]
     )
     assert snapshot.status == expected
+
+
+def test_a_second_writable_node_is_critical_and_named():
+    primary = status(
+        reachable=True,
+        in_recovery=False,
+        node="10.0.0.2:5432",
+        timeline=2,
+        fenced="10.0.0.1:5432 (timeline 1)",
+    )
+    assert judge_primary(primary) is PrimaryVerdict.TWO_WRITABLE
+    problem = primary_problem(primary)
+    assert problem is not None and "two writable nodes" in problem
+    assert "10.0.0.1:5432 (timeline 1)" in problem
+    snapshot = HealthSnapshot(primary=primary, replicas=(), taken_at=1.0)
+    assert snapshot.status == "critical"
