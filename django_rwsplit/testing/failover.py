@@ -33,6 +33,16 @@ def _node(cluster: LocalCluster, name: str) -> Node:
     return cluster.node(name)
 
 
+def _ensure_slot(cluster: LocalCluster, source: Node, slot: str) -> None:
+    """Make physical replication slot ``slot`` on ``source`` unless it exists."""
+    cluster.execute(
+        source,
+        "SELECT pg_create_physical_replication_slot(%s, true)"
+        " WHERE NOT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = %s)",
+        params=[slot, slot],
+    )
+
+
 def promote(cluster: LocalCluster, name: str, timeout: float = 60.0) -> None:
     """Promote standby ``name`` and wait until it accepts writes."""
     node = _node(cluster, name)
@@ -47,12 +57,7 @@ def promote(cluster: LocalCluster, name: str, timeout: float = 60.0) -> None:
 def repoint(cluster: LocalCluster, name: str, to: str, timeout: float = 60.0) -> None:
     """Make standby ``name`` stream from ``to`` (a slot is made there first)."""
     node, source = _node(cluster, name), _node(cluster, to)
-    cluster.execute(
-        source,
-        "SELECT pg_create_physical_replication_slot(%s, true)"
-        " WHERE NOT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = %s)",
-        params=[node.name, node.name],
-    )
+    _ensure_slot(cluster, source, node.name)
     conninfo = (
         f"host=127.0.0.1 port={source.port} user={SUPERUSER} "
         f"application_name={node.name} connect_timeout=2"
@@ -126,12 +131,7 @@ def rejoin(cluster: LocalCluster, name: str, to: str) -> None:
     """Stop ``name``, rewind it onto ``to``'s timeline, start it as ``to``'s standby."""
     node, source = _node(cluster, name), _node(cluster, to)
     # A slot on the new primary keeps the WAL the rewound node will need.
-    cluster.execute(
-        source,
-        "SELECT pg_create_physical_replication_slot(%s, true)"
-        " WHERE NOT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = %s)",
-        params=[node.name, node.name],
-    )
+    _ensure_slot(cluster, source, node.name)
     # pg_rewind reads the source's timeline from its control file, written by
     # a checkpoint: right after a promotion it may still show the old one
     # ("no rewind required"), and the node then cannot follow.
