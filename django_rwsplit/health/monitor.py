@@ -71,7 +71,7 @@ def measure(
     timeout = config.check_timeout
     primary_settings = databases[config.primary]
     probe = probe or probe_for(primary_settings)
-    if len(nodes.listed_nodes(primary_settings)) > 1:
+    if nodes.lists_several(primary_settings):
         primary = _check_listed_primary(
             config, primary_settings, probe, pool, system_id
         )

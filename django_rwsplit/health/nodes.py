@@ -30,6 +30,7 @@ __all__ = [
     "find_write_node",
     "forget_found",
     "listed_nodes",
+    "lists_several",
     "node_settings",
     "read_nodes",
 ]
@@ -59,6 +60,11 @@ def listed_nodes(settings_dict: Mapping[str, Any]) -> list[str]:
     if len(ports) != len(hosts):
         return []
     return [f"{host}:{port or '5432'}" for host, port in zip(hosts, ports, strict=True)]
+
+
+def lists_several(settings_dict: Mapping[str, Any]) -> bool:
+    """Whether a ``DATABASES`` entry lists several nodes (a primary that may move)."""
+    return len(listed_nodes(settings_dict)) > 1
 
 
 def node_settings(settings_dict: Mapping[str, Any], node: str) -> dict[str, Any]:

@@ -36,7 +36,7 @@ class FollowsThePrimary(ClusterMember):
     _fresh_role_check = False
 
     def _lists_nodes(self) -> bool:
-        return "," in str(self.settings_dict.get("HOST") or "")
+        return nodes.lists_several(self.settings_dict)
 
     def _write_node(self) -> str | None:
         """
@@ -107,10 +107,6 @@ class FollowsThePrimary(ClusterMember):
         """Drop this primary connection; the next one asks the nodes afresh."""
         self.close()
         self._fresh_role_check = True
-
-    def primary_wait(self) -> float:
-        """``PRIMARY_WAIT``: how long a write may wait for a writable node."""
-        return self._settings().primary_wait
 
     def _commit(self) -> None:
         try:

@@ -21,23 +21,22 @@ replayed.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from django.db.utils import InterfaceError, OperationalError
 
+from django_rwsplit.backends.postgresql.retry import SERVER_SHUTDOWN, sqlstate_of
 from django_rwsplit.exceptions import WriteInterrupted
 
 __all__ = ["SWITCH_SQLSTATES", "follow_the_primary", "switch_error"]
 
 # Server shutdown, crash, cannot connect now; read-only (a demoted primary).
-SWITCH_SQLSTATES = frozenset({"57P01", "57P02", "57P03", "25006"})
+SWITCH_SQLSTATES = SERVER_SHUTDOWN | {"25006"}
 
 
 def switch_error(error: BaseException, connection: Any) -> str | None:
     """The SQLSTATE (or "broken") when ``error`` means the primary went away."""
-    cause = error.__cause__ or error
-    sqlstate = getattr(cause, "sqlstate", None)
+    sqlstate = sqlstate_of(error)
     if sqlstate is not None and (
         sqlstate in SWITCH_SQLSTATES or sqlstate.startswith("08")
     ):
@@ -62,8 +61,9 @@ def follow_the_primary(
         in_transaction = wrapper.in_atomic_block
         if kind == "25006" and not in_transaction:
             # Refused before it ran: once more, on the node writes go to now.
+            # Reconnecting asks the nodes afresh and waits up to PRIMARY_WAIT.
             wrapper.leave_node()
-            _wait_for_writable(wrapper)
+            wrapper.ensure_connection()
             context["cursor"].cursor = wrapper.create_cursor()
             return execute(sql, params, many, context)
         wrapper.leave_node()
@@ -79,17 +79,3 @@ def follow_the_primary(
             "repeating it.",
             outcome_unknown=True,
         ) from error
-
-
-def _wait_for_writable(wrapper: Any) -> None:
-    """Reconnect to a writable node, waiting up to ``PRIMARY_WAIT`` for one."""
-    deadline = time.monotonic() + wrapper.primary_wait()
-    while True:
-        try:
-            wrapper.ensure_connection()
-            return
-        except OperationalError:
-            if time.monotonic() >= deadline:
-                raise
-            wrapper.leave_node()
-            time.sleep(0.05)
