@@ -48,17 +48,17 @@ configure(
     HEALTH_CACHE={cache!r},
 )
 from django_rwsplit import conf
-from django_rwsplit.health import state as health_state
-health_state.process_health(conf.get_config())
+from django_rwsplit.health import registry as health_registry
+health_registry.process_health(conf.get_config())
 time.sleep(float(sys.argv[1]))  # keep checking for the measurement window
 """
 
 
 def timing(local, trials: int) -> list[list[str]]:
     from django_rwsplit import conf, process_state, signals
-    from django_rwsplit.health import state as health_state
+    from django_rwsplit.health import registry as health_registry
 
-    state = health_state.process_health(conf.get_config())
+    state = health_registry.process_health(conf.get_config())
     events: dict[str, threading.Event] = {
         "ejected": threading.Event(),
         "readmitted": threading.Event(),

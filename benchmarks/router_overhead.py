@@ -65,7 +65,7 @@ def plain_with(
     from django.test import override_settings
 
     from django_rwsplit import conf, pinning
-    from django_rwsplit.health import state as health_state
+    from django_rwsplit.health import registry as health_registry
 
     wanted = {**settings.RWSPLIT, "BALANCER": balancer}
     if clusters:
@@ -82,7 +82,7 @@ def plain_with(
     def run() -> float:
         with override_settings(RWSPLIT=wanted):
             config = conf.get_config().cluster_for_model(target)
-            state = health_state.process_health(config)
+            state = health_registry.process_health(config)
             deadline = time.monotonic() + 10
             while len(state.rotation.members) < 2 and time.monotonic() < deadline:
                 time.sleep(0.05)

@@ -48,6 +48,17 @@ def _install_metrics() -> None:
         metrics.install()
 
 
+def _start_health_if_serving() -> None:
+    """A server or worker starts its health rounds now, off the request path."""
+    from django_rwsplit import conf, startup
+    from django_rwsplit.health import registry
+
+    if startup.serves():
+        config, _ = conf.parse(conf.raw_setting())
+        if not config.problems:
+            registry.start_serving(conf.get_config())
+
+
 class RwsplitConfig(AppConfig):
     name = "django_rwsplit"
     verbose_name = "Read/write split"
@@ -82,3 +93,4 @@ class RwsplitConfig(AppConfig):
         if not _fork_hook_registered:
             os.register_at_fork(after_in_child=process_state.reset_after_fork)
             _fork_hook_registered = True
+        _start_health_if_serving()

@@ -31,7 +31,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from django_rwsplit import conf, forks, metrics_multiprocess, observe, signals
 from django_rwsplit.health import load
-from django_rwsplit.health import state as health_state
+from django_rwsplit.health import registry as health_registry
 from django_rwsplit.health.reasons import Reason
 
 __all__ = ["EJECTION_REASONS", "install", "normalise_reason", "uninstall"]
@@ -187,7 +187,7 @@ class RwsplitCollector:
 
     def collect(self) -> Iterator[Any]:
         """Yield the gauges of the current health snapshot and the counters."""
-        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+        from prometheus_client.core import GaugeMetricFamily
 
         config = conf.config_or_none()
         clusters = config.every_cluster() if config else ()
@@ -235,20 +235,23 @@ class RwsplitCollector:
                 labels=label_names,
             ),
         }
-        statuses = [
-            status
-            for state in health_state.every_cluster()
-            for status in state.snapshot().replicas
+        # Every health figure is read off the one health document of each
+        # cluster (HealthSnapshot), as the endpoint, page and command do.
+        snapshots = [
+            (state.config, state.snapshot())
+            for state in health_registry.every_cluster()
         ]
-        for status in statuses:
-            labels = labels_of(status.alias)
-            gauges["in_rotation"].add_metric(labels, 1.0 if status.in_rotation else 0.0)
-            if status.lag_seconds is not None:
-                gauges["lag_seconds"].add_metric(labels, status.lag_seconds)
-            if status.lag_bytes is not None:
-                gauges["lag_bytes"].add_metric(labels, float(status.lag_bytes))
-            if status.latency_ms is not None:
-                gauges["latency"].add_metric(labels, status.latency_ms / 1000.0)
+        for _, snapshot in snapshots:
+            for status in snapshot.replicas:
+                labels = labels_of(status.alias)
+                rotating = 1.0 if status.in_rotation else 0.0
+                gauges["in_rotation"].add_metric(labels, rotating)
+                if status.lag_seconds is not None:
+                    gauges["lag_seconds"].add_metric(labels, status.lag_seconds)
+                if status.lag_bytes is not None:
+                    gauges["lag_bytes"].add_metric(labels, float(status.lag_bytes))
+                if status.latency_ms is not None:
+                    gauges["latency"].add_metric(labels, status.latency_ms / 1000.0)
         now = time.perf_counter()
         for alias in replicas:
             labels = labels_of(alias)
@@ -289,24 +292,20 @@ class RwsplitCollector:
             primary_changes = Counter(self.counts.primary_changes)
             readmissions: Counter[str] = Counter(dict.fromkeys(replicas, 0))
             readmissions.update(self.counts.readmissions)
-        family = CounterMetricFamily(
+        yield _counter_by_two(
             "rwsplit_replica_ejections",
             "Times a replica left the read rotation, by normalised reason.",
-            labels=["alias", "reason"],
+            ("alias", "reason"),
+            ejections,
         )
-        for (alias, reason), count in sorted(ejections.items()):
-            family.add_metric([alias, reason], count)
-        yield family
-        family = CounterMetricFamily(
+        yield _counter_by_two(
             "rwsplit_read_retries",
             "Failed autocommit reads on a replica run again elsewhere, by the "
             "alias they were routed to and reason (recovery_conflict, "
             "server_shutdown, connection_broken).",
-            labels=["alias", "reason"],
+            ("alias", "reason"),
+            retries,
         )
-        for (alias, reason), count in sorted(retries.items()):
-            family.add_metric([alias, reason], count)
-        yield family
         yield _counter(
             "rwsplit_primary_changes",
             "Times the writes of a primary alias listing several nodes moved "
@@ -320,22 +319,20 @@ class RwsplitCollector:
             "(more than 1: an old primary is back; it is fenced).",
             labels=label_names,
         )
-        for state in health_state.every_cluster():
-            found = state.primary
+        for cluster, snapshot in snapshots:
+            found = snapshot.primary
             if found is not None and found.node is not None and found.reachable:
-                count = 1 + (found.fenced.count(", ") + 1 if found.fenced else 0)
-                writable.add_metric(labels_of(state.config.primary), float(count))
+                count = 1 + len(found.fenced)
+                writable.add_metric(labels_of(cluster.primary), float(count))
         yield writable
-        family = CounterMetricFamily(
+        yield _counter_by_two(
             "rwsplit_substituted_queries",
             "Queries routed to a replica alias that another server answered "
             "(the read planner's substitute while the replica is unusable), by "
             "alias and the server that answered.",
-            labels=["alias", "server"],
+            ("alias", "server"),
+            substituted,
         )
-        for (alias, answered), count in sorted(substituted.items()):
-            family.add_metric([alias, answered], count)
-        yield family
         yield _counter(
             "rwsplit_replica_readmissions",
             "Times a replica rejoined the read rotation.",
@@ -350,6 +347,21 @@ def _counter(name: str, documentation: str, label: str, values: Counter[str]) ->
     family = CounterMetricFamily(name, documentation, labels=[label])
     for key, count in sorted(values.items()):
         family.add_metric([key], count)
+    return family
+
+
+def _counter_by_two(
+    name: str,
+    documentation: str,
+    labels: tuple[str, str],
+    values: Counter[tuple[str, str]],
+) -> Any:
+    """A counter family with two labels (``values`` keyed by both)."""
+    from prometheus_client.core import CounterMetricFamily
+
+    family = CounterMetricFamily(name, documentation, labels=list(labels))
+    for (first, second), count in sorted(values.items()):
+        family.add_metric([first, second], count)
     return family
 
 

@@ -75,6 +75,9 @@ class HealthView(Protocol):
     def status(self, alias: str) -> ReplicaStatus | None:
         """Replica ``alias``'s last status."""
 
+    def await_first_round(self) -> bool:
+        """Wait (bounded, once) for a first round not yet ended: True if it ended."""
+
 
 class Positions(Protocol):
     """Asks servers their WAL positions (read-your-writes); I/O."""
@@ -111,9 +114,9 @@ def primary_connection(alias: str) -> BaseDatabaseWrapper:
 
 
 def _process_health(config: Config) -> HealthView:
-    from django_rwsplit.health import state
+    from django_rwsplit.health import registry
 
-    return state.process_health(config)
+    return registry.process_health(config)
 
 
 _pin_depth = pinning.get_pin_depth
@@ -248,6 +251,8 @@ class ReadPlanner:
 
     def fallback(self) -> ReadPlan:
         """Where reads go with no replica in rotation (or raise, ``FALLBACK``)."""
+        if self.health.await_first_round() and self.health.rotation.members:
+            return self.plan()  # the health started meanwhile (a server)
         if self.config.fallback == "error":
             raise NoReplicaAvailable(
                 "No replica is in rotation and RWSPLIT['FALLBACK'] is 'error'; "

@@ -33,7 +33,7 @@ from django.views.decorators.http import require_safe
 
 from django_rwsplit.conf import Config, config_or_none
 from django_rwsplit.health import history
-from django_rwsplit.health import state as health_state
+from django_rwsplit.health import registry as health_registry
 from django_rwsplit.health.report import health_document, redact, show_hosts, summary
 from django_rwsplit.health.tracker import HealthSnapshot
 
@@ -124,7 +124,7 @@ def _misconfigured() -> JsonResponse:
 
 def current_snapshot(config: Config) -> HealthSnapshot:
     """Return this process's health snapshot of cluster ``config``."""
-    snapshot = health_state.process_health(config).snapshot()
+    snapshot = health_registry.process_health(config).snapshot()
     history.record(snapshot, config.name)
     return snapshot
 

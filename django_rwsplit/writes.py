@@ -11,7 +11,7 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 from django_rwsplit import conf, pinning, sql_classify
 from django_rwsplit.conf import DEFAULT_CLUSTER
 from django_rwsplit.exceptions import PrimaryUnavailable
-from django_rwsplit.health import state as health_state
+from django_rwsplit.health import registry as health_registry
 from django_rwsplit.health.verdict import PrimaryVerdict, judge_primary
 from django_rwsplit.sql_classify import is_write
 
@@ -56,7 +56,7 @@ def note_write_on(alias: str) -> None:
 
 def refuse_if_demoted(alias: str) -> None:
     """Raise PrimaryUnavailable if health checks found the primary read-only."""
-    state = health_state.for_alias(alias)
+    state = health_registry.for_alias(alias)
     primary = state.tracker.primary if state is not None else None
     if (
         primary is not None

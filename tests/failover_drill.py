@@ -155,8 +155,8 @@ def main() -> None:
     from django.dispatch import receiver
 
     from django_rwsplit import conf, process_state, signals
+    from django_rwsplit.health import registry as health_registry
     from django_rwsplit.health import report
-    from django_rwsplit.health import state as health_state
 
     events: list[dict[str, Any]] = []
 
@@ -172,7 +172,7 @@ def main() -> None:
     with connections["default"].cursor() as cursor:
         cursor.execute("CREATE TABLE IF NOT EXISTS drill (id serial, note text)")
     cluster.wait_caught_up(timeout=30)
-    health_state.process_health(conf.get_config())  # the health rounds
+    health_registry.process_health(conf.get_config())  # the health rounds
     result: dict[str, Any] = {"before": [write("before") for _ in range(3)]}
 
     # A writer keeps writing through the switch, as a busy site does.
@@ -210,7 +210,7 @@ def main() -> None:
     result["switch"] = [o for _, o in log]
 
     # Settled: the promoted replica has left read rotation (not in recovery).
-    running = health_state.current()
+    running = health_registry.current()
     deadline = time.monotonic() + 10
     while running is not None and time.monotonic() < deadline:
         if "replica1" not in running.rotation.members:
@@ -236,8 +236,8 @@ def main() -> None:
     done.set()
     reading.join()
     result["plain_reads"] = reads
-    state = health_state.current()
-    result["fenced"] = state.fenced if state is not None else None
+    state = health_registry.current()
+    result["fenced"] = [str(f) for f in state.fenced] if state is not None else None
     result["primary_node"] = state.primary_node if state is not None else None
     if state is not None:
         snapshot = state.snapshot()
@@ -253,7 +253,7 @@ def main() -> None:
         connections["default"].close_pool()
     result["fresh_process"] = [write("fresh") for _ in range(3)]
     # The old primary rewound and started as a standby of the new one.
-    state = health_state.process_health(conf.get_config())
+    state = health_registry.process_health(conf.get_config())
     rejoin_started = time.monotonic()
     failover.rejoin(cluster, "primary", "replica1")
     result["rejoin_seconds"] = time.monotonic() - rejoin_started
@@ -262,7 +262,7 @@ def main() -> None:
     while state.monitor.rounds < rounds + 2 and time.monotonic() < deadline:
         time.sleep(0.05)
     result["after_rejoin"] = [write("rejoined") for _ in range(3)]
-    result["fenced_after_rejoin"] = state.fenced
+    result["fenced_after_rejoin"] = [str(f) for f in state.fenced]
     result["events"] = [
         {k: v for k, v in e.items() if k not in ("sender", "signal")} for e in events
     ]

@@ -12,7 +12,7 @@ from django.urls import path
 
 from django_rwsplit import conf
 from django_rwsplit.health import monitor
-from django_rwsplit.health import state as health_state
+from django_rwsplit.health import registry as health_registry
 from django_rwsplit.health.probes import PrimaryStatus
 from django_rwsplit.health.tracker import HealthSnapshot, ReplicaStatus
 from tests.utils import fast_health, rotation, start_health, wait_until
@@ -48,7 +48,7 @@ def result(check: Any) -> Any:
 def test_healthy_cluster_checked_by_the_processes_monitor(cluster, monkeypatch):
     """A check starts the monitor once; later calls probe nothing themselves."""
     cluster.wait_caught_up()
-    assert health_state.current() is None
+    assert health_registry.current() is None
     probes = []
     real = monitor.measure
 
@@ -58,7 +58,7 @@ def test_healthy_cluster_checked_by_the_processes_monitor(cluster, monkeypatch):
 
     monkeypatch.setattr(monitor, "measure", counted)
     assert result(rwsplit_check.ReadWriteSplit()) is None
-    state = health_state.current()
+    state = health_registry.current()
     assert state is not None and state.monitor.rounds >= 1
     started, before = time.monotonic(), len(probes)
     for _ in range(20):
@@ -143,7 +143,7 @@ def test_unreachable_primary_is_critical():
         ReplicaStatus(alias, "127.0.0.1:2", True, lag_seconds=0.0)
         for alias in ("replica1", "replica2")
     )
-    findings = rwsplit_check.assess(HealthSnapshot(primary, replicas), config)
+    findings = rwsplit_check.findings_of(HealthSnapshot(primary, replicas), config)
     (finding,) = findings
     assert finding.alias == "default" and finding.critical
     assert finding.message.startswith("primary default unreachable: ")
@@ -152,5 +152,7 @@ def test_unreachable_primary_is_critical():
     in_recovery = PrimaryStatus(
         alias="default", endpoint="h:1", reachable=True, in_recovery=True, checked_at=0
     )
-    (finding,) = rwsplit_check.assess(HealthSnapshot(in_recovery, replicas), config)
+    (finding,) = rwsplit_check.findings_of(
+        HealthSnapshot(in_recovery, replicas), config
+    )
     assert finding.critical and "in recovery" in finding.message

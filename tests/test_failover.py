@@ -78,7 +78,7 @@ def test_writes_follow_the_promoted_node_and_never_reach_the_old_one(
     assert reads and not [r for r in reads if "error" in r], reads
     assert not [r for r in reads if r["alias"] == "replica1"], reads
     assert old not in {r["port"] for r in reads}, reads
-    assert result["fenced"] == f"127.0.0.1:{old} (timeline 1)"
+    assert result["fenced"] == [f"127.0.0.1:{old} (timeline 1)"]
     signals = {e["name"] for e in result["events"]}
     assert signals == {"primary_changed", "primary_fenced"}, result["events"]
     # Operators see it: critical, "two writable nodes", the metrics.
@@ -89,7 +89,7 @@ def test_writes_follow_the_promoted_node_and_never_reach_the_old_one(
         assert result["metrics"]["rwsplit_primary_changes_total"] == 1
     # Rejoined as a standby of the new primary: one writable node again.
     assert ports_of(result["after_rejoin"]) == {new}, result["after_rejoin"]
-    assert result["fenced_after_rejoin"] is None
+    assert result["fenced_after_rejoin"] == []
 
 
 def test_a_switchover_moves_writes_without_losing_one(

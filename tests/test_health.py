@@ -16,7 +16,7 @@ from django.test import override_settings
 
 from django_rwsplit import conf, pinning, planner, signals
 from django_rwsplit.health import notify
-from django_rwsplit.health import state as health_state
+from django_rwsplit.health import registry as health_registry
 from django_rwsplit.health.monitor import SharedRounds
 from django_rwsplit.health.probes import ProbeFailure, ReplicaReading
 from tests.testapp.models import Item
@@ -55,7 +55,7 @@ class Transitions:
         self.events.append(("readmitted", alias, reason, self._rounds()))
 
     def _rounds(self) -> int:
-        state = health_state.current()
+        state = health_registry.current()
         return state.monitor.rounds if state else 0
 
     def of(self, kind: str, alias: str) -> list[tuple[str, str, str, int]]:
@@ -78,10 +78,10 @@ def transitions():
 def test_idle_primary_with_caught_up_replicas_has_zero_lag(cluster):
     cluster.wait_caught_up()
     start_health()
-    state = health_state.process_health(conf.get_config())
+    state = health_registry.process_health(conf.get_config())
     rounds = state.monitor.rounds
     wait_until(lambda: state.monitor.rounds >= rounds + 2, timeout=5)
-    snapshot = health_state.snapshot()
+    snapshot = health_registry.snapshot()
     assert snapshot is not None and snapshot.status == "ok"
     for replica in snapshot.replicas:
         assert replica.in_rotation
@@ -199,7 +199,7 @@ def test_all_replicas_down_sends_reads_to_primary(cluster, ports):
     assert {server_port(router.db_for_read(Item)) for _ in range(20)} == {
         ports["default"]
     }
-    assert health_state.snapshot().status == "critical"
+    assert health_registry.snapshot().status == "critical"
 
 
 @override_settings(RWSPLIT={**FAST, "FALLBACK": "error"})
@@ -235,10 +235,10 @@ def test_forked_child_measures_for_itself(cluster):
     if pid == 0:  # pragma: no cover - runs in the child
         ok = False
         try:
-            ok = health_state.current() is None
+            ok = health_registry.current() is None
             config = conf.get_config()
             planner.for_config(config).plan()
-            child = health_state.current()
+            child = health_registry.current()
             ok = ok and child is not None and child.monitor.is_alive()
             ok = ok and child.monitor.rounds >= 1 and child.pid == os.getpid()
         finally:
@@ -257,8 +257,8 @@ for alias in settings.DATABASES:
     settings.DATABASES[alias]["NAME"] = "postgres"
 settings.RWSPLIT = {**settings.RWSPLIT, "CHECK_INTERVAL": 0.2, "HEALTH_CACHE": "redis"}
 from django_rwsplit import conf
-from django_rwsplit.health import state as health_state
-state = health_state.process_health(conf.get_config())
+from django_rwsplit.health import registry as health_registry
+state = health_registry.process_health(conf.get_config())
 time.sleep(float(sys.argv[1]))  # the observation window of this process
 shared = state.monitor.shared
 print(json.dumps({"measured": shared.measured, "borrowed": shared.borrowed,
@@ -303,8 +303,8 @@ for alias in settings.DATABASES:
     settings.DATABASES[alias]["NAME"] = "postgres"
 settings.RWSPLIT = {**settings.RWSPLIT, "CHECK_INTERVAL": 0.05}
 from django_rwsplit import conf
-from django_rwsplit.health import state as health_state
-state = health_state.process_health(conf.get_config())
+from django_rwsplit.health import registry as health_registry
+state = health_registry.process_health(conf.get_config())
 
 def rounds_during_exit():
     # atexit runs after threading's exit hooks: the monitor keeps going.

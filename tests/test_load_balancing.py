@@ -17,7 +17,7 @@ import pytest
 from django.test import override_settings
 
 from django_rwsplit import observe
-from django_rwsplit.health import state as health_state
+from django_rwsplit.health import registry as health_registry
 from django_rwsplit.health.rotation import smooth_weighted_sequence
 from tests.testapp.models import Item
 from tests.utils import fast_health, start_health, wait_until
@@ -58,7 +58,7 @@ def test_weighted_round_robin_keeps_its_exact_order_across_rounds(cluster, read_
     )
     with override_settings(RWSPLIT=settings):
         start_health()
-        state = health_state.current()
+        state = health_registry.current()
         assert state is not None
         read_log.aliases.clear()
         # Reads at uneven times: 1, 2 or 3 between two health rounds.

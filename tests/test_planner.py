@@ -44,6 +44,9 @@ class FakeHealth:
     def status(self, alias: str) -> Any:
         return SimpleNamespace(replay_lsn=self.replayed.get(alias))
 
+    def await_first_round(self) -> bool:
+        return False
+
 
 class FakePositions:
     """What servers answer when asked directly (read-your-writes)."""
@@ -130,6 +133,31 @@ def test_no_replica_in_rotation_reads_the_primary_or_raises():
     )
     strict = make(Config(replicas=TWO, fallback="error"), health=health)
     with pytest.raises(NoReplicaAvailable):
+        strict.plan()
+
+
+class StartingHealth(FakeHealth):
+    """A server's health whose first round ends while the first read waits."""
+
+    def __init__(self) -> None:
+        super().__init__({})
+        self.waits = 0
+
+    def await_first_round(self) -> bool:
+        self.waits += 1
+        if self.waits > 1:
+            return False
+        self.rotation = Rotation(TWO)
+        return True
+
+
+def test_a_read_before_the_first_round_waits_for_it_not_the_primary():
+    health = StartingHealth()
+    strict = make(Config(replicas=TWO, fallback="error"), health=health)
+    assert strict.plan().alias in TWO
+    assert health.waits == 1
+    health.rotation = Rotation({})
+    with pytest.raises(NoReplicaAvailable):  # waited once: no second wait
         strict.plan()
 
 

@@ -8,7 +8,7 @@ from django.test import override_settings
 
 from django_rwsplit import conf
 from django_rwsplit.exceptions import PrimaryUnavailable
-from django_rwsplit.health import state as health_state
+from django_rwsplit.health import registry as health_registry
 from django_rwsplit.health.probes import probe_for
 from tests.testapp.models import Item
 from tests.utils import fast_health, server_port, start_health, wait_until
@@ -30,7 +30,7 @@ def test_primary_down_writes_fail_naming_it_and_reads_continue(cluster, ports, c
         Item.objects.create(name="nowhere")
     # Replicas were caught up with the last primary position: still serving.
     wait_until(lambda: not state.tracker.primary.reachable, timeout=5)
-    assert health_state.snapshot().status == "critical"
+    assert health_registry.snapshot().status == "critical"
     rounds = state.monitor.rounds
     wait_until(lambda: state.monitor.rounds >= rounds + 3, timeout=10)
     logged = [r for r in caplog.records if "is unreachable" in r.getMessage()]
@@ -45,13 +45,13 @@ def test_primary_down_writes_fail_naming_it_and_reads_continue(cluster, ports, c
 @override_settings(RWSPLIT={**FAST, "PRIMARY": "demoted", "REPLICAS": ["replica2"]})
 def test_demoted_primary_refuses_writes_with_a_clear_error(cluster):
     router.db_for_read(Item)
-    state = health_state.process_health(conf.get_config())
+    state = health_registry.process_health(conf.get_config())
     wait_until(lambda: state.tracker.primary is not None, timeout=5)
     assert state.tracker.primary.in_recovery is True
     connections["demoted"].close()
     with pytest.raises(PrimaryUnavailable, match="'demoted'.*in recovery"):
         Item.objects.create(name="to-a-replica")
-    assert health_state.snapshot().status == "critical"
+    assert health_registry.snapshot().status == "critical"
 
 
 @override_settings(RWSPLIT=fast_health(CHECK_INTERVAL=60.0, MAX_LAG_SECONDS=60.0))

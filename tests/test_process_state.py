@@ -9,7 +9,7 @@ from django.test import override_settings
 
 from django_rwsplit import process_state
 from django_rwsplit.health import load
-from django_rwsplit.health import state as health_state
+from django_rwsplit.health import registry as health_registry
 
 
 def test_reset_forgets_the_load_measured_so_far():
@@ -25,7 +25,7 @@ def test_a_settings_change_goes_through_the_same_reset():
     load.of("replica1").sample(40.0, now=1.0)
     with override_settings(RWSPLIT={"REPLICAS": []}):
         assert load.of("replica1").peak_ms is None
-    assert health_state.current() is None
+    assert health_registry.current() is None
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
@@ -35,7 +35,9 @@ def test_a_forked_child_starts_with_no_measurements():
     child = os.fork()
     if child == 0:  # the hooks registered in AppConfig.ready() have run
         os.close(read)
-        clean = load.of("replica1").peak_ms is None and health_state.current() is None
+        clean = (
+            load.of("replica1").peak_ms is None and health_registry.current() is None
+        )
         os.write(write, b"1" if clean else b"0")
         os._exit(0)
     os.close(write)

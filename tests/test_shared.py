@@ -5,7 +5,12 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 
-from django_rwsplit.health.probes import PrimaryStatus, ProbeFailure, ReplicaReading
+from django_rwsplit.health.probes import (
+    FencedNode,
+    PrimaryStatus,
+    ProbeFailure,
+    ReplicaReading,
+)
 from django_rwsplit.health.shared import decode_round
 
 PRIMARY = PrimaryStatus(
@@ -40,3 +45,20 @@ def test_a_round_from_an_older_process_has_no_failure_kind():
     _, (hung,) = decode_round(payload)
     assert hung.failure is None
     assert hung.error == "timeout after 500 ms"
+
+
+def test_fenced_nodes_stay_typed_across_processes():
+    split = PrimaryStatus(
+        alias="default",
+        endpoint="p",
+        reachable=True,
+        checked_at=1.0,
+        in_recovery=False,
+        node="10.0.0.2:5432",
+        timeline=2,
+        fenced=(FencedNode("10.0.0.1:5432", 1),),
+    )
+    primary, _ = decode_round(through_the_cache(split, []))
+    assert primary == split
+    assert primary.fenced[0].timeline == 1
+    assert primary.fenced_text() == "10.0.0.1:5432 (timeline 1)"

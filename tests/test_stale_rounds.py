@@ -24,7 +24,7 @@ from django.urls import include, path
 
 from django_rwsplit import conf, pinning
 from django_rwsplit.health import monitor
-from django_rwsplit.health import state as health_state
+from django_rwsplit.health import registry as health_registry
 from django_rwsplit.testing.cluster import LocalCluster
 from tests.ports import free_port
 from tests.testapp.models import Item
@@ -83,7 +83,7 @@ def test_reads_leave_the_replicas_when_rounds_stop(
 
 
 def check_fails_closed(
-    cluster: LocalCluster, state: health_state.ProcessHealth
+    cluster: LocalCluster, state: health_registry.ProcessHealth
 ) -> None:
     cluster.pause_replay("replica1")
     took = reads_left(cluster, "replica1", state.stale_after)
@@ -95,7 +95,7 @@ def check_fails_closed(
     status, document = health_document()
     assert status == 503 and document["status"] == "critical"
     assert document["round_age_seconds"] > state.stale_after
-    assert health_state.snapshot() is not None
+    assert health_registry.snapshot() is not None
     summary = (
         Client()
         .get("/rwsplit/status/data/", headers={"Authorization": f"Bearer {TOKEN}"})

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from django_rwsplit.health import history
-from django_rwsplit.health import state as health_state
+from django_rwsplit.health import registry as health_registry
 from tests.test_views import TOKEN, endpoint_settings
 from tests.testapp.models import Item
 from tests.utils import rotation, start_health, wait_until
@@ -141,7 +141,7 @@ class Elements(HTMLParser):
 
 def record_round() -> None:
     """Feed the history as the health monitor does after each round."""
-    history.record(health_state.snapshot())
+    history.record(health_registry.snapshot())
 
 
 def test_lagging_replica_is_shown_out_of_rotation(cluster, server, browser, tmp_path):

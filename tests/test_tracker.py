@@ -257,7 +257,7 @@ def test_a_streaming_round_resets_the_count():
 
 
 def test_a_first_admission_is_not_called_a_return(caplog):
-    from django_rwsplit.health.state import ProcessHealth
+    from django_rwsplit.health.registry import ProcessHealth
 
     tracker = Tracker(CONFIG)
     [first] = tracker.apply(primary(0, 100), [reading("r1", 0, 100)])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from django_rwsplit.health.probes import PrimaryStatus, ProbeFailure
+from django_rwsplit.health.probes import FencedNode, PrimaryStatus, ProbeFailure
 from django_rwsplit.health.tracker import HealthSnapshot
 from django_rwsplit.health.verdict import PrimaryVerdict, judge_primary, primary_problem
 
@@ -62,7 +62,7 @@ def test_a_second_writable_node_is_critical_and_named():
         in_recovery=False,
         node="10.0.0.2:5432",
         timeline=2,
-        fenced="10.0.0.1:5432 (timeline 1)",
+        fenced=(FencedNode("10.0.0.1:5432", 1),),
     )
     assert judge_primary(primary) is PrimaryVerdict.TWO_WRITABLE
     problem = primary_problem(primary)
@@ -70,3 +70,17 @@ def test_a_second_writable_node_is_critical_and_named():
     assert "10.0.0.1:5432 (timeline 1)" in problem
     snapshot = HealthSnapshot(primary=primary, replicas=(), taken_at=1.0)
     assert snapshot.status == "critical"
+
+
+def test_the_health_document_lists_fenced_nodes_as_records():
+    primary = status(
+        reachable=True,
+        in_recovery=False,
+        node="10.0.0.2:5432",
+        timeline=2,
+        fenced=(FencedNode("10.0.0.1:5432", 1),),
+    )
+    snapshot = HealthSnapshot(primary=primary, replicas=(), taken_at=1.0)
+    document = snapshot.as_dict(show_endpoints=True)
+    assert document["primary"]["fenced"] == [{"node": "10.0.0.1:5432", "timeline": 1}]
+    assert document["primary"]["two_writable_nodes"] is True

@@ -14,7 +14,7 @@ from django.urls import include, path
 
 from django_rwsplit import conf
 from django_rwsplit.health import history
-from django_rwsplit.health import state as health_state
+from django_rwsplit.health import registry as health_registry
 from django_rwsplit.health.probes import PrimaryStatus
 from django_rwsplit.health.tracker import HealthSnapshot, ReplicaStatus
 from django_rwsplit.management.commands.replica_health import as_json
@@ -59,7 +59,7 @@ def endpoint_settings(**rwsplit: Any):
 
 
 def replica_error(alias: str) -> str:
-    snapshot = health_state.snapshot()
+    snapshot = health_registry.snapshot()
     status = snapshot.replica(alias) if snapshot else None
     return (status.error if status else None) or ""
 
@@ -176,7 +176,7 @@ def test_health_json_has_the_replica_health_shape_without_hosts(cluster):
         assert response.status_code == 200
         assert response["Content-Type"] == "application/json"
         document = response.json()
-        snapshot = health_state.snapshot()
+        snapshot = health_registry.snapshot()
         assert snapshot is not None
         expected = as_json(snapshot)
         assert document.keys() == expected.keys()

@@ -8,7 +8,7 @@ from django.core import signing
 from django.db import connections, router
 
 from django_rwsplit import conf, consistency
-from django_rwsplit.health import state as health_state
+from django_rwsplit.health import registry as health_registry
 
 
 def fast_health(**overrides: object) -> dict[str, object]:
@@ -25,10 +25,10 @@ def fast_health(**overrides: object) -> dict[str, object]:
 
 def rotation() -> frozenset[str]:
     """The replicas in rotation now (starting this process's checks if needed)."""
-    return health_state.process_health(conf.get_config()).rotation.members
+    return health_registry.process_health(conf.get_config()).rotation.members
 
 
-def start_health(*aliases: str) -> health_state.ProcessHealth:
+def start_health(*aliases: str) -> health_registry.ProcessHealth:
     """
     Start the health checks as a routed read does, and wait until ``aliases``
     (default: both replicas) are in rotation.
@@ -36,7 +36,7 @@ def start_health(*aliases: str) -> health_state.ProcessHealth:
     from tests.testapp.models import Item
 
     router.db_for_read(Item)
-    state = health_state.process_health(conf.get_config())
+    state = health_registry.process_health(conf.get_config())
     wanted = set(aliases or ("replica1", "replica2"))
     wait_until(lambda: state.rotation.members >= wanted, timeout=10)
     return state

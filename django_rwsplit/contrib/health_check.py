@@ -39,8 +39,8 @@ from typing import Any
 from django.core.exceptions import ImproperlyConfigured
 
 from django_rwsplit.conf import Config, get_config
+from django_rwsplit.health import registry as health_registry
 from django_rwsplit.health import report
-from django_rwsplit.health import state as health_state
 from django_rwsplit.health.report import (
     replica_reason,
     stale_problem,
@@ -58,7 +58,7 @@ except ImportError:  # pragma: no cover - depends on the environment
 
 from health_check.exceptions import ServiceUnavailable, ServiceWarning
 
-__all__ = ["Finding", "assess", "checks", "take_snapshot"]
+__all__ = ["Finding", "checks", "findings_of", "take_snapshot"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,10 +77,10 @@ def take_snapshot(config: Config) -> HealthSnapshot:
     Never measures per call: an unauthenticated health URL polled often
     would otherwise open a connection to every server on each poll.
     """
-    return health_state.process_health(config).snapshot()
+    return health_registry.process_health(config).snapshot()
 
 
-def assess(snapshot: HealthSnapshot, config: Config) -> list[Finding]:
+def findings_of(snapshot: HealthSnapshot, config: Config) -> list[Finding]:
     """Return every problem of ``snapshot``, worst first."""
 
     def public(text: str) -> str:
@@ -125,7 +125,7 @@ def _problems(alias: str | None) -> list[Finding]:
         clusters = config.every_cluster()
     findings = []
     for cluster in clusters:
-        found = assess(take_snapshot(cluster), cluster)
+        found = findings_of(take_snapshot(cluster), cluster)
         if config.clusters:
             found = [
                 Finding(f.alias, f.critical, f"cluster {cluster.name}: {f.message}")

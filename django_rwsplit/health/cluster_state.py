@@ -5,7 +5,7 @@ A routing decision reads the current
 :class:`~django_rwsplit.health.rotation.Rotation` of the cluster: an
 attribute read, with no I/O and no lock in the common case. The rounds run
 in the process's one monitor thread and the expiry in its one watchdog
-(:class:`~django_rwsplit.health.state.Fleet`).
+(:class:`~django_rwsplit.health.state.HealthRegistry`).
 
 The rotation expires: each round stamps it with when it was measured (or,
 for a round borrowed through ``HEALTH_CACHE``, when this process first saw
@@ -32,7 +32,12 @@ from django_rwsplit import signals
 from django_rwsplit.conf import Config
 from django_rwsplit.health import history, load, notify, release
 from django_rwsplit.health.monitor import Monitor, tracker_for
-from django_rwsplit.health.probes import PrimaryStatus, ProbeFailure, ReplicaReading
+from django_rwsplit.health.probes import (
+    FencedNode,
+    PrimaryStatus,
+    ProbeFailure,
+    ReplicaReading,
+)
 from django_rwsplit.health.reasons import Reason
 from django_rwsplit.health.rotation import EMPTY, Rotation
 from django_rwsplit.health.tracker import HealthSnapshot, ReplicaStatus, Transition
@@ -46,7 +51,7 @@ class ProcessHealth:
     One cluster's health in this process: its tracker, rounds and rotation.
 
     The rounds run in the process's one monitor thread, and the expiry in its
-    one watchdog (:class:`Fleet`, shared by every cluster).
+    one watchdog (:class:`HealthRegistry`, shared by every cluster).
     """
 
     def __init__(self, config: Config) -> None:
@@ -75,17 +80,32 @@ class ProcessHealth:
         # when it last changed (time.time()) and the writable nodes fenced.
         self.primary_node: str | None = None
         self.primary_changed_at: float | None = None
-        self.fenced: str | None = None
+        self.fenced: tuple[FencedNode, ...] = ()
         # Replicas whose last check got no answer within CHECK_TIMEOUT.
         self.hung: frozenset[str] = frozenset()
         # Publishing a rotation (a round, an ejection, the watchdog) is rare:
         # a lock keeps a late watchdog from hiding a fresh round's rotation.
         self._publishing = threading.Lock()
+        self._waited_first = False
 
     @property
     def primary(self) -> PrimaryStatus | None:
         """The primary's last status (None before the first round)."""
         return self.tracker.primary
+
+    def await_first_round(self) -> bool:
+        """
+        Wait for the first round if it has not ended: True if it ended meanwhile.
+
+        Waits once per state, bounded (the primary's check, then the
+        replicas' in parallel): a read made while a server's health starts
+        routes by its first round, not by the empty rotation before it.
+        """
+        done = self.monitor.first_round
+        if done.is_set() or self._waited_first:
+            return False
+        self._waited_first = True
+        return done.wait(2 * self.config.check_timeout + 0.5)
 
     def _publish(self) -> None:
         """Hand readers the tracker's rotation, or the empty one once stale."""
@@ -225,17 +245,13 @@ class ProcessHealth:
             return
         # Logged at ERROR with the verdict (_primary_changed): announced here.
         self.fenced = primary.fenced
-        if primary.fenced is None:
-            return
-        for fenced in primary.fenced.split(", "):
-            node, _, rest = fenced.partition(" (timeline ")
-            timeline = rest.rstrip(")")
+        for fenced in primary.fenced:
             signals.send_robust(
                 signals.primary_fenced,
                 sender=ProcessHealth,
                 alias=self.config.primary,
-                node=node,
-                timeline=int(timeline) if timeline.isdigit() else None,
+                node=fenced.node,
+                timeline=fenced.timeline,
                 primary=primary.node,
             )
 

@@ -20,15 +20,16 @@ from django_rwsplit.health import nodes
 from django_rwsplit.health.daemon_pool import DaemonPool
 from django_rwsplit.health.pgwire import describe_endpoint
 from django_rwsplit.health.probes import (
+    FencedNode,
     PrimaryStatus,
     Probe,
     ReplicaReading,
     probe_for,
 )
 from django_rwsplit.health.shared import (
-    FleetVerdict,
-    Round,
+    Readings,
     SharedRounds,
+    SharedVerdict,
     cluster_identity,
     decode_round,
     decode_snapshot,
@@ -38,10 +39,10 @@ from django_rwsplit.health.tracker import HealthSnapshot, Tracker
 
 __all__ = [
     "DaemonPool",
-    "FleetVerdict",
+    "SharedVerdict",
     "Monitor",
     "MonitorThread",
-    "Round",
+    "Readings",
     "SharedRounds",
     "cluster_identity",
     "decode_round",
@@ -60,7 +61,7 @@ def measure(
     probe: Probe | None = None,
     pool: DaemonPool | None = None,
     system_id: str | None = None,
-) -> Round:
+) -> Readings:
     """
     Measure the primary, then every replica at once, each within CHECK_TIMEOUT.
 
@@ -111,13 +112,12 @@ def _check_listed_primary(
     status = probe.check_primary(
         config.primary, nodes.node_settings(settings_dict, choice.node), timeout
     )
-    fenced = ", ".join(f"{r.node} (timeline {r.timeline})" for r in choice.fenced)
     return replace(
         status,
         node=choice.node,
         timeline=choice.timeline,
         system_id=choice.system_id,
-        fenced=fenced or None,
+        fenced=tuple(FencedNode(r.node, r.timeline) for r in choice.fenced),
     )
 
 
@@ -170,7 +170,7 @@ class Monitor:
     def run_round(self, pool: DaemonPool | None = None) -> None:
         """Measure (or borrow) one round and hand it to the sink."""
 
-        def measure_now() -> Round:
+        def measure_now() -> Readings:
             return measure(
                 self.config, self.databases, pool=pool, system_id=self.system_id
             )

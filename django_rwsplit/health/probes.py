@@ -84,6 +84,26 @@ def _typed_failure(status: PrimaryStatus | ReplicaReading) -> None:
         object.__setattr__(status, "failure", ProbeFailure(failure))
 
 
+@dataclass(frozen=True)
+class FencedNode:
+    """A writable node that is not the primary: never written to."""
+
+    node: str  # host:port
+    timeline: int | None
+
+    def __str__(self) -> str:
+        return f"{self.node} (timeline {self.timeline})"
+
+
+def _typed_fenced(status: PrimaryStatus) -> None:
+    """Fenced nodes read back from JSON (a shared round) become typed again."""
+    fenced: Any = status.fenced  # a list of mappings, from JSON
+    if isinstance(fenced, tuple) and all(isinstance(e, FencedNode) for e in fenced):
+        return
+    typed = tuple(e if isinstance(e, FencedNode) else FencedNode(**e) for e in fenced)
+    object.__setattr__(status, "fenced", typed)
+
+
 @dataclass(frozen=True, kw_only=True)
 class PrimaryStatus:
     """Result of checking the primary (measurements are None when unreachable)."""
@@ -100,14 +120,19 @@ class PrimaryStatus:
     failure: ProbeFailure | None = None
     # With a multi-host primary alias (health.nodes): the node writes go to
     # (``host:port``), its timeline and system identifier, and the other
-    # writable nodes, fenced (``host:port (timeline N)``, comma-separated).
+    # writable nodes, fenced.
     node: str | None = None
     timeline: int | None = None
     system_id: str | None = None
-    fenced: str | None = None
+    fenced: tuple[FencedNode, ...] = ()
 
     def __post_init__(self) -> None:
         _typed_failure(self)
+        _typed_fenced(self)
+
+    def fenced_text(self) -> str:
+        """The fenced nodes for people: ``host:port (timeline N)``, comma-separated."""
+        return ", ".join(str(entry) for entry in self.fenced)
 
 
 @dataclass(frozen=True, kw_only=True)

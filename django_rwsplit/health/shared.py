@@ -24,16 +24,16 @@ from django_rwsplit.health.tracker import HealthSnapshot, ReplicaStatus
 
 logger = logging.getLogger("django_rwsplit")
 
-Round = tuple[PrimaryStatus, list[ReplicaReading]]
+Readings = tuple[PrimaryStatus, list[ReplicaReading]]
 _T = TypeVar("_T")
 _D = TypeVar("_D", PrimaryStatus, ReplicaReading, ReplicaStatus)
 
 
-ROUND_FORMAT = 2  # bumped whenever the shared round's shape changes
+ROUND_FORMAT = 3  # bumped whenever the shared round's shape changes
 
 
 @dataclass(frozen=True)
-class FleetVerdict:
+class SharedVerdict:
     """The measuring process's own verdict on its latest shared round."""
 
     snapshot: HealthSnapshot
@@ -126,7 +126,9 @@ class SharedRounds:
             self._warned.add(what)
             logger.warning("%s; measuring locally: %s", what, exc)
 
-    def get(self, measure_now: Callable[[], Round]) -> tuple[Round, Any, float] | None:
+    def get(
+        self, measure_now: Callable[[], Readings]
+    ) -> tuple[Readings, Any, float] | None:
         """
         Return a fresh round, its id and when it was measured or arrived.
 
@@ -188,7 +190,7 @@ class SharedRounds:
         except Exception as exc:  # noqa: BLE001
             self._warn_once("Could not share the health verdict", exc)
 
-    def fleet_verdict(self, after: Any = None) -> FleetVerdict | None:
+    def shared_verdict(self, after: Any = None) -> SharedVerdict | None:
         """
         Wait for a verdict on a new round; None if none comes in three intervals.
 
@@ -217,18 +219,18 @@ class SharedRounds:
                 except Exception as exc:  # noqa: BLE001 - another version's
                     self._warn_once("A shared health verdict did not decode", exc)
                     return None
-                return FleetVerdict(snapshot, str(stored.get("by", "?")), current)
+                return SharedVerdict(snapshot, str(stored.get("by", "?")), current)
             first = False
             if time.monotonic() >= deadline:
                 return None
             time.sleep(min(0.05, self.interval / 4))
 
-    def _measure(self, measure_now: Callable[[], Round]) -> tuple[Round, str]:
+    def _measure(self, measure_now: Callable[[], Readings]) -> tuple[Readings, str]:
         got = measure_now()
         self.measured += 1
         return got, f"{self.owner}:{self.measured}"
 
-    def _borrow(self, stored: Any) -> tuple[Round, Any, float] | None:
+    def _borrow(self, stored: Any) -> tuple[Readings, Any, float] | None:
         """Return the stored round if it is fresh and decodes, else None."""
         if not isinstance(stored, Mapping) or "id" not in stored:
             return None
@@ -246,7 +248,7 @@ class SharedRounds:
         return decoded, stored["id"], self.seen_at
 
 
-def decode_round(payload: Mapping[str, Any]) -> Round:
+def decode_round(payload: Mapping[str, Any]) -> Readings:
     """Decode a stored round; unknown fields are ignored, missing ones raise."""
     return (
         _build(PrimaryStatus, payload["primary"]),

@@ -107,7 +107,7 @@ class HealthSnapshot:
                     {
                         "node": primary.node,
                         "timeline": primary.timeline,
-                        "fenced": primary.fenced,
+                        "fenced": [asdict(entry) for entry in primary.fenced],
                     }
                     if primary and show_endpoints
                     else {}
@@ -136,7 +136,7 @@ class Transition:
 
 
 @dataclass
-class _ReplicaState:
+class _ReplicaRecord:
     endpoint: str
     in_rotation: bool = False
     ever_admitted: bool = False
@@ -169,7 +169,7 @@ class Tracker:
         self.primary: PrimaryStatus | None = None
         self._lock = threading.Lock()
         self._states = {
-            alias: _ReplicaState(endpoint=(endpoints or {}).get(alias, ""))
+            alias: _ReplicaRecord(endpoint=(endpoints or {}).get(alias, ""))
             for alias in config.replicas
         }
         self.rotation = Rotation({})
@@ -198,7 +198,7 @@ class Tracker:
 
     def _take(
         self,
-        state: _ReplicaState,
+        state: _ReplicaRecord,
         reading: ReplicaReading,
         primary: PrimaryStatus | None,
     ) -> Transition | None:

@@ -57,7 +57,7 @@ def primary_problem(status: PrimaryStatus | None) -> str | None:
         assert status is not None
         return (
             f"one of two writable nodes: writes go to {status.node} (timeline "
-            f"{status.timeline}); fenced, never written to: {status.fenced}"
+            f"{status.timeline}); fenced, never written to: {status.fenced_text()}"
         )
     if verdict is PrimaryVerdict.UNREACHABLE:
         assert status is not None

@@ -176,7 +176,7 @@ class ClusterWatch:
     def next_round(self, *, first: bool) -> Round:
         """The fleet's next verdict from HEALTH_CACHE, else a round measured now."""
         config, shared = self.config, self.shared
-        verdict = shared.fleet_verdict(after=self.last_id) if shared else None
+        verdict = shared.shared_verdict(after=self.last_id) if shared else None
         if verdict is not None:
             self.last_id = verdict.round_id
             return Round(

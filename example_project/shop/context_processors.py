@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from django.http import HttpRequest
 
 from django_rwsplit.conf import Config, get_config
-from django_rwsplit.health import state as health_state
+from django_rwsplit.health import registry as health_registry
 from django_rwsplit.health.probes import format_lsn
 from django_rwsplit.health.tracker import HealthSnapshot
 from django_rwsplit.pinning import current_scope
@@ -62,7 +62,7 @@ def routing(request: HttpRequest) -> Routing:
         waits_for_lsn=format_lsn(min_lsn) if min_lsn is not None else None,
         config=config,
         queries=current_queries(),  # a live list: later queries show up too
-        health=health_state.snapshot(),
+        health=health_registry.snapshot(),
         modes=[
             (mode, text, mode == config.consistency)
             for mode, text in CONSISTENCY_MODES.items()

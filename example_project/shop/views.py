@@ -21,7 +21,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from django_rwsplit.health import state as health_state
+from django_rwsplit.health import registry as health_registry
 from django_rwsplit.pinning import current_scope
 from django_rwsplit.signals import replica_ejected
 from example_project.shop.forms import OrderForm
@@ -156,7 +156,7 @@ replica_ejected.connect(_count_ejection, dispatch_uid="shop_count_ejections")
 
 def _replica_out() -> bool:
     """Whether this process's health checks have any replica out of rotation now."""
-    state = health_state.current()
+    state = health_registry.current()
     return state is not None and any(
         not state.in_rotation(alias) for alias in state.config.replicas
     )
@@ -202,7 +202,7 @@ async def api_pin(request: HttpRequest) -> JsonResponse:
 @require_GET
 def api_health(request: HttpRequest) -> JsonResponse:
     """This process's view of the replicas (``null`` before its first read)."""
-    snapshot = health_state.snapshot()
+    snapshot = health_registry.snapshot()
     return JsonResponse(
         {
             "pid": os.getpid(),

@@ -32,7 +32,7 @@ from django.test import Client, override_settings
 from shop.models import Order
 
 from django_rwsplit import conf, consistency, pin_primary, process_state
-from django_rwsplit.health import state as health_state
+from django_rwsplit.health import registry as health_registry
 from django_rwsplit.testing.cluster import LocalCluster
 from tests.ports import free_port
 
@@ -51,13 +51,13 @@ def wait_until(predicate: Callable[[], bool], timeout: float) -> None:
         time.sleep(0.02)
 
 
-def start_both() -> tuple[health_state.ProcessHealth, health_state.ProcessHealth]:
+def start_both() -> tuple[health_registry.ProcessHealth, health_registry.ProcessHealth]:
     """Route a read of each cluster; wait until every replica is in rotation."""
     router.db_for_read(Order)
     router.db_for_read(Event)
     config = conf.get_config()
-    default = health_state.process_health(config)
-    analytics = health_state.process_health(config.cluster("analytics"))
+    default = health_registry.process_health(config)
+    analytics = health_registry.process_health(config.cluster("analytics"))
     wait_until(lambda: default.rotation.members == DEFAULT_REPLICAS, 15)
     wait_until(lambda: analytics.rotation.members == ANALYTICS_REPLICAS, 15)
     return default, analytics

@@ -10,7 +10,7 @@ from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from shop.models import Order
 
-from django_rwsplit.health import state as health_state
+from django_rwsplit.health import registry as health_registry
 
 
 @csrf_exempt
@@ -34,7 +34,7 @@ def read_event(request: HttpRequest, pk: int) -> JsonResponse:
             # This worker's replicas in rotation: why a read went where it did.
             "rotation": sorted(
                 alias
-                for state in health_state.every_cluster()
+                for state in health_registry.every_cluster()
                 for alias in state.rotation.members
             ),
         }

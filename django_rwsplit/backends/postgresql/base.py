@@ -47,7 +47,7 @@ from django_rwsplit.backends.postgresql.primary_writes import send_writes_to_pri
 from django_rwsplit.backends.postgresql.replica_reads import retry_elsewhere
 from django_rwsplit.backends.postgresql.retry import retry_reason
 from django_rwsplit.exceptions import PrimaryUnavailable
-from django_rwsplit.health import state as health_state
+from django_rwsplit.health import registry as health_registry
 from django_rwsplit.health.pgwire import (
     ProbeError,
     ProbeTimeout,
@@ -94,7 +94,7 @@ class DatabaseWrapper(PooledConnections):
             # The server is healthy; only this query conflicted with replay.
             self._avoid = frozenset({self.alias, self.substitute_for or self.alias})
         elif self.substitute_for is None:
-            health_state.report_unreachable(self.alias, error)
+            health_registry.report_unreachable(self.alias, error)
         self.close()
         self.ensure_connection()
 
@@ -119,13 +119,13 @@ class DatabaseWrapper(PooledConnections):
         connection = self.connection
         if connection is None:
             return False
-        if self.substitute_for is None and health_state.out_of_rotation(self.alias):
+        if self.substitute_for is None and health_registry.out_of_rotation(self.alias):
             return False
         try:
             ping(connection.pgconn, self._settings().check_timeout)
         except ProbeTimeout as error:
             if self.substitute_for is None:
-                health_state.report_unreachable(
+                health_registry.report_unreachable(
                     self.alias, pools.ServerHung(str(error))
                 )
             return False
@@ -140,7 +140,7 @@ class DatabaseWrapper(PooledConnections):
             self.connection is not None
             and self.substitute_for is None
             and self._is_replica()
-            and health_state.out_of_rotation(self.alias)
+            and health_registry.out_of_rotation(self.alias)
         ):
             self.close()
 
@@ -162,7 +162,7 @@ class DatabaseWrapper(PooledConnections):
 
     def _back_in_rotation(self) -> bool:
         """Return whether this replica, served by a substitute, is in rotation again."""
-        state = health_state.for_alias(self.alias)
+        state = health_registry.for_alias(self.alias)
         return state is not None and state.in_rotation(self.alias)
 
     # -- opening connections -----------------------------------------------
@@ -284,7 +284,7 @@ class DatabaseWrapper(PooledConnections):
 
     def _known_out_of_rotation(self) -> str | None:
         """Return a substitute alias if this replica was ejected as unreachable."""
-        state = health_state.for_alias(self.alias)
+        state = health_registry.for_alias(self.alias)
         if state is None or self.alias not in state.config.replicas:
             return None
         if state.in_rotation(self.alias):
@@ -299,7 +299,7 @@ class DatabaseWrapper(PooledConnections):
         if config is None or self.alias not in config.replicas:
             return None
         if not pool_busy(error):
-            health_state.report_unreachable(self.alias, error)
+            health_registry.report_unreachable(self.alias, error)
         return self._substitute((self.alias,))
 
     def _substitute(self, exclude: frozenset[str] | tuple[str, ...]) -> str:
@@ -309,7 +309,7 @@ class DatabaseWrapper(PooledConnections):
         Before health checks run (nothing routed yet) only the primary is known.
         """
         config = self._settings()
-        if health_state.for_alias(self.alias) is None:
+        if health_registry.for_alias(self.alias) is None:
             return config.primary
         return planner.for_config(config).substitute(exclude)
 

@@ -23,7 +23,7 @@ from django_rwsplit.backends.postgresql.membership import ClusterMember
 from django_rwsplit.backends.postgresql.primary_switch import switch_error
 from django_rwsplit.exceptions import PrimaryUnavailable, WriteInterrupted
 from django_rwsplit.health import nodes
-from django_rwsplit.health import state as health_state
+from django_rwsplit.health import registry as health_registry
 
 
 class FollowsThePrimary(ClusterMember):
@@ -49,7 +49,7 @@ class FollowsThePrimary(ClusterMember):
         if not self._lists_nodes() or not self._is_primary():
             return None
         fresh, self._fresh_role_check = self._fresh_role_check, False
-        state = health_state.for_alias(self.alias)
+        state = health_registry.for_alias(self.alias)
         if not fresh and state is not None and state.primary_node is not None:
             return state.primary_node
         if fresh:
@@ -72,7 +72,7 @@ class FollowsThePrimary(ClusterMember):
         node = self.connected_node
         if node is None or self.connection is None or self.in_atomic_block:
             return False
-        state = health_state.for_alias(self.alias)
+        state = health_registry.for_alias(self.alias)
         known = state.primary_node if state is not None else None
         return known is not None and known != node
 

@@ -17,7 +17,7 @@ from typing import Any
 from django.test.runner import DiscoverRunner
 
 from django_rwsplit.conf import get_config
-from django_rwsplit.health import state as health_state
+from django_rwsplit.health import registry as health_registry
 
 DEADLINE_SECONDS = 30.0
 
@@ -28,7 +28,7 @@ class ReplicasInRotationRunner(DiscoverRunner):
     def run_checks(self, databases: Any) -> None:
         super().run_checks(databases)
         config = get_config()
-        state = health_state.process_health(config)
+        state = health_registry.process_health(config)
         expected = set(config.replicas)
         deadline = time.monotonic() + DEADLINE_SECONDS
         while set(state.rotation.members) != expected:
