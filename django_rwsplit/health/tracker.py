@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import asdict, dataclass
 
 from django_rwsplit.conf import Config
+from django_rwsplit.health.document import HealthSnapshot, ReplicaStatus
 from django_rwsplit.health.policy import (
     PrimaryHistory,
     assess,
@@ -18,106 +17,8 @@ from django_rwsplit.health.policy import (
 from django_rwsplit.health.probes import PrimaryStatus, ReplicaReading
 from django_rwsplit.health.reasons import Reason
 from django_rwsplit.health.rotation import Rotation
-from django_rwsplit.health.verdict import PrimaryVerdict, judge_primary
 
-
-@dataclass(frozen=True)
-class ReplicaStatus:
-    """What is known about one replica: its last reading and its place in rotation."""
-
-    alias: str
-    endpoint: str
-    in_rotation: bool
-    reachable: bool | None = None
-    in_recovery: bool | None = None
-    replay_paused: bool | None = None
-    streaming: bool | None = None
-    replay_lsn: int | None = None
-    lag_seconds: float | None = None
-    lag_bytes: int | None = None
-    latency_ms: float | None = None
-    error: str | None = None
-    checked_at: float | None = None
-    # Load seen by the check: its query's round trip, other active sessions.
-    query_ms: float | None = None
-    active_backends: int | None = None
-
-
-@dataclass(frozen=True)
-class HealthSnapshot:
-    """The primary's and every replica's state at one moment."""
-
-    primary: PrimaryStatus | None
-    replicas: tuple[ReplicaStatus, ...]
-    taken_at: float = field(default_factory=time.time)
-    # Seconds since the round shown was measured, and the bound past which
-    # the process no longer trusts it (None: not known, e.g. a fresh tracker).
-    round_age_seconds: float | None = None
-    stale_after_seconds: float | None = None
-
-    @property
-    def stale(self) -> bool:
-        """Return whether the round is too old to route by (reads left replicas)."""
-        return (
-            self.round_age_seconds is not None
-            and self.stale_after_seconds is not None
-            and self.round_age_seconds > self.stale_after_seconds
-        )
-
-    @property
-    def status(self) -> str:
-        """Return "ok", "warning" or "critical", as monitoring plugins do."""
-        if self.stale:
-            return "critical"
-        primary_ok = judge_primary(self.primary) is PrimaryVerdict.WRITABLE
-        in_rotation = [r for r in self.replicas if r.in_rotation]
-        if not primary_ok or (self.replicas and not in_rotation):
-            return "critical"
-        if len(in_rotation) < len(self.replicas):
-            return "warning"
-        return "ok"
-
-    def replica(self, alias: str) -> ReplicaStatus | None:
-        """Return the status of replica ``alias``, if it is configured."""
-        return next((r for r in self.replicas if r.alias == alias), None)
-
-    def as_dict(self, *, show_endpoints: bool = True) -> dict[str, Any]:
-        """Return the JSON shape of ``replica_health --json``."""
-        primary = self.primary
-        replicas = []
-        for status in self.replicas:
-            entry = {
-                key: value
-                for key, value in asdict(status).items()
-                if key not in ("endpoint", "replay_lsn", "checked_at", "streaming")
-                or show_endpoints
-            }
-            replicas.append(entry)
-        return {
-            "status": self.status,
-            "round_age_seconds": self.round_age_seconds,
-            "primary": {
-                "alias": primary.alias if primary else None,
-                **(
-                    {"endpoint": primary.endpoint} if primary and show_endpoints else {}
-                ),
-                "reachable": bool(primary and primary.reachable),
-                "in_recovery": primary.in_recovery if primary else None,
-                **(
-                    {
-                        "node": primary.node,
-                        "timeline": primary.timeline,
-                        "fenced": [asdict(entry) for entry in primary.fenced],
-                    }
-                    if primary and show_endpoints
-                    else {}
-                ),
-                "two_writable_nodes": bool(primary and primary.fenced),
-                "latency_ms": primary.latency_ms if primary else None,
-                "error": primary.error if primary else "not checked yet",
-            },
-            "replicas": replicas,
-        }
+__all__ = ["HealthSnapshot", "ReplicaStatus", "Tracker", "Transition"]
 
 
 @dataclass(frozen=True)
