@@ -46,3 +46,53 @@ def test_a_forked_child_starts_with_no_measurements():
     os.waitpid(child, 0)
     assert answer == b"1"
     assert load.of("replica1").peak_ms == 40.0  # the parent keeps its own
+
+
+def test_reads_made_together_before_the_first_round_all_wait_for_it():
+    """gthread workers: every concurrent first read routes by the first round."""
+    import threading
+    import time
+    from types import SimpleNamespace
+
+    from django_rwsplit.conf import Config
+    from django_rwsplit.health.cluster_state import ProcessHealth
+
+    done = threading.Event()
+    state = SimpleNamespace(
+        monitor=SimpleNamespace(first_round=done),
+        config=Config(check_timeout=2.0),
+        _first_round_due=None,
+    )
+    answers: list[bool] = []
+
+    def read() -> None:
+        answers.append(ProcessHealth.await_first_round(state))  # type: ignore[arg-type]
+
+    readers = [threading.Thread(target=read) for _ in range(4)]
+    for reader in readers:
+        reader.start()
+    time.sleep(0.2)
+    done.set()
+    for reader in readers:
+        reader.join(10)
+    assert answers == [True] * 4
+    assert ProcessHealth.await_first_round(state) is False  # type: ignore[arg-type]
+
+
+def test_after_the_first_rounds_deadline_no_read_waits():
+    import threading
+    import time
+    from types import SimpleNamespace
+
+    from django_rwsplit.conf import Config
+    from django_rwsplit.health.cluster_state import ProcessHealth
+
+    state = SimpleNamespace(
+        monitor=SimpleNamespace(first_round=threading.Event()),
+        config=Config(check_timeout=0.05),
+        _first_round_due=None,
+    )
+    assert ProcessHealth.await_first_round(state) is False  # type: ignore[arg-type]
+    started = time.monotonic()
+    assert ProcessHealth.await_first_round(state) is False  # type: ignore[arg-type]
+    assert time.monotonic() - started < 0.1

@@ -86,7 +86,7 @@ class ProcessHealth:
         # Publishing a rotation (a round, an ejection, the watchdog) is rare:
         # a lock keeps a late watchdog from hiding a fresh round's rotation.
         self._publishing = threading.Lock()
-        self._waited_first = False
+        self._first_round_due: float | None = None
 
     @property
     def primary(self) -> PrimaryStatus | None:
@@ -97,15 +97,19 @@ class ProcessHealth:
         """
         Wait for the first round if it has not ended: True if it ended meanwhile.
 
-        Waits once per state, bounded (the primary's check, then the
-        replicas' in parallel): a read made while a server's health starts
-        routes by its first round, not by the empty rotation before it.
+        Every read made while a server's health starts waits until one
+        deadline, set by the first (the primary's check, then the replicas'
+        in parallel), so that they route by the first round, not by the
+        empty rotation before it; after that deadline, none waits.
         """
         done = self.monitor.first_round
-        if done.is_set() or self._waited_first:
+        if done.is_set():
             return False
-        self._waited_first = True
-        return done.wait(2 * self.config.check_timeout + 0.5)
+        now = time.monotonic()
+        if self._first_round_due is None:
+            self._first_round_due = now + 2 * self.config.check_timeout + 0.5
+        left = self._first_round_due - now
+        return left > 0 and done.wait(left)
 
     def _publish(self) -> None:
         """Hand readers the tracker's rotation, or the empty one once stale."""

@@ -70,8 +70,19 @@ SLOW_FACTOR = 4.0
 STOPS = frozenset({"stop", "primary_stop"})
 
 
-def inject(cluster: LocalCluster, step: Step) -> None:
-    """Inject ``step``'s fault (or heal it) and return when it took effect."""
+def inject(
+    cluster: LocalCluster,
+    step: Step,
+    extra: Mapping[str, Callable[[Step], object]] | None = None,
+) -> None:
+    """
+    Inject ``step``'s fault (or heal it) and return when it took effect.
+
+    ``extra`` adds kinds of step of a caller's own (a failover drill's).
+    """
+    if extra and step.kind in extra:
+        extra[step.kind](step)
+        return
     node = step.node or "primary"
     actions: dict[str, Callable[[], object]] = {
         "steady": lambda: None,
@@ -191,12 +202,16 @@ def run_scenario(
     seed: int = 1,
     plan: Sequence[Step] = PLAN,
     ports: Mapping[str, int] | None = None,
+    extra: Mapping[str, Callable[[Step], object]] | None = None,
+    heal_after: bool = True,
 ) -> Run:
     """
     Run ``plan`` under load; heal the cluster afterwards, whatever happened.
 
     ``ports`` maps each node to the port the example reports for it (the
-    node's own, unless PgBouncer stands in front).
+    node's own, unless PgBouncer stands in front); ``extra`` adds kinds of
+    step (:func:`inject`); ``heal_after=False`` leaves the cluster as the
+    plan left it (a drill that changed its roles for good).
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     records_path = out_dir / "records.jsonl"
@@ -222,7 +237,7 @@ def run_scenario(
             phases: list[Phase] = []
             for step in plan:
                 t0 = time.monotonic() if phases else started
-                inject(cluster, step)
+                inject(cluster, step, extra)
                 t1 = time.monotonic() if phases else started
                 if phases:
                     phases[-1].end = t0
@@ -235,7 +250,8 @@ def run_scenario(
             if process.poll() is None:
                 process.kill()
                 process.wait()
-            heal(cluster)
+            if heal_after:
+                heal(cluster)
     records = [json.loads(line) for line in records_path.read_text().splitlines()]
     summary = output.strip().splitlines()[-1] if output.strip() else "{}"
     (out_dir / "phases.json").write_text(  # beside records.jsonl, for a post-mortem

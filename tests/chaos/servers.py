@@ -52,6 +52,9 @@ class ChaosSettings:
     pgbouncer: bool = False
     balancer: str = "adaptive"
     secret_key: str = "rwsplit-chaos-not-secret"
+    # The primary alias lists every node (libpq multi-host), as Patroni
+    # users write it: a failover drill.
+    every_node_as_primary: bool = False
 
     @property
     def shape(self) -> str:
@@ -104,12 +107,19 @@ def example_env(
     def url(port: int) -> str:
         return f"postgres://postgres@127.0.0.1:{port}/{settings.database}"
 
+    primary_url = url(cluster.primary.port)
+    if settings.every_node_as_primary:
+        hosts = ",".join(f"127.0.0.1:{node.port}" for node in cluster.nodes)
+        primary_url = (
+            f"postgres://postgres@{hosts}/{settings.database}"
+            "?target_session_attrs=read-write"
+        )
     env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
     env.update(
         {
             # pytest-django exported the suite's settings module; replace it.
             "DJANGO_SETTINGS_MODULE": "example_project.settings",
-            "DATABASE_URL": url(cluster.primary.port),
+            "DATABASE_URL": primary_url,
             "REPLICA_URLS": ",".join(url(port) for port in replica_ports),
             "DEBUG": "false",
             "SECRET_KEY": settings.secret_key,
