@@ -53,7 +53,7 @@ PLAN = (
     Step("gunicorn workers reloaded", "reload"),
     Step("old primary rejoined", "rejoin", "primary"),
 )
-PHASE_SECONDS = 3.0
+PHASE_SECONDS = 2.0
 # Writes back on the new primary: CHECK_INTERVAL (0.25 s) + a connect, with
 # generous slack for a loaded 2-core machine.
 RESUME_BOUND = 10.0

@@ -86,7 +86,8 @@ class ProcessHealth:
         # Publishing a rotation (a round, an ejection, the watchdog) is rare:
         # a lock keeps a late watchdog from hiding a fresh round's rotation.
         self._publishing = threading.Lock()
-        self._first_round_due: float | None = None
+        # When reads stop waiting for a first round (HealthRegistry.start).
+        self.first_round_due = 0.0
 
     @property
     def primary(self) -> PrimaryStatus | None:
@@ -98,17 +99,15 @@ class ProcessHealth:
         Wait for the first round if it has not ended: True if it ended meanwhile.
 
         Every read made while a server's health starts waits until one
-        deadline, set by the first (the primary's check, then the replicas'
-        in parallel), so that they route by the first round, not by the
-        empty rotation before it; after that deadline, none waits.
+        deadline, ``first_round_due`` (set when the health started: the
+        primary's check, then the replicas' in parallel), so that they route
+        by the first round, not by the empty rotation before it; after that
+        deadline, none waits.
         """
         done = self.monitor.first_round
         if done.is_set():
             return False
-        now = time.monotonic()
-        if self._first_round_due is None:
-            self._first_round_due = now + 2 * self.config.check_timeout + 0.5
-        left = self._first_round_due - now
+        left = self.first_round_due - time.monotonic()
         return left > 0 and done.wait(left)
 
     def _publish(self) -> None:

@@ -72,11 +72,14 @@ class HealthRegistry:
         """Start the threads; with ``wait``, wait for each first round (bounded)."""
         self.monitor.start()
         self.watchdog.start()
-        if not wait:
-            return
         # A round is the primary, then the replicas in parallel: two timeouts.
         bound = max(2 * s.config.check_timeout + 0.5 for s in self.states.values())
         until = time.monotonic() + bound
+        for state in self.states.values():
+            # Reads wait for a first round until then, and never after.
+            state.first_round_due = until
+        if not wait:
+            return
         for state in self.states.values():
             state.monitor.first_round.wait(max(0.0, until - time.monotonic()))
 
