@@ -35,7 +35,8 @@ def check_token_size(config: conf.Config) -> list[checks.CheckMessage]:
     from django_rwsplit.health.probes import LSN_MAX
 
     worst = {conf.DEFAULT_CLUSTER: LSN_MAX, **dict.fromkeys(config.clusters, LSN_MAX)}
-    length = len(consistency.encode_positions(worst))
+    timelines = dict.fromkeys(worst, consistency.TIMELINE_MAX)
+    length = len(consistency.encode_positions(worst, timelines))
     if length <= consistency.MAX_TOKEN_LENGTH:
         return []
     return [

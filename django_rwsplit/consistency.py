@@ -22,6 +22,7 @@ from django.db import connections
 
 from django_rwsplit import pinning
 from django_rwsplit.conf import DEFAULT_CLUSTER, Config, get_config
+from django_rwsplit.health import lost_writes
 from django_rwsplit.health.probes import format_lsn, parse_lsn
 from django_rwsplit.pin_reasons import PinReason
 
@@ -35,6 +36,9 @@ TIME_PAYLOAD = "t"
 # Between the positions of several clusters, and between a cluster and its.
 ENTRY_SEP = ","
 NAME_SEP = ":"
+# Between a position and the timeline it was written on (``0/3000060@2``).
+TIMELINE_SEP = "@"
+TIMELINE_MAX = 0xFFFFFFFF
 
 
 @dataclass(frozen=True)
@@ -50,6 +54,8 @@ class Token:
     lsn: int | None
     issued_at: float
     positions: Mapping[str, int | None] | None = None
+    # The timeline each cluster's position was written on, where known.
+    timelines: Mapping[str, int] | None = None
 
     def entries(self) -> Mapping[str, int | None]:
         """Each cluster's position in this token (None: a time pin)."""
@@ -67,11 +73,20 @@ def encode(lsn: int | None) -> str:
     return encode_positions({DEFAULT_CLUSTER: lsn})
 
 
-def encode_positions(positions: Mapping[str, int | None]) -> str:
-    """Return a signed token of each cluster's position (None: a time pin)."""
+def encode_positions(
+    positions: Mapping[str, int | None], timelines: Mapping[str, int] | None = None
+) -> str:
+    """
+    Return a signed token of each cluster's position (None: a time pin).
+
+    ``timelines`` names the timeline a position was written on, where known.
+    """
     entries = []
     for name, lsn in positions.items():
         value = TIME_PAYLOAD if lsn is None else format_lsn(lsn)
+        timeline = (timelines or {}).get(name)
+        if lsn is not None and timeline is not None:
+            value = f"{value}{TIMELINE_SEP}{timeline}"
         entries.append(value if name == DEFAULT_CLUSTER else f"{name}{NAME_SEP}{value}")
     return _signer().sign(ENTRY_SEP.join(entries))
 
@@ -88,35 +103,54 @@ def decode(value: object, config: Config) -> Token | None:
         return None
     if issued_at > time.time() + MAX_CLOCK_SKEW:
         return None
-    positions = _positions(payload, config)
-    return _token(positions, issued_at) if positions else None
+    positions, timelines = _positions(payload, config)
+    return _token(positions, issued_at, timelines) if positions else None
 
 
-def _token(positions: dict[str, int | None], issued_at: float) -> Token:
+def _token(
+    positions: dict[str, int | None],
+    issued_at: float,
+    timelines: dict[str, int] | None = None,
+) -> Token:
     """The Token of ``positions`` (a default-only one keeps ``positions`` None)."""
+    timelines = timelines or None
     if list(positions) == [DEFAULT_CLUSTER]:
-        return Token(positions[DEFAULT_CLUSTER], issued_at)
-    return Token(positions.get(DEFAULT_CLUSTER), issued_at, positions)
+        return Token(positions[DEFAULT_CLUSTER], issued_at, None, timelines)
+    return Token(positions.get(DEFAULT_CLUSTER), issued_at, positions, timelines)
 
 
-def _positions(payload: str, config: Config) -> dict[str, int | None]:
-    """Each known cluster's position in ``payload``; {} if any entry is garbage."""
+def _positions(
+    payload: str, config: Config
+) -> tuple[dict[str, int | None], dict[str, int]]:
+    """
+    Each known cluster's position in ``payload``, and its timeline where given.
+
+    Both are empty if any entry is garbage.
+    """
     positions: dict[str, int | None] = {}
+    timelines: dict[str, int] = {}
     for entry in payload.split(ENTRY_SEP):
         name, sep, value = entry.rpartition(NAME_SEP)
         name = name if sep else DEFAULT_CLUSTER
+        value, at, timeline = value.partition(TIMELINE_SEP)
+        if at and not (timeline.isdigit() and 0 < int(timeline) <= TIMELINE_MAX):
+            return {}, {}
         if value == TIME_PAYLOAD:
+            if at:
+                return {}, {}
             lsn = None
         else:
             try:
                 lsn = parse_lsn(value)
             except ValueError:
-                return {}
+                return {}, {}
             if lsn is None:
-                return {}
+                return {}, {}
         if name == DEFAULT_CLUSTER or name in config.clusters:
             positions[name] = lsn  # a cluster since removed is ignored
-    return positions
+            if at:
+                timelines[name] = int(timeline)
+    return positions, timelines
 
 
 def merge(tokens: Sequence[Token]) -> Token | None:
@@ -131,8 +165,10 @@ def merge(tokens: Sequence[Token]) -> Token | None:
     if len(tokens) == 1:
         return tokens[0]
     positions: dict[str, int | None] = {}
+    timelines: dict[str, int] = {}
     for token in tokens:
         for name, lsn in token.entries().items():
+            timeline = (token.timelines or {}).get(name)
             if name not in positions:
                 positions[name] = lsn
             else:
@@ -140,14 +176,25 @@ def merge(tokens: Sequence[Token]) -> Token | None:
                 positions[name] = (
                     None if known is None or lsn is None else max(known, lsn)
                 )
-    return _token(positions, max(token.issued_at for token in tokens))
+            # The furthest position's timeline (the later one on a tie).
+            if lsn is not None and lsn == positions[name] and timeline is not None:
+                timelines[name] = max(timeline, timelines.get(name, timeline))
+    return _token(positions, max(token.issued_at for token in tokens), timelines)
 
 
 def apply(token: Token, scope: pinning.Scope, config: Config) -> None:
-    """Make ``scope`` read after ``token`` (the later of it and what it had)."""
+    """
+    Make ``scope`` read after ``token`` (the later of it and what it had).
+
+    A position on a timeline that the primary's timeline does not hold (a
+    write lost in a failover) sends the scope's reads to the primary, and is
+    reported (:func:`django_rwsplit.health.lost_writes.check`).
+    """
     for name, lsn in token.entries().items():
         target = scope.of(name)
-        if lsn is None or config.consistency != "lsn":
+        if _lost(token, name, lsn):
+            target.pinned = PinReason.LOST_WRITE
+        elif lsn is None or config.consistency != "lsn":
             target.pinned = target.pinned or PinReason.COOKIE
         elif target.min_lsn is None or lsn > target.min_lsn:
             target.min_lsn = lsn
@@ -164,27 +211,44 @@ def written_token(written: Sequence[str], config: Config) -> str:
     of its cluster); in ``"time"`` mode every cluster gets a time pin.
     """
     positions: dict[str, int | None] = {}
+    timelines: dict[str, int] = {}
     for name in written:
         try:
             cluster = config.cluster(name)
         except KeyError:
             continue
-        lsn = None
+        lsn = timeline = None
         if config.consistency == "lsn":
-            lsn = primary_position(cluster.primary)
+            lsn, timeline = position_and_timeline(cluster.primary)
         positions[name] = lsn
-    return encode_positions(positions or {DEFAULT_CLUSTER: None})
+        if timeline is not None:
+            timelines[name] = timeline
+    return encode_positions(positions or {DEFAULT_CLUSTER: None}, timelines)
+
+
+# The primary's position, and its timeline: its current WAL file's.
+POSITION_SQL = (
+    "SELECT pg_current_wal_lsn()::text,"
+    " ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int"
+)
+
+
+def position_and_timeline(using: str) -> tuple[int | None, int | None]:
+    """The primary's current WAL position and timeline (None: not read)."""
+    try:
+        with connections[using].cursor() as cursor:
+            cursor.execute(POSITION_SQL)
+            row = cursor.fetchone()
+    except Exception:  # noqa: BLE001 - the caller falls back to a time pin
+        return None, None
+    if not row:
+        return None, None
+    return parse_lsn(row[0]), int(row[1]) if row[1] is not None else None
 
 
 def primary_position(using: str) -> int | None:
     """Return the primary's current WAL position (None if it cannot be read)."""
-    try:
-        with connections[using].cursor() as cursor:
-            cursor.execute("SELECT pg_current_wal_lsn()::text")
-            row = cursor.fetchone()
-    except Exception:  # noqa: BLE001 - the caller falls back to a time pin
-        return None
-    return parse_lsn(row[0]) if row else None
+    return position_and_timeline(using)[0]
 
 
 def current_token() -> str | None:
@@ -258,10 +322,21 @@ def scope_after(token: Token) -> pinning.Scope:
     scope = pinning.Scope()
     for name, lsn in token.entries().items():
         target = scope.of(name)
+        if _lost(token, name, lsn):
+            target.pinned = PinReason.LOST_WRITE
+            continue
         target.pinned = PinReason.TOKEN if lsn is None else None
         target.min_lsn = lsn
         target.token_at = token.issued_at
     return scope
+
+
+def _lost(token: Token, cluster: str, lsn: int | None) -> bool:
+    """Whether ``token``'s write to ``cluster`` was lost in a failover (reported)."""
+    timeline = (token.timelines or {}).get(cluster)
+    if lsn is None or timeline is None:
+        return False
+    return lost_writes.check(cluster, timeline, lsn)
 
 
 def replica_position(alias: str) -> int | None:

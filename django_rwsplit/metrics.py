@@ -82,6 +82,7 @@ class CountingObserver:
         self.substituted: Counter[tuple[str, str]] = Counter()
         # Moves of a multi-host primary alias's writes to another node.
         self.primary_changes: Counter[str] = Counter()
+        self.lost_writes: Counter[str] = Counter()
         self.readmissions: Counter[str] = Counter()
         self._out: set[str] = set()
 
@@ -156,6 +157,11 @@ class CountingObserver:
         """Receiver of :data:`~django_rwsplit.signals.primary_changed`."""
         with self._lock:
             self.primary_changes[alias] += 1
+
+    def write_lost(self, cluster: str, **kwargs: Any) -> None:
+        """Receiver of :data:`~django_rwsplit.signals.write_lost`."""
+        with self._lock:
+            self.lost_writes[cluster] += 1
 
     def retried(self, alias: str, reason: str = "other", **kwargs: Any) -> None:
         """Receiver of :data:`~django_rwsplit.signals.read_retried`."""
@@ -290,6 +296,7 @@ class RwsplitCollector:
             retries = Counter(self.counts.retries)
             substituted = Counter(self.counts.substituted)
             primary_changes = Counter(self.counts.primary_changes)
+            lost_writes = Counter(self.counts.lost_writes)
             readmissions: Counter[str] = Counter(dict.fromkeys(replicas, 0))
             readmissions.update(self.counts.readmissions)
         yield _counter_by_two(
@@ -312,6 +319,14 @@ class RwsplitCollector:
             "to another node (a failover or switchover).",
             "alias",
             primary_changes,
+        )
+        yield _counter(
+            "rwsplit_lost_writes",
+            "Writes named by clients' read-your-writes tokens that the primary's "
+            "timeline does not hold (lost in a failover), once per write and "
+            "process, by cluster.",
+            "cluster",
+            lost_writes,
         )
         writable = GaugeMetricFamily(
             "rwsplit_primary_writable_nodes",
@@ -419,6 +434,9 @@ def install(registry: Any = None) -> None:
         signals.primary_changed.connect(
             counts.primary_changed, weak=False, dispatch_uid=_DISPATCH_UID
         )
+        signals.write_lost.connect(
+            counts.write_lost, weak=False, dispatch_uid=_DISPATCH_UID
+        )
         if id(target) not in _collectors:
             collector = RwsplitCollector(counts)
             target.register(collector)
@@ -441,6 +459,7 @@ def uninstall() -> None:
         signals.replica_ejected.disconnect(dispatch_uid=_DISPATCH_UID)
         signals.replica_readmitted.disconnect(dispatch_uid=_DISPATCH_UID)
         signals.primary_changed.disconnect(dispatch_uid=_DISPATCH_UID)
+        signals.write_lost.disconnect(dispatch_uid=_DISPATCH_UID)
         signals.read_retried.disconnect(dispatch_uid=_DISPATCH_UID)
         for target, collector in _collectors.values():
             target.unregister(collector)

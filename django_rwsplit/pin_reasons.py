@@ -38,3 +38,6 @@ class PinReason(StrEnum):
     #: The replicas are the test runner's mirrors of the primary
     #: (``ROUTE_TEST_MIRRORS_TO_PRIMARY``).
     TEST_MIRROR = "test_mirror"
+    #: The client's token names a write the primary's timeline does not hold
+    #: (lost in a failover, :mod:`django_rwsplit.health.lost_writes`).
+    LOST_WRITE = "lost_write"

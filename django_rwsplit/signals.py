@@ -10,6 +10,7 @@ from django.dispatch import Signal
 __all__ = [
     "primary_changed",
     "primary_fenced",
+    "write_lost",
     "read_retried",
     "replica_ejected",
     "replica_readmitted",
@@ -42,6 +43,12 @@ primary_changed = Signal()
 # ``timeline`` and ``primary`` (the node writes go to) when a round first
 # finds two writable nodes; sent again if that set changes.
 primary_fenced = Signal()
+
+# Sent with ``cluster``, ``timeline`` and ``lsn`` (where a client's token says
+# its write was made), ``primary_timeline`` and ``switch_point`` (past which
+# that timeline's WAL is not the primary's) the first time this process sees a
+# token of a write lost in a failover.
+write_lost = Signal()
 
 
 def send_robust(signal: Signal, sender: Any, **kwargs: Any) -> None:

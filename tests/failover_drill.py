@@ -71,6 +71,7 @@ def configure(cluster: Any, shape: str, engine: str, primary_wait: float) -> Non
         },
         USE_TZ=True,
         LOGGING_CONFIG=None,
+        SECRET_KEY="rwsplit-failover-drill-not-secret",
     )
     django.setup()
 
@@ -135,6 +136,69 @@ def read_in_new_scope() -> dict[str, Any]:
         close_old_connections()
 
 
+def lost_write(cluster: Any) -> dict[str, Any]:
+    """
+    A write lost in an asynchronous failover, and the token that names it.
+
+    Both standbys stop streaming; a write then reaches the primary alone (its
+    client holds a token); the primary crashes and replica1 is promoted
+    without it. Each token is then read after, as a later request would.
+    """
+    from django.db import connections, router
+    from django.dispatch import receiver
+
+    from django_rwsplit import conf, consistency, pinning, signals
+    from django_rwsplit.health import registry as health_registry
+    from django_rwsplit.testing import failover
+
+    lost: list[dict[str, Any]] = []
+
+    @receiver(signals.write_lost)
+    def seen(sender: Any, **kwargs: Any) -> None:
+        lost.append({k: v for k, v in kwargs.items() if k != "signal"})
+
+    def written(note: str) -> str:
+        with pinning.scoped(pinning.Scope()):
+            with connections["default"].cursor() as cursor:
+                cursor.execute("INSERT INTO drill (note) VALUES (%s)", [note])
+            token = consistency.current_token()
+        assert token is not None
+        return token
+
+    def routed(token: str) -> dict[str, Any]:
+        with consistency.read_after(token):
+            alias = router.db_for_read(None)
+            scope = pinning.current_scope()
+            return {
+                "alias": alias,
+                "pinned": scope.pinned if scope is not None else None,
+            }
+
+    state = health_registry.process_health(conf.get_config())
+    kept = written("kept")
+    cluster.wait_caught_up(timeout=30)
+    for name in ("replica1", "replica2"):
+        failover.detach(cluster, name)
+    gone = written("gone")
+    connections.close_all()
+    failover.failover(cluster, "primary", "replica1", mode="immediate")
+    deadline = time.monotonic() + 30
+    while state.lineage.timeline != 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    rows = cluster.execute(
+        "replica1", "SELECT note FROM drill WHERE note IN ('kept', 'gone')"
+    )
+    return {
+        "timeline": state.lineage.timeline,
+        "exact": state.lineage.exact,
+        "on_new_primary": sorted(row[0] for row in rows),
+        "kept": routed(kept),
+        "gone": routed(gone),
+        "gone_again": routed(gone),
+        "signals": lost,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--dir", required=True)
@@ -143,6 +207,7 @@ def main() -> None:
     parser.add_argument("--crash", action="store_true")
     parser.add_argument("--switchover", action="store_true")
     parser.add_argument("--primary-wait", type=float, default=0.0)
+    parser.add_argument("--lost-write", action="store_true")
     args = parser.parse_args()
 
     from django_rwsplit.testing import failover
@@ -171,6 +236,17 @@ def main() -> None:
     registry = install_metrics()
     with connections["default"].cursor() as cursor:
         cursor.execute("CREATE TABLE IF NOT EXISTS drill (id serial, note text)")
+    if args.lost_write:
+        cluster.wait_caught_up(timeout=30)
+        found = lost_write(cluster)
+        found["metrics"] = None
+        if registry is not None:
+            found["metrics"] = registry.get_sample_value(
+                "rwsplit_lost_writes_total", {"cluster": "default"}
+            )
+        process_state.reset()
+        print(json.dumps(found, default=str))
+        return
     cluster.wait_caught_up(timeout=30)
     health_registry.process_health(conf.get_config())  # the health rounds
     result: dict[str, Any] = {"before": [write("before") for _ in range(3)]}

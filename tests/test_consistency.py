@@ -194,3 +194,28 @@ def test_time_mode_token_pins_to_primary(cluster, ports):
         assert server_port(router.db_for_read(Item)) == ports["default"]
     with pin_primary():
         assert router.db_for_read(Item) == "default"
+
+
+def test_a_token_carries_each_positions_timeline():
+    config = consistency.get_config()
+    value = consistency.encode_positions({"default": 0x3000060}, {"default": 2})
+    token = consistency.decode(value, config)
+    assert token is not None
+    assert token.lsn == 0x3000060 and token.timelines == {"default": 2}
+    older = consistency.decode(consistency.encode(0x3000060), config)
+    assert older is not None and older.timelines is None  # tokens issued before
+
+
+@pytest.mark.parametrize("timeline", ["0", "x", "4294967296", ""])
+def test_a_token_with_a_garbage_timeline_is_ignored(timeline):
+    signer = signing.TimestampSigner(salt=consistency.SALT)
+    value = signer.sign(f"0/3000060@{timeline}")
+    assert consistency.decode(value, consistency.get_config()) is None
+
+
+def test_merged_tokens_keep_the_furthest_positions_timeline():
+    first = consistency.Token(0x3000000, 1.0, None, {"default": 1})
+    second = consistency.Token(0x2000000, 2.0, None, {"default": 2})
+    merged = consistency.merge([first, second])
+    assert merged is not None
+    assert merged.lsn == 0x3000000 and merged.timelines == {"default": 1}

@@ -134,3 +134,22 @@ def test_with_primary_wait_no_write_fails_during_the_switch(
     failed = [o for o in result["switch"] if "error" in o]
     assert failed == [], failed
     assert ports_of(result["split_brain"]) == {new}, result["split_brain"]
+
+
+def test_a_token_of_a_write_lost_in_the_failover_is_reported_and_reads_the_primary(
+    moving_cluster: LocalCluster,
+) -> None:
+    """Async replication lost a write: its client is told apart, not served stale."""
+    result = drill(moving_cluster, "--lost-write")
+    assert result["timeline"] == 2
+    assert result["on_new_primary"] == ["kept"]  # the write really was lost
+    assert result["exact"] is True  # the history file was read (superuser)
+    assert result["kept"]["pinned"] is None  # on the new timeline: a replica
+    assert result["kept"]["alias"] != "default"
+    assert result["gone"] == {"alias": "default", "pinned": "lost_write"}
+    assert result["gone_again"] == result["gone"]
+    (signal,) = result["signals"]  # once per write and process
+    assert signal["timeline"] == 1 and signal["primary_timeline"] == 2
+    assert signal["cluster"] == "default"
+    if result["metrics"] is not None:
+        assert result["metrics"] == 1

@@ -30,7 +30,7 @@ from django.db import connections
 
 from django_rwsplit import signals
 from django_rwsplit.conf import Config
-from django_rwsplit.health import history, load, notify, release
+from django_rwsplit.health import history, load, nodes, notify, release, timelines
 from django_rwsplit.health.monitor import Monitor, tracker_for
 from django_rwsplit.health.probes import (
     FencedNode,
@@ -81,6 +81,8 @@ class ProcessHealth:
         self.primary_node: str | None = None
         self.primary_changed_at: float | None = None
         self.fenced: tuple[FencedNode, ...] = ()
+        # The primary's timeline and its ancestors' switch points.
+        self.lineage = timelines.Lineage()
         # Replicas whose last check got no answer within CHECK_TIMEOUT.
         self.hung: frozenset[str] = frozenset()
         # Publishing a rotation (a round, an ejection, the watchdog) is rare:
@@ -223,8 +225,24 @@ class ProcessHealth:
         else:
             logger.info("Primary %r is writable again.", self.config.primary)
 
+    def _follow_timeline(self, primary: PrimaryStatus) -> None:
+        """A new timeline of the primary: read where its ancestors forked."""
+        timeline = primary.timeline
+        if timeline is None or timeline == self.lineage.timeline:
+            return
+        points = None
+        if timeline > 1 and primary.node is not None:
+            settings_dict = nodes.node_settings(
+                self.databases[self.config.primary], primary.node
+            )
+            points = timelines.read_switch_points(
+                settings_dict, timeline, self.config.check_timeout
+            )
+        self.lineage.moved(timeline, points, primary.current_lsn)
+
     def _follow_primary_node(self, primary: PrimaryStatus) -> None:
         """A multi-host primary alias: note where writes go; report a move, fencing."""
+        self._follow_timeline(primary)
         if primary.node is not None and primary.node != self.primary_node:
             previous, self.primary_node = self.primary_node, primary.node
             self.primary_changed_at = time.time()

@@ -19,6 +19,7 @@ from django_rwsplit.testing.cluster import NODE_CONF, SUPERUSER, LocalCluster, N
 from django_rwsplit.testing.processes import ClusterError
 
 __all__ = [
+    "detach",
     "failover",
     "promote",
     "rejoin",
@@ -75,6 +76,23 @@ def repoint(cluster: LocalCluster, name: str, to: str, timeout: float = 60.0) ->
         ),
         timeout,
         f"waiting for {name} to stream from {to}",
+    )
+
+
+def detach(cluster: LocalCluster, name: str, timeout: float = 60.0) -> None:
+    """Make standby ``name`` stop streaming (writes after this never reach it)."""
+    node = _node(cluster, name)
+    cluster.execute(node, "ALTER SYSTEM SET primary_conninfo = ''")
+    cluster.execute(node, "SELECT pg_reload_conf()")
+    processes.poll(
+        lambda: (
+            not cluster._scalar(
+                node,
+                "SELECT count(*) FROM pg_stat_wal_receiver WHERE status = 'streaming'",
+            )
+        ),
+        timeout,
+        f"waiting for {name} to stop streaming",
     )
 
 
