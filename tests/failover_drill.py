@@ -94,6 +94,34 @@ def write(note: str) -> dict[str, Any]:
         close_old_connections()
 
 
+def forked_writes(count: int) -> list[dict[str, Any]]:
+    """``count`` writes from a forked child (its at-fork hooks have run)."""
+    import os
+
+    read, write_end = os.pipe()
+    child = os.fork()
+    if child == 0:
+        os.close(read)
+        try:
+            from django.db import connections
+
+            for alias in connections:  # the parent's sockets are not ours
+                connections[alias].connection = None
+            outcome = [write("forked") for _ in range(count)]
+        except BaseException as error:  # noqa: BLE001 - reported to the parent
+            outcome = [{"error": type(error).__name__, "message": str(error)[:200]}]
+        os.write(write_end, json.dumps(outcome).encode())
+        os._exit(0)
+    os.close(write_end)
+    chunks = []
+    while chunk := os.read(read, 65536):
+        chunks.append(chunk)
+    os.close(read)
+    os.waitpid(child, 0)
+    written: list[dict[str, Any]] = json.loads(b"".join(chunks) or b"[]")
+    return written
+
+
 def install_metrics() -> Any:
     """A registry with the rwsplit metrics (None without prometheus_client)."""
     try:
@@ -321,6 +349,12 @@ def main() -> None:
         result["summary"] = report.summary(snapshot)
     result["metrics"] = scrape(registry)
 
+    # A forked worker during the incident (Celery's prefork pool, gunicorn's
+    # workers): its first writes, from a child of this process.
+    # (Not with the pool: a pool made before fork() has no threads in the
+    # child; servers make theirs in each worker.)
+    pooled = "pool" in connections["default"].settings_dict["OPTIONS"]
+    result["forked_child"] = [] if pooled else forked_writes(3)
     # A worker started during the incident (a deploy): no health state, no
     # connections, no pool.
     process_state.reset()

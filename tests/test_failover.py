@@ -71,6 +71,8 @@ def test_writes_follow_the_promoted_node_and_never_reach_the_old_one(
     # Two writable nodes: every write goes to the newer timeline's.
     assert ports_of(result["split_brain"]) == {new}, result["split_brain"]
     assert ports_of(result["fresh_process"]) == {new}, result["fresh_process"]
+    if shape != "pool":
+        assert ports_of(result["forked_child"]) == {new}, result["forked_child"]
     assert result["primary_node"] == f"127.0.0.1:{new}"
     # Plain reads meanwhile: none failed, none on the promoted node's replica
     # alias, none served by the old primary.
