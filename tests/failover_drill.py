@@ -250,6 +250,7 @@ def main() -> None:
     from django_rwsplit import conf, process_state, signals
     from django_rwsplit.health import registry as health_registry
     from django_rwsplit.health import report
+    from django_rwsplit.management.health_rounds import render_table
 
     events: list[dict[str, Any]] = []
 
@@ -347,6 +348,10 @@ def main() -> None:
         snapshot = state.snapshot()
         result["status"] = snapshot.status
         result["summary"] = report.summary(snapshot)
+        listed = snapshot.primary.nodes if snapshot.primary is not None else ()
+        result["node_roles"] = {n.node: [n.role, n.timeline] for n in listed}
+        result["changed_at"] = snapshot.primary_changed_at
+        result["table"] = render_table(snapshot)
     result["metrics"] = scrape(registry)
 
     # A forked worker during the incident (Celery's prefork pool, gunicorn's

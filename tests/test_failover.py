@@ -85,6 +85,16 @@ def test_writes_follow_the_promoted_node_and_never_reach_the_old_one(
     assert signals == {"primary_changed", "primary_fenced"}, result["events"]
     # Operators see it: critical, "two writable nodes", the metrics.
     assert result["status"] == "critical"
+    # Each node's role and timeline, and when writes moved (page, command).
+    replica2 = ports["replica2"]
+    assert result["node_roles"] == {
+        f"127.0.0.1:{old}": ["fenced", 1],
+        f"127.0.0.1:{new}": ["primary", 2],
+        f"127.0.0.1:{replica2}": ["standby", 2],
+    }, result["node_roles"]
+    assert result["changed_at"] is not None
+    assert any("fenced (timeline 1)" in line for line in result["table"])
+    assert any(line.startswith("writes last moved to") for line in result["table"])
     assert "two writable nodes" in result["summary"]
     if result["metrics"] is not None:
         assert result["metrics"]["rwsplit_primary_writable_nodes"] == 2

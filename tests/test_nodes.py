@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from django_rwsplit.health.nodes import NodeReading, choose, listed_nodes, node_settings
+from django_rwsplit.health.nodes import (
+    NodeReading,
+    choose,
+    listed_nodes,
+    node_settings,
+    roles,
+)
 
 OURS = "7300000000000000001"
 OTHER = "7300000000000000999"
@@ -81,3 +87,52 @@ def test_a_node_of_another_system_is_never_chosen():
 def test_no_writable_node_means_no_choice():
     choice = choose([down("a:1"), standby("b:2")], OURS)
     assert choice.node is None and choice.fenced == ()
+
+
+def test_each_listed_node_gets_its_role_in_the_order_listed():
+    found = [
+        writable("a:1", 1),
+        writable("b:2", 2),
+        standby("c:3", 2),
+        down("d:4"),
+        writable("e:5", 7, OTHER),
+    ]
+    listed = roles(found, choose(found, OURS))
+    assert [(n.node, n.role, n.timeline) for n in listed] == [
+        ("a:1", "fenced", 1),
+        ("b:2", "primary", 2),
+        ("c:3", "standby", 2),
+        ("d:4", "unreachable", None),
+        ("e:5", "foreign", 7),
+    ]
+
+
+def test_the_command_lists_the_nodes_and_when_writes_moved():
+    from django_rwsplit.health.document import HealthSnapshot
+    from django_rwsplit.health.readings import NodeRole, PrimaryStatus
+    from django_rwsplit.management.health_rounds import render_table
+
+    primary = PrimaryStatus(
+        alias="default",
+        endpoint="b:2",
+        reachable=True,
+        checked_at=1.0,
+        in_recovery=False,
+        node="b:2",
+        timeline=2,
+        nodes=(NodeRole("a:1", "standby", 2), NodeRole("b:2", "primary", 2)),
+    )
+    lines = render_table(
+        HealthSnapshot(primary=primary, replicas=(), primary_changed_at=0.0)
+    )
+    assert "nodes of default: a:1 standby (timeline 2), b:2 primary (timeline 2)" in (
+        lines
+    )
+    assert lines[-1].startswith("writes last moved to b:2 at ")
+    document = HealthSnapshot(primary=primary, replicas=()).as_dict()
+    assert document["primary"]["nodes"][1] == {
+        "node": "b:2",
+        "role": "primary",
+        "timeline": 2,
+    }
+    assert document["primary"]["changed_at"] is None

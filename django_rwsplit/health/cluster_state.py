@@ -149,6 +149,7 @@ class ProcessHealth:
             self.tracker.snapshot(),
             round_age_seconds=self.round_age(),
             stale_after_seconds=self.stale_after,
+            primary_changed_at=self.primary_changed_at,
         )
 
     def in_rotation(self, alias: str) -> bool:

@@ -51,6 +51,9 @@ class HealthSnapshot:
     # the process no longer trusts it (None: not known, e.g. a fresh tracker).
     round_age_seconds: float | None = None
     stale_after_seconds: float | None = None
+    # When a multi-host primary alias's writes last moved to another node
+    # (time.time(); None: not since this process started).
+    primary_changed_at: float | None = None
 
     @property
     def stale(self) -> bool:
@@ -105,11 +108,13 @@ class HealthSnapshot:
                         "node": primary.node,
                         "timeline": primary.timeline,
                         "fenced": [asdict(entry) for entry in primary.fenced],
+                        "nodes": [asdict(entry) for entry in primary.nodes],
                     }
                     if primary and show_endpoints
                     else {}
                 ),
                 "two_writable_nodes": bool(primary and primary.fenced),
+                "changed_at": self.primary_changed_at,
                 "latency_ms": primary.latency_ms if primary else None,
                 "error": primary.error if primary else "not checked yet",
             },

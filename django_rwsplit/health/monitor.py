@@ -105,7 +105,8 @@ def _check_listed_primary(
     check then runs on the chosen node alone, so positions are that node's.
     """
     timeout = config.check_timeout
-    choice = nodes.choose(nodes.read_nodes(settings_dict, timeout, pool), system_id)
+    found = nodes.read_nodes(settings_dict, timeout, pool)
+    choice = nodes.choose(found, system_id)
     if choice.node is None:
         status = probe.check_primary(config.primary, settings_dict, timeout)
         return replace(status, system_id=choice.system_id)
@@ -118,6 +119,7 @@ def _check_listed_primary(
         timeline=choice.timeline,
         system_id=choice.system_id,
         fenced=tuple(FencedNode(r.node, r.timeline) for r in choice.fenced),
+        nodes=nodes.roles(found, choice),
     )
 
 

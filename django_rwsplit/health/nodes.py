@@ -21,6 +21,7 @@ from typing import Any
 
 from django_rwsplit.health.daemon_pool import DaemonPool
 from django_rwsplit.health.pgwire import ProbeError, conninfo_from_settings, fetch_row
+from django_rwsplit.health.readings import NodeRole
 
 __all__ = [
     "NODE_SQL",
@@ -33,14 +34,17 @@ __all__ = [
     "lists_several",
     "node_settings",
     "read_nodes",
+    "roles",
 ]
 
 # Role, timeline and system identifier. A primary's timeline is its current
-# WAL file's (pg_control_checkpoint() lags until the next checkpoint).
+# WAL file's, a standby's the one it receives (pg_control_checkpoint() lags
+# until the next checkpoint or restartpoint: the fallback).
 NODE_SQL = (
     "SELECT pg_is_in_recovery(),"
     " CASE WHEN pg_is_in_recovery()"
-    " THEN (SELECT timeline_id FROM pg_control_checkpoint())"
+    " THEN coalesce((SELECT received_tli FROM pg_stat_wal_receiver),"
+    " (SELECT timeline_id FROM pg_control_checkpoint()))"
     " ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))"
     "::bit(32)::int END,"
     " (SELECT system_identifier FROM pg_control_system())::text"
@@ -200,3 +204,22 @@ def forget_found(alias: str | None = None) -> None:
         return
     _found.clear()
     _lock = threading.Lock()
+
+
+def roles(found: Sequence[NodeReading], choice: PrimaryChoice) -> tuple[NodeRole, ...]:
+    """Each listed node's role in ``choice``, in the order the alias lists them."""
+    fenced = {r.node for r in choice.fenced}
+    foreign = {r.node for r in choice.foreign}
+
+    def role(reading: NodeReading) -> str:
+        if not reading.reachable:
+            return "unreachable"
+        if reading.node == choice.node:
+            return "primary"
+        if reading.node in fenced:
+            return "fenced"
+        if reading.node in foreign:
+            return "foreign"
+        return "standby" if reading.in_recovery else "writable"
+
+    return tuple(NodeRole(r.node, role(r), r.timeline) for r in found)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-__all__ = ["FencedNode", "PrimaryStatus", "ProbeFailure", "ReplicaReading"]
+__all__ = ["FencedNode", "NodeRole", "PrimaryStatus", "ProbeFailure", "ReplicaReading"]
 
 
 class ProbeFailure(StrEnum):
@@ -43,13 +43,25 @@ class FencedNode:
         return f"{self.node} (timeline {self.timeline})"
 
 
-def _typed_fenced(status: PrimaryStatus) -> None:
-    """Fenced nodes read back from JSON (a shared round) become typed again."""
-    fenced: Any = status.fenced  # a list of mappings, from JSON
-    if isinstance(fenced, tuple) and all(isinstance(e, FencedNode) for e in fenced):
-        return
-    typed = tuple(e if isinstance(e, FencedNode) else FencedNode(**e) for e in fenced)
-    object.__setattr__(status, "fenced", typed)
+@dataclass(frozen=True)
+class NodeRole:
+    """One listed node of a primary alias as the last round found it."""
+
+    node: str  # host:port
+    # "primary" (writes go to it), "standby", "fenced" (writable, never
+    # written to), "foreign" (another system identifier) or "unreachable".
+    role: str
+    timeline: int | None = None
+
+
+def _typed_nodes(status: PrimaryStatus) -> None:
+    """Fenced and listed nodes read back from JSON (a shared round) become typed."""
+    for name, kind in (("fenced", FencedNode), ("nodes", NodeRole)):
+        entries: Any = getattr(status, name)  # a list of mappings, from JSON
+        if isinstance(entries, tuple) and all(isinstance(e, kind) for e in entries):
+            continue
+        typed = tuple(e if isinstance(e, kind) else kind(**e) for e in entries)
+        object.__setattr__(status, name, typed)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -73,10 +85,12 @@ class PrimaryStatus:
     timeline: int | None = None
     system_id: str | None = None
     fenced: tuple[FencedNode, ...] = ()
+    # Every listed node's role and timeline.
+    nodes: tuple[NodeRole, ...] = ()
 
     def __post_init__(self) -> None:
         _typed_failure(self)
-        _typed_fenced(self)
+        _typed_nodes(self)
 
     def fenced_text(self) -> str:
         """The fenced nodes for people: ``host:port (timeline N)``, comma-separated."""

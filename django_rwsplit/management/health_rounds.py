@@ -6,6 +6,7 @@ Also the table and JSON renderings of a round's snapshot.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -82,6 +83,25 @@ def render_table(snapshot: HealthSnapshot, *, verbose: bool = False) -> list[str
             for i, (cell, width) in enumerate(zip(row, widths, strict=True))
         ]
         lines.append("  ".join(cells).rstrip())
+    return lines + node_lines(snapshot)
+
+
+def node_lines(snapshot: HealthSnapshot) -> list[str]:
+    """A multi-host primary alias: each node's role and timeline, the last move."""
+    primary = snapshot.primary
+    if primary is None or not primary.nodes:
+        return []
+    listed = ", ".join(
+        f"{n.node} {n.role}"
+        + (f" (timeline {n.timeline})" if n.timeline is not None else "")
+        for n in primary.nodes
+    )
+    lines = [f"nodes of {primary.alias}: {listed}"]
+    if snapshot.primary_changed_at is not None:
+        moved = time.strftime(
+            "%Y-%m-%d %H:%M:%S", time.localtime(snapshot.primary_changed_at)
+        )
+        lines.append(f"writes last moved to {primary.node} at {moved}")
     return lines
 
 
