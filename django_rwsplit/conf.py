@@ -113,6 +113,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("STICKY_SECONDS", "float", 5.0, _number, "rwsplit.E008", maximum=86_400),
     Setting("CAUSAL_WAIT", "float", 0, _number, "rwsplit.E008", maximum=60_000),
     Setting("PRIMARY_WAIT", "float", 0.0, _number, "rwsplit.E008", maximum=600),
+    Setting("VISIBLE_WAIT", "float", 5.0, _number, "rwsplit.E008", maximum=600),
     Setting(
         "COOKIE_NAME", "str", "rwsplit_pin", validators.cookie_name, "rwsplit.E010"
     ),
@@ -228,6 +229,7 @@ class Config:
     consistency: str = "lsn"
     causal_wait: float = 0.0
     primary_wait: float = 0.0
+    visible_wait: float = 5.0
     health_endpoint_token: str | None = field(default=None, repr=False)
     health_endpoint_show_hosts: bool = False
     metrics: bool = False

@@ -11,6 +11,7 @@ __all__ = [
     "primary_changed",
     "primary_fenced",
     "write_lost",
+    "visibility_timed_out",
     "read_retried",
     "replica_ejected",
     "replica_readmitted",
@@ -49,6 +50,12 @@ primary_fenced = Signal()
 # that timeline's WAL is not the primary's) the first time this process sees a
 # token of a write lost in a failover.
 write_lost = Signal()
+
+# Sent with ``cluster``, ``replicas`` (the aliases that had not applied the
+# commit), ``lsn`` (the commit's position) and ``waited`` (seconds) when a
+# commit made in visible_on_replicas() was not applied by every replica in
+# rotation within VISIBLE_WAIT; those replicas serve no read until they have.
+visibility_timed_out = Signal()
 
 
 def send_robust(signal: Signal, sender: Any, **kwargs: Any) -> None:

@@ -10,6 +10,7 @@ def test_the_labels_stay_what_metrics_and_the_status_page_show():
     assert sorted(reason.value for reason in PinReason) == [
         "cookie",
         "fallback",
+        "lost_write",
         "no_replicas",
         "pin_primary",
         "task_primary",

@@ -320,6 +320,14 @@ class ProcessHealth:
                 lag_bytes=transition.lag_bytes,
             )
 
+    def hold_until_replayed(self, alias: str, lsn: int) -> None:
+        """Take ``alias`` out until a round finds it has replayed ``lsn``."""
+        transition = self.tracker.hold(alias, lsn)
+        if transition is not None:
+            self._announce([transition])
+            if not self.rotation.members:
+                self._fallback_changed(True)
+
     def eject(self, alias: str, reason: str, kind: Reason | None = None) -> None:
         """Take ``alias`` out of rotation at once."""
         transition = self.tracker.eject(alias, reason, kind)

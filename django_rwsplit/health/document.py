@@ -38,6 +38,8 @@ class ReplicaStatus:
     # Load seen by the check: its query's round trip, other active sessions.
     query_ms: float | None = None
     active_backends: int | None = None
+    # The name its WAL receiver gives the primary (synchronous_standby_names).
+    standby_name: str | None = None
 
 
 @dataclass(frozen=True)

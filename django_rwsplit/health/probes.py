@@ -54,7 +54,10 @@ _HIDDEN = "?"
 PRIMARY_SQL = (
     "SELECT pg_is_in_recovery(),"
     " CASE WHEN NOT pg_is_in_recovery() THEN pg_current_wal_lsn() END,"
-    " extract(epoch FROM now())"
+    " extract(epoch FROM now()),"
+    # The standbys a commit waits for (visible_on_replicas: remote_apply).
+    " (SELECT string_agg(application_name, ',' ORDER BY application_name)"
+    " FROM pg_stat_replication WHERE sync_state = 'sync')"
 )
 REPLICA_SQL = (
     "SELECT pg_is_in_recovery(),"
@@ -67,7 +70,14 @@ REPLICA_SQL = (
     # Other sessions running a query now: the replica's load from every
     # process of the fleet (only sessions this role may see are counted).
     " (SELECT count(*) FROM pg_stat_activity WHERE state = 'active'"
-    " AND backend_type = 'client backend' AND pid <> pg_backend_pid())"
+    " AND backend_type = 'client backend' AND pid <> pg_backend_pid()),"
+    # The name its WAL receiver gives the primary: application_name, else
+    # the fallback (cluster_name), else libpq's "walreceiver".
+    " coalesce((SELECT coalesce("
+    "substring(conninfo from '(?:^| )application_name=([^ ]+)'),"
+    " substring(conninfo from 'fallback_application_name=([^ ]+)'))"
+    " FROM pg_stat_wal_receiver LIMIT 1),"
+    " nullif(current_setting('cluster_name'), ''), 'walreceiver')"
 )
 
 
@@ -170,7 +180,8 @@ class PostgresStreamingProbe:
         row, latency, _, failure = self._run(alias, settings_dict, PRIMARY_SQL, timeout)
         try:
             if row is not None:
-                in_recovery, current, now = row
+                in_recovery, current, now = row[:3]
+                sync = row[3] if len(row) > 3 else None
                 return PrimaryStatus(
                     alias=alias,
                     endpoint=endpoint,
@@ -178,6 +189,7 @@ class PostgresStreamingProbe:
                     in_recovery=_bool(in_recovery),
                     current_lsn=parse_lsn(current),
                     server_time=_float(now),
+                    sync_standbys=tuple(sync.split(",")) if sync else (),
                     latency_ms=latency,
                     checked_at=checked_at,
                 )
@@ -210,6 +222,7 @@ class PostgresStreamingProbe:
             if row is not None:
                 in_recovery, paused, replay, receive, status, replay_at, now = row[:7]
                 active = row[7] if len(row) > 7 else None
+                standby = row[8] if len(row) > 8 else None
                 return ReplicaReading(
                     alias=alias,
                     endpoint=endpoint,
@@ -224,6 +237,7 @@ class PostgresStreamingProbe:
                     latency_ms=latency,
                     query_ms=query_ms,
                     active_backends=None if active is None else int(active),
+                    standby_name=standby,
                     checked_at=checked_at,
                 )
         except Exception as exc:

@@ -62,6 +62,8 @@ def _typed_nodes(status: PrimaryStatus) -> None:
             continue
         typed = tuple(e if isinstance(e, kind) else kind(**e) for e in entries)
         object.__setattr__(status, name, typed)
+    if not isinstance(status.sync_standbys, tuple):
+        object.__setattr__(status, "sync_standbys", tuple(status.sync_standbys))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -87,6 +89,8 @@ class PrimaryStatus:
     fenced: tuple[FencedNode, ...] = ()
     # Every listed node's role and timeline.
     nodes: tuple[NodeRole, ...] = ()
+    # The standbys the primary reports in ``sync`` state (their names).
+    sync_standbys: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         _typed_failure(self)
@@ -118,6 +122,9 @@ class ReplicaReading:
     query_ms: float | None = None
     active_backends: int | None = None
     failure: ProbeFailure | None = None
+    # The name the replica's WAL receiver gives the primary (its
+    # application_name, as synchronous_standby_names names standbys).
+    standby_name: str | None = None
 
     def __post_init__(self) -> None:
         _typed_failure(self)

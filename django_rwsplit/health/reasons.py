@@ -17,6 +17,8 @@ class Reason(StrEnum):
     NOT_IN_RECOVERY = "not_in_recovery"
     NOT_STREAMING = "not_streaming"
     CONNECTION_FAILED = "connection_failed"
+    #: It had not applied a commit made in visible_on_replicas() in time.
+    NOT_VISIBLE = "not_visible"
     OTHER = "other"
 
     @property
@@ -45,4 +47,5 @@ _PREFIXES = (
     ("not in recovery", Reason.NOT_IN_RECOVERY),
     ("wal receiver not streaming", Reason.NOT_STREAMING),
     ("connection failed", Reason.CONNECTION_FAILED),
+    ("has not applied a visible commit", Reason.NOT_VISIBLE),
 )

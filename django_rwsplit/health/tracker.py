@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from django_rwsplit.conf import Config
 from django_rwsplit.health.document import HealthSnapshot, ReplicaStatus
@@ -14,11 +14,16 @@ from django_rwsplit.health.policy import (
     behind_unstreamed,
     unreplayed_wal,
 )
-from django_rwsplit.health.probes import PrimaryStatus, ReplicaReading
+from django_rwsplit.health.probes import PrimaryStatus, ReplicaReading, format_lsn
 from django_rwsplit.health.reasons import Reason
 from django_rwsplit.health.rotation import Rotation
 
-__all__ = ["HealthSnapshot", "ReplicaStatus", "Tracker", "Transition"]
+__all__ = ["HealthSnapshot", "ReplicaStatus", "Tracker", "Transition", "not_visible"]
+
+
+def not_visible(lsn: int) -> str:
+    """Why a replica is held out: a visible commit it has not applied."""
+    return f"has not applied a visible commit (at {format_lsn(lsn)})"
 
 
 @dataclass(frozen=True)
@@ -50,6 +55,9 @@ class _ReplicaRecord:
     # WAL it had not replayed.
     unreplayed: bool = False
     status: ReplicaStatus | None = None
+    # A commit made in visible_on_replicas() it had not applied in time: it
+    # serves no read until it has replayed this position.
+    floor: int | None = None
 
 
 class Tracker:
@@ -126,6 +134,15 @@ class Tracker:
         state.behind_unstreamed = primary_up and behind_unstreamed(
             reading, verdict.lag_bytes
         )
+        if state.floor is not None:
+            if reading.replay_lsn is not None and reading.replay_lsn >= state.floor:
+                state.floor = None
+            elif verdict.problem is None:
+                verdict = replace(
+                    verdict,
+                    problem=not_visible(state.floor),
+                    reason=Reason.NOT_VISIBLE,
+                )
         transition = None
         state.kind = verdict.reason
         if verdict.problem is not None:
@@ -172,8 +189,18 @@ class Tracker:
             checked_at=reading.checked_at,
             query_ms=reading.query_ms,
             active_backends=reading.active_backends,
+            standby_name=reading.standby_name,
         )
         return transition
+
+    def hold(self, alias: str, lsn: int) -> Transition | None:
+        """Keep ``alias`` out until a round finds it has replayed ``lsn``."""
+        with self._lock:
+            state = self._states.get(alias)
+            if state is None:
+                return None
+            state.floor = lsn if state.floor is None else max(state.floor, lsn)
+        return self.eject(alias, not_visible(lsn), Reason.NOT_VISIBLE)
 
     def eject(
         self, alias: str, reason: str, kind: Reason | None = None

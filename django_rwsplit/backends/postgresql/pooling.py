@@ -16,12 +16,12 @@ from typing import Any, ClassVar
 from django.core.exceptions import ImproperlyConfigured
 
 from django_rwsplit.backends.postgresql import pools
-from django_rwsplit.backends.postgresql.following import FollowsThePrimary
+from django_rwsplit.backends.postgresql.visible_commits import VisibleCommits
 
 __all__ = ["PooledConnections", "pool_busy", "wait_bound"]
 
 
-class PooledConnections(FollowsThePrimary):
+class PooledConnections(VisibleCommits):
     """The pool side of the engine (see the module docstring)."""
 
     # Django's own (not in django-stubs); annotated only, never assigned here.

@@ -1,0 +1,165 @@
+"""
+visible_on_replicas() on the real cluster: replicas that apply WAL late (in
+rotation, within the lag bound), and the wait's bound when one cannot apply.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+
+import pytest
+from django.db import connections, transaction
+from django.test import override_settings
+
+from django_rwsplit import signals, visible_on_replicas
+from django_rwsplit.testing.cluster import LocalCluster
+from tests.testapp.models import Item
+from tests.utils import fast_health, start_health
+
+pytestmark = [pytest.mark.cluster, pytest.mark.django_db(transaction=True)]
+
+APPLY_DELAY_MS = 800
+# Replicas 800 ms behind stay in rotation; the wait for them is bounded by 5 s.
+SETTINGS = fast_health(MAX_LAG_SECONDS=30.0, VISIBLE_WAIT=5.0)
+SHORT = fast_health(MAX_LAG_SECONDS=30.0, VISIBLE_WAIT=0.5)
+REPLICAS = ("replica1", "replica2")
+
+
+def on_each_replica(cluster: LocalCluster, item_id: int) -> dict[str, bool]:
+    """Whether each replica shows the row now (asked directly, not routed)."""
+    return {
+        name: bool(
+            cluster.execute(
+                name,
+                "SELECT count(*) FROM testapp_item WHERE id = %s",
+                dbname=connections["default"].settings_dict["NAME"],
+                params=[item_id],
+            )[0][0]
+        )
+        for name in REPLICAS
+    }
+
+
+@pytest.fixture
+def late_replicas(cluster: LocalCluster) -> Iterator[LocalCluster]:
+    """Both replicas apply WAL 800 ms late."""
+    for name in REPLICAS:
+        cluster.set_apply_delay(name, APPLY_DELAY_MS)
+    try:
+        yield cluster
+    finally:
+        for name in REPLICAS:
+            cluster.set_apply_delay(name, 0)
+
+
+@override_settings(RWSPLIT=SETTINGS)
+def test_a_write_in_the_block_is_on_every_replica_when_it_returns(late_replicas):
+    start_health()
+    with visible_on_replicas():
+        item = Item.objects.create(name="seen by all")
+    assert on_each_replica(late_replicas, item.id) == dict.fromkeys(REPLICAS, True)
+
+
+@override_settings(RWSPLIT=SETTINGS)
+def test_without_the_block_replicas_that_apply_late_miss_it(late_replicas):
+    """The control: the same write, read at once, is not on the replicas."""
+    start_health()
+    item = Item.objects.create(name="not yet")
+    assert on_each_replica(late_replicas, item.id) == dict.fromkeys(REPLICAS, False)
+
+
+@override_settings(RWSPLIT=SETTINGS)
+@pytest.mark.parametrize("shape", ["block_around_atomic", "atomic_around_block"])
+def test_a_transaction_waits_at_its_commit(late_replicas, shape):
+    start_health()
+    if shape == "block_around_atomic":
+        with visible_on_replicas(), transaction.atomic():
+            item = Item.objects.create(name="in a transaction")
+            assert on_each_replica(late_replicas, item.id)["replica1"] is False
+    else:
+        with transaction.atomic():
+            with visible_on_replicas():
+                item = Item.objects.create(name="committed later")
+            Item.objects.create(name="after the block, same transaction")
+    assert on_each_replica(late_replicas, item.id) == dict.fromkeys(REPLICAS, True)
+
+
+@override_settings(RWSPLIT=SETTINGS)
+def test_a_rolled_back_transaction_does_not_wait(late_replicas):
+    start_health()
+    started = time.monotonic()
+    with (
+        pytest.raises(ZeroDivisionError),
+        visible_on_replicas(),
+        transaction.atomic(),
+    ):
+        Item.objects.create(name="rolled back")
+        1 / 0  # noqa: B018
+    Item.objects.create(name="outside, later")
+    assert time.monotonic() - started < APPLY_DELAY_MS / 1000
+
+
+@override_settings(RWSPLIT=SETTINGS)
+def test_the_decorator_works_on_async_functions(late_replicas):
+    start_health()
+
+    @visible_on_replicas
+    async def create() -> int:
+        item = await Item.objects.acreate(name="async")
+        return item.id
+
+    item_id = asyncio.run(create())
+    assert on_each_replica(late_replicas, item_id) == dict.fromkeys(REPLICAS, True)
+
+
+@override_settings(RWSPLIT=SHORT)
+def test_a_replica_that_cannot_apply_is_held_out_until_it_has(cluster):
+    """VISIBLE_WAIT ran out: the write stands, no failure, replica1 serves no read."""
+    state = start_health()
+    cluster.pause_replay("replica1")
+    timed_out: list[dict[str, object]] = []
+
+    def record(sender: object, **kwargs: object) -> None:
+        timed_out.append(kwargs)
+
+    signals.visibility_timed_out.connect(record)
+    try:
+        started = time.monotonic()
+        with visible_on_replicas():
+            item = Item.objects.create(name="replica1 paused")
+        took = time.monotonic() - started
+    finally:
+        signals.visibility_timed_out.disconnect(record)
+    # VISIBLE_WAIT + CHECK_INTERVAL + CHECK_TIMEOUT, with slack for a busy CI.
+    assert took < 0.5 + 0.2 + 0.5 + 5.0
+    assert Item.objects.using("default").filter(id=item.id).exists()
+    (report,) = timed_out
+    assert report["replicas"] == ("replica1",)
+    assert "replica1" not in state.rotation.members
+    for _ in range(20):  # rounds go on; replica1 stays out while paused
+        state.monitor.run_round()
+    assert "replica1" not in state.rotation.members
+    cluster.resume_replay("replica1")
+    cluster.wait_caught_up("replica1")
+    deadline = time.monotonic() + 10
+    while "replica1" not in state.rotation.members and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert "replica1" in state.rotation.members
+
+
+@override_settings(RWSPLIT=SHORT)
+@pytest.mark.parametrize("fault", ["stopped", "frozen"])
+def test_a_dead_or_hung_replica_bounds_the_wait_and_fails_nothing(cluster, fault):
+    start_health()
+    if fault == "stopped":
+        cluster.stop_replica("replica2")
+    else:
+        cluster.freeze("replica2")
+    started = time.monotonic()
+    with visible_on_replicas():
+        item = Item.objects.create(name=f"replica2 {fault}")
+    took = time.monotonic() - started
+    assert took < 0.5 + 0.2 + 0.5 + 5.0
+    assert Item.objects.using("default").filter(id=item.id).exists()
