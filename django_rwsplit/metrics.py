@@ -83,6 +83,7 @@ class CountingObserver:
         # Moves of a multi-host primary alias's writes to another node.
         self.primary_changes: Counter[str] = Counter()
         self.lost_writes: Counter[str] = Counter()
+        self.not_visible: Counter[str] = Counter()
         self.readmissions: Counter[str] = Counter()
         self._out: set[str] = set()
 
@@ -157,6 +158,11 @@ class CountingObserver:
         """Receiver of :data:`~django_rwsplit.signals.primary_changed`."""
         with self._lock:
             self.primary_changes[alias] += 1
+
+    def visibility_timed_out(self, replicas: tuple[str, ...], **kwargs: Any) -> None:
+        """Receiver of :data:`~django_rwsplit.signals.visibility_timed_out`."""
+        with self._lock:
+            self.not_visible.update(replicas)
 
     def write_lost(self, cluster: str, **kwargs: Any) -> None:
         """Receiver of :data:`~django_rwsplit.signals.write_lost`."""
@@ -297,6 +303,7 @@ class RwsplitCollector:
             substituted = Counter(self.counts.substituted)
             primary_changes = Counter(self.counts.primary_changes)
             lost_writes = Counter(self.counts.lost_writes)
+            not_visible = Counter(self.counts.not_visible)
             readmissions: Counter[str] = Counter(dict.fromkeys(replicas, 0))
             readmissions.update(self.counts.readmissions)
         yield _counter_by_two(
@@ -327,6 +334,13 @@ class RwsplitCollector:
             "process, by cluster.",
             "cluster",
             lost_writes,
+        )
+        yield _counter(
+            "rwsplit_visibility_timeouts",
+            "Commits made in visible_on_replicas() that the replica had not "
+            "applied within VISIBLE_WAIT (it then serves no read until it has).",
+            "alias",
+            not_visible,
         )
         writable = GaugeMetricFamily(
             "rwsplit_primary_writable_nodes",
@@ -437,6 +451,9 @@ def install(registry: Any = None) -> None:
         signals.write_lost.connect(
             counts.write_lost, weak=False, dispatch_uid=_DISPATCH_UID
         )
+        signals.visibility_timed_out.connect(
+            counts.visibility_timed_out, weak=False, dispatch_uid=_DISPATCH_UID
+        )
         if id(target) not in _collectors:
             collector = RwsplitCollector(counts)
             target.register(collector)
@@ -460,6 +477,7 @@ def uninstall() -> None:
         signals.replica_readmitted.disconnect(dispatch_uid=_DISPATCH_UID)
         signals.primary_changed.disconnect(dispatch_uid=_DISPATCH_UID)
         signals.write_lost.disconnect(dispatch_uid=_DISPATCH_UID)
+        signals.visibility_timed_out.disconnect(dispatch_uid=_DISPATCH_UID)
         signals.read_retried.disconnect(dispatch_uid=_DISPATCH_UID)
         for target, collector in _collectors.values():
             target.unregister(collector)

@@ -60,7 +60,7 @@ def test_install_is_idempotent_and_uninstall_restores_the_listeners():
     installed = observe.listeners
     metrics.install(registry)
     assert observe.listeners == installed and len(installed) == 1
-    assert len(list(registry.collect())) == 16  # registered once
+    assert len(list(registry.collect())) == 17  # registered once
     metrics.uninstall()
     assert observe.listeners == ()
     assert list(registry.collect()) == []

@@ -14,6 +14,7 @@ from django.db import connections, transaction
 from django.test import override_settings
 
 from django_rwsplit import signals, visible_on_replicas
+from django_rwsplit.management.health_rounds import render_table
 from django_rwsplit.testing.cluster import LocalCluster
 from tests.testapp.models import Item
 from tests.utils import fast_health, start_health
@@ -163,3 +164,88 @@ def test_a_dead_or_hung_replica_bounds_the_wait_and_fails_nothing(cluster, fault
     took = time.monotonic() - started
     assert took < 0.5 + 0.2 + 0.5 + 5.0
     assert Item.objects.using("default").filter(id=item.id).exists()
+
+
+@pytest.fixture
+def synchronous_replicas(cluster: LocalCluster) -> Iterator[LocalCluster]:
+    """The primary names both replicas as synchronous standbys (FIRST 2)."""
+    names = "FIRST 2 (replica1, replica2)"
+    cluster.execute(
+        "primary", f"ALTER SYSTEM SET synchronous_standby_names = '{names}'"
+    )
+    cluster.execute("primary", "SELECT pg_reload_conf()")
+    try:
+        deadline = time.monotonic() + 15
+        sql = "SELECT count(*) FROM pg_stat_replication WHERE sync_state = 'sync'"
+        while cluster.execute("primary", sql)[0][0] < 2:
+            assert time.monotonic() < deadline, "the standbys never became sync"
+            time.sleep(0.05)
+        yield cluster
+    finally:
+        # Before anything else: a sync standby down would hang every commit.
+        cluster.execute("primary", "ALTER SYSTEM RESET synchronous_standby_names")
+        cluster.execute("primary", "SELECT pg_reload_conf()")
+
+
+def waits_seen(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, ...]]:
+    """The replicas each position wait of the engine asked."""
+    from django_rwsplit.backends.postgresql import visible_commits
+
+    seen: list[tuple[str, ...]] = []
+    real = visible_commits.wait_replayed
+
+    def spy(lsn, aliases, *args, **kwargs):  # type: ignore[no-untyped-def]
+        seen.append(tuple(aliases))
+        return real(lsn, aliases, *args, **kwargs)
+
+    monkeypatch.setattr(visible_commits, "wait_replayed", spy)
+    return seen
+
+
+@override_settings(RWSPLIT=SETTINGS)
+def test_synchronous_standbys_are_reported_and_waited_for_by_postgresql(
+    synchronous_replicas, late_replicas, monkeypatch
+):
+    state = start_health()
+    state.monitor.run_round()
+    assert state.primary is not None
+    assert state.primary.sync_standbys == ("replica1", "replica2")
+    assert {state.status(a).standby_name for a in REPLICAS} == set(REPLICAS)
+    snapshot = state.snapshot()
+    document = snapshot.as_dict()
+    assert document["synchronous_replicas"] == list(REPLICAS)
+    assert document["sync_covers_rotation"] is True
+    assert (
+        "synchronous replicas (remote_apply): replica1, replica2; "
+        "cover the replicas in rotation: yes"
+    ) in render_table(snapshot)
+    waits = waits_seen(monkeypatch)
+    with visible_on_replicas(), transaction.atomic():
+        item = Item.objects.create(name="remote_apply")
+    assert on_each_replica(late_replicas, item.id) == dict.fromkeys(REPLICAS, True)
+    assert waits == []  # PostgreSQL waited (remote_apply), no position polling
+
+
+@override_settings(RWSPLIT=SHORT)
+def test_a_frozen_synchronous_standby_cancels_remote_apply_after_visible_wait(
+    synchronous_replicas, monkeypatch
+):
+    state = start_health()
+    state.monitor.run_round()
+    waits = waits_seen(monkeypatch)
+    synchronous_replicas.freeze("replica1")
+    started = time.monotonic()
+    try:
+        with visible_on_replicas(), transaction.atomic():
+            item = Item.objects.create(name="sync standby frozen")
+        took = time.monotonic() - started
+    finally:
+        synchronous_replicas.execute(
+            "primary", "ALTER SYSTEM RESET synchronous_standby_names"
+        )
+        synchronous_replicas.execute("primary", "SELECT pg_reload_conf()")
+        synchronous_replicas.thaw("replica1")
+    assert took < 0.5 + 0.5 + 0.2 + 0.5 + 5.0
+    assert Item.objects.using("default").filter(id=item.id).exists()
+    assert waits and "replica1" in waits[0]  # cancelled: the positions are asked
+    assert "replica1" not in state.rotation.members

@@ -79,6 +79,16 @@ class HealthSnapshot:
             return "warning"
         return "ok"
 
+    def synchronous(self) -> tuple[str, ...]:
+        """The replicas the primary reports as synchronous standbys (sync state)."""
+        names = set(self.primary.sync_standbys) if self.primary else set()
+        return tuple(r.alias for r in self.replicas if r.standby_name in names)
+
+    def sync_covers_rotation(self) -> bool:
+        """Whether every replica in rotation is a synchronous standby (remote_apply)."""
+        rotating = {r.alias for r in self.replicas if r.in_rotation}
+        return bool(rotating) and rotating <= set(self.synchronous())
+
     def replica(self, alias: str) -> ReplicaStatus | None:
         """Return the status of replica ``alias``, if it is configured."""
         return next((r for r in self.replicas if r.alias == alias), None)
@@ -87,6 +97,7 @@ class HealthSnapshot:
         """Return the JSON shape of ``replica_health --json``."""
         primary = self.primary
         replicas = []
+        synchronous = self.synchronous()
         for status in self.replicas:
             entry = {
                 key: value
@@ -94,6 +105,7 @@ class HealthSnapshot:
                 if key not in ("endpoint", "replay_lsn", "checked_at", "streaming")
                 or show_endpoints
             }
+            entry["synchronous"] = status.alias in synchronous
             replicas.append(entry)
         return {
             "status": self.status,
@@ -121,4 +133,7 @@ class HealthSnapshot:
                 "error": primary.error if primary else "not checked yet",
             },
             "replicas": replicas,
+            # visible_on_replicas(): PostgreSQL waits (remote_apply) for these.
+            "synchronous_replicas": list(synchronous),
+            "sync_covers_rotation": self.sync_covers_rotation(),
         }

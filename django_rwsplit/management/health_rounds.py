@@ -83,7 +83,19 @@ def render_table(snapshot: HealthSnapshot, *, verbose: bool = False) -> list[str
             for i, (cell, width) in enumerate(zip(row, widths, strict=True))
         ]
         lines.append("  ".join(cells).rstrip())
-    return lines + node_lines(snapshot)
+    return lines + node_lines(snapshot) + sync_lines(snapshot)
+
+
+def sync_lines(snapshot: HealthSnapshot) -> list[str]:
+    """The synchronous standbys among the replicas (visible_on_replicas)."""
+    synchronous = snapshot.synchronous()
+    if not synchronous:
+        return []
+    covers = "yes" if snapshot.sync_covers_rotation() else "no (positions are polled)"
+    return [
+        f"synchronous replicas (remote_apply): {', '.join(synchronous)}; "
+        f"cover the replicas in rotation: {covers}"
+    ]
 
 
 def node_lines(snapshot: HealthSnapshot) -> list[str]:

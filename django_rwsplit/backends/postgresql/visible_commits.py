@@ -141,11 +141,17 @@ class VisibleCommits(FollowsThePrimary):
         """Wait until every replica in rotation applied this connection's commit."""
         started = time.monotonic() if started is None else started
         state = health_registry.process_health(config)
-        others = sorted(set(state.rotation.members) - set(synchronous))
-        if not others:
+        rotating = set(state.rotation.members)
+        others = sorted(rotating - set(synchronous))
+        resting = [alias for alias in config.replicas if alias not in rotating]
+        if not others and not resting:
             return
         lsn = self._position()
         if lsn is None:
+            return
+        for alias in resting:  # out of rotation now: not readmitted before it
+            state.hold_until_replayed(alias, lsn)
+        if not others:
             return
         waited = wait_replayed(
             lsn,
