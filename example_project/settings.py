@@ -109,6 +109,8 @@ RWSPLIT = {
     "CONSISTENCY": env.str("RWSPLIT_CONSISTENCY", default="lsn"),
     # "adaptive": reads go where the load is lowest; "round_robin": by weight.
     "BALANCER": env.str("RWSPLIT_BALANCER", default="adaptive"),
+    # visible_on_replicas(): how long a commit waits for every replica.
+    "VISIBLE_WAIT": env.float("RWSPLIT_VISIBLE_WAIT", default=5.0),
 }
 # rwsplit/health/ and rwsplit/status/data/ also answer
 # "Authorization: Bearer <token>" (at least 16 characters; unset: staff only).

@@ -21,6 +21,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from django_rwsplit import visible_on_replicas
 from django_rwsplit.health import registry as health_registry
 from django_rwsplit.pinning import current_scope
 from django_rwsplit.signals import replica_ejected
@@ -109,8 +110,18 @@ def api_whoami(request: HttpRequest) -> JsonResponse:
 @csrf_exempt
 @require_POST
 def api_write(request: HttpRequest) -> JsonResponse:
-    """Create a Note; return its id and the server that wrote it."""
-    note = Note.objects.create(text=request.POST.get("text", "")[:200])
+    """
+    Create a Note; return its id and the server that wrote it.
+
+    With ``?visible=1`` the write is made in ``visible_on_replicas()``: the
+    response leaves once every replica in rotation has applied it.
+    """
+    text = request.POST.get("text", "")[:200]
+    if request.GET.get("visible") == "1":
+        with visible_on_replicas():
+            note = Note.objects.create(text=text)
+    else:
+        note = Note.objects.create(text=text)
     query = _last(write=True)
     return JsonResponse(
         {

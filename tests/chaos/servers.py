@@ -51,6 +51,7 @@ class ChaosSettings:
     # PgBouncer (transaction pooling) in front of each replica.
     pgbouncer: bool = False
     balancer: str = "adaptive"
+    visible_wait: float = 5.0
     secret_key: str = "rwsplit-chaos-not-secret"
     # The primary alias lists every node (libpq multi-host), as Patroni
     # users write it: a failover drill.
@@ -134,6 +135,7 @@ def example_env(
             "RWSPLIT_READMIT_AFTER": str(settings.readmit_after),
             "RWSPLIT_STICKY_SECONDS": str(settings.sticky_seconds),
             "RWSPLIT_BALANCER": settings.balancer,
+            "RWSPLIT_VISIBLE_WAIT": str(settings.visible_wait),
             "PYTHONUNBUFFERED": "1",
             "PYTHONPATH": os.pathsep.join(
                 p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p
