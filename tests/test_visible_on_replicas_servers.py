@@ -41,6 +41,7 @@ SETTINGS = replace(
     database="rwsplit_visible",
     max_lag_seconds=30.0,
     visible_wait=2.0,
+    health_token="rwsplit-visible-test-token",
 )
 # VISIBLE_WAIT + CHECK_INTERVAL + CHECK_TIMEOUT, with slack for a busy CI.
 WAIT_BOUND = 2.0 + 0.5 + 0.5 + 5.0
@@ -66,6 +67,21 @@ def servers(
                 "primary",
                 f'DROP DATABASE IF EXISTS "{SETTINGS.database}" WITH (FORCE)',
             )
+
+
+REPLICAS = ("replica1", "replica2")
+
+
+def health_document(server: Server) -> dict[str, Any]:
+    """The health endpoint's document, as a monitor with the token reads it."""
+    request = urllib.request.Request(
+        f"{server.url}/rwsplit/health/",
+        headers={"Authorization": f"Bearer {SETTINGS.health_token}"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        body: dict[str, Any] = json.loads(response.read())
+        body["pid"] = int(response.headers.get("X-Worker-Pid") or 0)
+    return body
 
 
 def write(server: Server, visible: bool) -> dict[str, Any]:
@@ -138,3 +154,29 @@ def test_a_dead_or_hung_replica_bounds_the_wait_and_no_reader_sees_the_old_row(
     assert all(r["status"] == 200 for r in reads), reads
     stale = [r for r in reads if not r["visible"]]
     assert stale == [], stale
+
+
+def test_with_synchronous_standbys_every_fresh_reader_finds_it_too(
+    servers, rwsplit_cluster
+):
+    """synchronous_standby_names set: PostgreSQL waits (remote_apply)."""
+    cluster = rwsplit_cluster
+    names = "'FIRST 2 (replica1, replica2)'"
+    cluster.execute("primary", f"ALTER SYSTEM SET synchronous_standby_names = {names}")
+    cluster.execute("primary", "SELECT pg_reload_conf()")
+    try:
+        deadline = time.monotonic() + 15
+        # Each worker's rounds report both replicas as synchronous.
+        seen: dict[int, list[str]] = {}
+        while len([s for s in seen.values() if s == list(REPLICAS)]) < 2:
+            document = health_document(servers["wsgi"])
+            seen[document["pid"]] = document["synchronous_replicas"]
+            assert time.monotonic() < deadline, seen
+            time.sleep(0.05)
+        reads = run(servers, visible=True)
+    finally:
+        cluster.execute("primary", "ALTER SYSTEM RESET synchronous_standby_names")
+        cluster.execute("primary", "SELECT pg_reload_conf()")
+    assert all(r["status"] == 200 for r in reads), reads
+    stale = [r for r in reads if not r["visible"]]
+    assert stale == [], f"{len(stale)} of {len(reads)} fresh reads missed the row"

@@ -14,6 +14,7 @@ variable that the ORM's worker thread shares with the request's task).
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
@@ -139,16 +140,21 @@ class QueryLogMiddleware:
             return self.__acall__(request)
         token = _log.set([])
         try:
-            return self.get_response(request)
+            response: HttpResponse = self.get_response(request)  # type: ignore [assignment]
         finally:
             _log.reset(token)
+        # Which worker answered (the demo and the tests read it).
+        response["X-Worker-Pid"] = str(os.getpid())
+        return response
 
     async def __acall__(self, request: HttpRequest) -> HttpResponse:
         token = _log.set([])
         try:
-            return await self.get_response(request)  # type: ignore [no-any-return, misc]
+            response: HttpResponse = await self.get_response(request)  # type: ignore [misc]
         finally:
             _log.reset(token)
+        response["X-Worker-Pid"] = str(os.getpid())
+        return response
 
 
 class DatabaseUnavailableMiddleware(MiddlewareMixin):

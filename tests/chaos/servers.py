@@ -52,6 +52,8 @@ class ChaosSettings:
     pgbouncer: bool = False
     balancer: str = "adaptive"
     visible_wait: float = 5.0
+    # RWSPLIT["HEALTH_ENDPOINT_TOKEN"] ("": the endpoint answers staff only).
+    health_token: str = ""
     secret_key: str = "rwsplit-chaos-not-secret"
     # The primary alias lists every node (libpq multi-host), as Patroni
     # users write it: a failover drill.
@@ -136,6 +138,7 @@ def example_env(
             "RWSPLIT_STICKY_SECONDS": str(settings.sticky_seconds),
             "RWSPLIT_BALANCER": settings.balancer,
             "RWSPLIT_VISIBLE_WAIT": str(settings.visible_wait),
+            "RWSPLIT_HEALTH_ENDPOINT_TOKEN": settings.health_token,
             "PYTHONUNBUFFERED": "1",
             "PYTHONPATH": os.pathsep.join(
                 p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p
