@@ -35,9 +35,15 @@ def configure(
     cluster: LocalCluster,
     dbname: str = "postgres",
     django_settings: dict[str, Any] | None = None,
+    primary_engine: str | None = None,
     **rwsplit: Any,
 ) -> None:
-    """Configure Django for ``cluster`` with ``RWSPLIT`` options and set it up."""
+    """
+    Configure Django for ``cluster`` with ``RWSPLIT`` options and set it up.
+
+    The replicas use this project's engine; the primary Django's own unless
+    ``primary_engine`` names another.
+    """
     import django
     from django.conf import settings
 
@@ -45,6 +51,8 @@ def configure(
     for alias, entry in databases.items():
         if alias != "default":
             entry["ENGINE"] = "django_rwsplit.backends.postgresql"
+        elif primary_engine is not None:
+            entry["ENGINE"] = primary_engine
     replicas = [alias for alias in databases if alias != "default"]
     # The same servers under other aliases, for a second cluster (a benchmark
     # of routing with several clusters: what is measured is the router).

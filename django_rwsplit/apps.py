@@ -25,6 +25,10 @@ def _install_write_detector(
     cluster = config.cluster_for_alias(connection.alias)
     if cluster is not None and connection.alias == cluster.primary:
         writes.install(connection)
+        if connection.vendor == "postgresql":  # Django's own engine too
+            from django_rwsplit.backends.postgresql import visible_commits
+
+            visible_commits.install(connection)
 
 
 def _settings_changed(setting: str, **kwargs: Any) -> None:

@@ -203,8 +203,9 @@ def waits_seen(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, ...]]:
 
 
 @override_settings(RWSPLIT=SETTINGS)
+@pytest.mark.parametrize("atomic", [True, False], ids=["atomic", "autocommit"])
 def test_synchronous_standbys_are_reported_and_waited_for_by_postgresql(
-    synchronous_replicas, late_replicas, monkeypatch
+    synchronous_replicas, late_replicas, monkeypatch, atomic
 ):
     state = start_health()
     state.monitor.run_round()
@@ -220,8 +221,12 @@ def test_synchronous_standbys_are_reported_and_waited_for_by_postgresql(
         "cover the replicas in rotation: yes"
     ) in render_table(snapshot)
     waits = waits_seen(monkeypatch)
-    with visible_on_replicas(), transaction.atomic():
-        item = Item.objects.create(name="remote_apply")
+    with visible_on_replicas():
+        if atomic:
+            with transaction.atomic():
+                item = Item.objects.create(name="remote_apply")
+        else:
+            item = Item.objects.create(name="remote_apply, autocommit")
     assert on_each_replica(late_replicas, item.id) == dict.fromkeys(REPLICAS, True)
     assert waits == []  # PostgreSQL waited (remote_apply), no position polling
 

@@ -46,7 +46,9 @@ from django_rwsplit.backends.postgresql.primary_switch import (
 from django_rwsplit.backends.postgresql.primary_writes import send_writes_to_primary
 from django_rwsplit.backends.postgresql.replica_reads import retry_elsewhere
 from django_rwsplit.backends.postgresql.retry import retry_reason
-from django_rwsplit.backends.postgresql.visible_commits import visible_writes
+from django_rwsplit.backends.postgresql.visible_commits import (
+    install as install_visible_writes,
+)
 from django_rwsplit.exceptions import PrimaryUnavailable
 from django_rwsplit.health import registry as health_registry
 from django_rwsplit.health.pgwire import (
@@ -172,9 +174,10 @@ class DatabaseWrapper(PooledConnections):
         if not self._is_primary():
             return self._new_connection(conn_params)
         if follow_the_primary not in self.execute_wrappers:
-            # Outermost first: a statement retried on the new primary is
-            # made visible once, after it ran.
-            self.execute_wrappers.extend((visible_writes, follow_the_primary))
+            self.execute_wrappers.append(follow_the_primary)
+        # Outermost: a statement retried on the new primary is made visible
+        # once, after it ran.
+        install_visible_writes(self)
         connection = self._connect_to_primary(conn_params, self._new_connection)
         if self._lists_nodes():
             info = connection.info
