@@ -24,5 +24,25 @@ if ! wait "$installing"; then
     echo "run_tests: installing the Django 6.x sessions failed (above)" >&2
     exit 1
 fi
-"$NOX" -R -t later -- "$@" || status=$?
+if [[ -n ${RWSPLIT_CLUSTER_DIR:-} ]]; then
+    # One reused cluster (make test on the demo's): one session at a time.
+    "$NOX" -R -t later -- "$@" || status=$?
+    exit "$status"
+fi
+# The Django 6.x sessions side by side, each on a cluster of its own
+# (noxfile.py CLUSTER_PORT_OFFSETS); their output is shown one after the other.
+pids=()
+logs=()
+for session in $("$NOX" -l -t later --json | "${VENV:-.venv}/bin/python" -c \
+    'import json, sys; print(" ".join(s["session"] for s in json.load(sys.stdin)))'); do
+    out=$(mktemp -t rwsplit-nox-session.XXXXXX)
+    logs+=("$out")
+    "$NOX" -R -s "$session" -- "$@" >"$out" 2>&1 &
+    pids+=($!)
+done
+for i in "${!pids[@]}"; do
+    wait "${pids[$i]}" || status=$?
+    cat "${logs[$i]}"
+    rm -f "${logs[$i]}"
+done
 exit "$status"

@@ -116,7 +116,21 @@ ONCE = frozenset(
 )
 
 
+# Drills of a running system that take a minute: each runs in one session,
+# one of the two Django 6.x sessions that `make test` runs side by side (the
+# Django 5.2 session, alone before them, holds the ONCE and long tests).
+ONCE_60 = frozenset({"test_failover", "test_visible_on_replicas_servers"})
+ONCE_61 = frozenset({"test_failover_under_load"})
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        if item.module is not None and item.module.__name__.rpartition(".")[2] in ONCE:
+        if item.module is None:
+            continue
+        name = item.module.__name__.rpartition(".")[2]
+        if name in ONCE:
             item.add_marker(pytest.mark.once)
+        elif name in ONCE_60:
+            item.add_marker(pytest.mark.once_60)
+        elif name in ONCE_61:
+            item.add_marker(pytest.mark.once_61)

@@ -20,7 +20,7 @@ import pytest
 
 from django_rwsplit.testing.cluster import LocalCluster
 
-pytestmark = [pytest.mark.cluster, pytest.mark.once]
+pytestmark = pytest.mark.cluster
 
 DRILL = Path(__file__).with_name("failover_drill.py")
 # CHECK_INTERVAL of the drill (0.25 s) + a connect, with generous slack for a

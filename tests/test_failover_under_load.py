@@ -38,7 +38,7 @@ from tests.chaos.servers import (
     warm_up,
 )
 
-pytestmark = [pytest.mark.cluster, pytest.mark.once]
+pytestmark = pytest.mark.cluster
 
 DRILL_SHAPES = {
     "per_request": SHAPES["baseline"],
