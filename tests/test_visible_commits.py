@@ -1,4 +1,4 @@
-"""visible_on_replicas(): the block's state and the engine's pure logic, cluster-free."""
+"""visible_on_replicas(): the block and the engine's pure logic, cluster-free."""
 
 from __future__ import annotations
 
