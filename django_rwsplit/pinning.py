@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import functools
-import inspect
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -11,7 +9,8 @@ from contextvars import ContextVar, Token
 from types import TracebackType
 from typing import Any, TypeVar, overload
 
-from django_rwsplit import conf, observe
+from django_rwsplit import observe
+from django_rwsplit.blocks import Block, cluster_named
 from django_rwsplit.conf import DEFAULT_CLUSTER
 from django_rwsplit.pin_reasons import PinReason
 
@@ -223,7 +222,7 @@ def note_write(cluster: str = DEFAULT_CLUSTER) -> None:
         observe.pin(PinReason.WRITE)
 
 
-class PinPrimary:
+class PinPrimary(Block):
     """
     Send every read to the primary database inside the block.
 
@@ -271,23 +270,6 @@ class PinPrimary:
             return
         _pin_depth.set(max(_pin_depth.get() - 1, 0))
 
-    def __call__(self, func: _F) -> _F:
-        if inspect.iscoroutinefunction(func):
-
-            @functools.wraps(func)
-            async def async_inner(*args: Any, **kwargs: Any) -> Any:
-                with self:
-                    return await func(*args, **kwargs)
-
-            return async_inner  # type: ignore [return-value]
-
-        @functools.wraps(func)
-        def inner(*args: Any, **kwargs: Any) -> Any:
-            with self:
-                return func(*args, **kwargs)
-
-        return inner  # type: ignore [return-value]
-
 
 @overload
 def pin_primary(func: None = None) -> PinPrimary: ...
@@ -305,12 +287,6 @@ def pin_primary(func: _F | str | None = None) -> PinPrimary | _F:
     if func is None:
         return PinPrimary()
     if isinstance(func, str):
-        clusters = conf.get_config().clusters
-        if func != DEFAULT_CLUSTER and func not in clusters:
-            raise ValueError(
-                f"pin_primary({func!r}): no cluster of that name; clusters are "
-                '"default" and the names in RWSPLIT["CLUSTERS"].'
-            )
         # With one cluster, pinning it is pinning everything.
-        return PinPrimary(func if clusters else None)
+        return PinPrimary(cluster_named("pin_primary", func))
     return PinPrimary()(func)

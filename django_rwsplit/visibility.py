@@ -13,14 +13,12 @@ The engine does the waiting, at each commit
 
 from __future__ import annotations
 
-import functools
-import inspect
 from collections.abc import Callable
 from contextvars import ContextVar
 from types import TracebackType
 from typing import Any, TypeVar, overload
 
-from django_rwsplit import conf
+from django_rwsplit.blocks import Block, cluster_named
 from django_rwsplit.conf import DEFAULT_CLUSTER
 
 __all__ = ["VisibleOnReplicas", "visible_on_replicas", "wanted"]
@@ -40,7 +38,7 @@ def wanted(cluster: str = DEFAULT_CLUSTER) -> bool:
     return bool(blocks) and (None in blocks or cluster in blocks)
 
 
-class VisibleOnReplicas:
+class VisibleOnReplicas(Block):
     """
     Make every write committed inside the block visible on the replicas.
 
@@ -72,23 +70,6 @@ class VisibleOnReplicas:
             del blocks[len(blocks) - 1 - blocks[::-1].index(self.cluster)]
         _blocks.set(tuple(blocks))
 
-    def __call__(self, func: _F) -> _F:
-        if inspect.iscoroutinefunction(func):
-
-            @functools.wraps(func)
-            async def async_inner(*args: Any, **kwargs: Any) -> Any:
-                with self:
-                    return await func(*args, **kwargs)
-
-            return async_inner  # type: ignore [return-value]
-
-        @functools.wraps(func)
-        def inner(*args: Any, **kwargs: Any) -> Any:
-            with self:
-                return func(*args, **kwargs)
-
-        return inner  # type: ignore [return-value]
-
 
 @overload
 def visible_on_replicas(func: None = None) -> VisibleOnReplicas: ...
@@ -107,11 +88,5 @@ def visible_on_replicas(func: _F | str | None = None) -> VisibleOnReplicas | _F:
     if func is None:
         return VisibleOnReplicas()
     if isinstance(func, str):
-        clusters = conf.get_config().clusters
-        if func != DEFAULT_CLUSTER and func not in clusters:
-            raise ValueError(
-                f"visible_on_replicas({func!r}): no cluster of that name; clusters "
-                'are "default" and the names in RWSPLIT["CLUSTERS"].'
-            )
-        return VisibleOnReplicas(func if clusters else None)
+        return VisibleOnReplicas(cluster_named("visible_on_replicas", func))
     return VisibleOnReplicas()(func)

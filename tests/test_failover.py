@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from django_rwsplit.testing.cluster import LocalCluster
+from tests.utils import fresh_cluster
 
 pytestmark = pytest.mark.cluster
 
@@ -30,13 +31,8 @@ RESUME_BOUND = 10.0
 
 @pytest.fixture
 def moving_cluster() -> Iterator[LocalCluster]:
-    base = int(os.environ.get("RWSPLIT_CLUSTER_PORT") or 15432) + 20
-    local = LocalCluster(primary_port=base)  # a directory of its own under /tmp
-    try:
-        local.start()
+    with fresh_cluster(20) as local:
         yield local
-    finally:
-        local.destroy()
 
 
 def drill(cluster: LocalCluster, *args: str) -> dict[str, Any]:

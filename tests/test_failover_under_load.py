@@ -37,6 +37,7 @@ from tests.chaos.servers import (
     running_servers,
     warm_up,
 )
+from tests.utils import fresh_cluster
 
 pytestmark = pytest.mark.cluster
 
@@ -61,13 +62,8 @@ RESUME_BOUND = 10.0
 
 @pytest.fixture
 def moving_cluster() -> Iterator[LocalCluster]:
-    base = int(os.environ.get("RWSPLIT_CLUSTER_PORT") or 15432) + 25
-    local = LocalCluster(primary_port=base)  # a directory of its own under /tmp
-    try:
-        local.start()
+    with fresh_cluster(25) as local:
         yield local
-    finally:
-        local.destroy()
 
 
 def phase(run: Run, kind: str) -> Phase:

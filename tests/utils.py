@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from django.core import signing
 from django.db import connections, router
 
 from django_rwsplit import conf, consistency
 from django_rwsplit.health import registry as health_registry
+from django_rwsplit.testing.cluster import LocalCluster
 
 
 def fast_health(**overrides: object) -> dict[str, object]:
@@ -69,3 +73,18 @@ def wait_until(predicate, timeout: float, interval: float = 0.02) -> float:
             raise AssertionError(f"condition not met within {timeout} s")
         time.sleep(interval)
     return time.monotonic() - started
+
+
+@contextmanager
+def fresh_cluster(offset: int) -> Iterator[LocalCluster]:
+    """
+    A three-node cluster of its own, ``offset`` ports above the suite's: for
+    drills that change its roles for good (promote, re-point, rewind).
+    """
+    base = int(os.environ.get("RWSPLIT_CLUSTER_PORT") or 15432) + offset
+    local = LocalCluster(primary_port=base)  # a directory of its own under /tmp
+    try:
+        local.start()
+        yield local
+    finally:
+        local.destroy()
