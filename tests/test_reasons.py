@@ -15,6 +15,7 @@ from django_rwsplit.health.reasons import Reason
         ("not in recovery (promoted?)", Reason.NOT_IN_RECOVERY),
         ("WAL receiver not streaming", Reason.NOT_STREAMING),
         ("connection failed: timeout", Reason.CONNECTION_FAILED),
+        ("has not applied a visible commit (at 0/3000060)", Reason.NOT_VISIBLE),
         ("my own reason", Reason.OTHER),
         (None, Reason.OTHER),
     ],
@@ -37,5 +38,6 @@ def test_values_are_the_metric_labels():
         "not_in_recovery",
         "not_streaming",
         "connection_failed",
+        "not_visible",
         "other",
     ]
