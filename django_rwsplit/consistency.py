@@ -9,6 +9,7 @@ replica only once that replica has replayed the position.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -25,6 +26,8 @@ from django_rwsplit.conf import DEFAULT_CLUSTER, Config, get_config
 from django_rwsplit.health import lost_writes
 from django_rwsplit.health.probes import format_lsn, parse_lsn
 from django_rwsplit.pin_reasons import PinReason
+
+logger = logging.getLogger("django_rwsplit")
 
 SALT = "django_rwsplit.pin"
 # A token holds one position per cluster written (a few dozen characters each).
@@ -239,7 +242,14 @@ def position_and_timeline(using: str) -> tuple[int | None, int | None]:
         with connections[using].cursor() as cursor:
             cursor.execute(POSITION_SQL)
             row = cursor.fetchone()
-    except Exception:  # noqa: BLE001 - the caller falls back to a time pin
+    except Exception as error:  # noqa: BLE001 - the caller falls back to a time pin
+        logger.warning(
+            "The primary %r did not give its WAL position (%s: %s); the token "
+            "pins the client's reads to the primary for STICKY_SECONDS instead.",
+            using,
+            type(error).__name__,
+            str(error).splitlines()[0][:200] if str(error) else "",
+        )
         return None, None
     if not row:
         return None, None

@@ -54,7 +54,7 @@ from tests.utils import start_health
 
 pytestmark = pytest.mark.cluster
 
-PHASE_SECONDS = 5.0
+PHASE_SECONDS = 4.0
 # The baseline runs every step. The other shapes skip the lag (pause) and
 # slow-down steps: those act through the rotation alone, the same whatever
 # keeps the connections; a hung or dead replica and a restarted primary are

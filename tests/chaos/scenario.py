@@ -34,8 +34,6 @@ from tests.chaos.servers import ROOT, ChaosSettings
 READMIT_SLACK = 1.5
 # Every phase must carry at least this many requests to count as measured.
 MIN_REQUESTS = 30
-# A frozen replica may cost at most half the steady phase's throughput.
-MIN_FROZEN_THROUGHPUT = 0.5
 
 
 @dataclass(frozen=True)
@@ -329,7 +327,6 @@ def violations(run: Run) -> list[str]:
             )
 
     grouped = run.by_phase()
-    steady_rps = grouped[0][0].throughput(grouped[0][1]) if grouped else 0.0
     for phase, records in grouped:
         kind = phase.step.kind
         if len(records) < MIN_REQUESTS:
@@ -439,12 +436,8 @@ def violations(run: Run) -> list[str]:
                 f"request(s) slower than {bound:g} s",
                 [r for r in records if latency(r) > bound],
             )
-            rps = phase.throughput(records)
-            if rps < MIN_FROZEN_THROUGHPUT * steady_rps:
-                problems.append(
-                    f"{phase.name}: {rps:.1f} requests/s, under "
-                    f"{MIN_FROZEN_THROUGHPUT:g} x the steady {steady_rps:.1f}/s"
-                )
+            # Throughput while frozen is a figure, not a criterion (a busy
+            # neighbour moves it): benchmarks/chaos.py reports it.
             port = run.ports[phase.step.node or "primary"]
             report(
                 phase,
