@@ -22,6 +22,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -36,7 +37,13 @@ SHAPES: dict[str, dict[str, Any]] = {
 }
 
 
-def configure(cluster: Any, shape: str, engine: str, primary_wait: float) -> None:
+def configure(
+    cluster: Any,
+    shape: str,
+    engine: str,
+    primary_wait: float,
+    bouncer_port: int | None = None,
+) -> None:
     primary, replica1, replica2 = cluster.nodes
     extra = SHAPES[shape]
 
@@ -52,11 +59,13 @@ def configure(cluster: Any, shape: str, engine: str, primary_wait: float) -> Non
             "OPTIONS": {**options, **extra.get("OPTIONS", {}), "connect_timeout": 2},
         }
 
+    if bouncer_port is None:
+        default = entry(primary, replica1, replica2, target_session_attrs="read-write")
+    else:  # one address that moves: PgBouncer, re-pointed by the drill
+        default = entry(SimpleNamespace(port=bouncer_port))
     settings.configure(
         DATABASES={
-            "default": entry(
-                primary, replica1, replica2, target_session_attrs="read-write"
-            ),
+            "default": default,
             "replica1": entry(replica1),
             "replica2": entry(replica2),
         },
@@ -236,13 +245,17 @@ def main() -> None:
     parser.add_argument("--switchover", action="store_true")
     parser.add_argument("--primary-wait", type=float, default=0.0)
     parser.add_argument("--lost-write", action="store_true")
+    # The primary alias is one address, this PgBouncer's, re-pointed at the
+    # promoted node right after the promotion (a failover hook's job).
+    parser.add_argument("--bouncer-port", type=int)
+    parser.add_argument("--bouncer-dir")
     args = parser.parse_args()
 
     from django_rwsplit.testing import failover
     from django_rwsplit.testing.cluster import LocalCluster
 
     cluster = LocalCluster(args.dir)
-    configure(cluster, args.shape, args.engine, args.primary_wait)
+    configure(cluster, args.shape, args.engine, args.primary_wait, args.bouncer_port)
 
     from django.db import connections
     from django.dispatch import receiver
@@ -299,6 +312,10 @@ def main() -> None:
         promoted = failover.failover(
             cluster, "primary", "replica1", mode="immediate" if args.crash else "fast"
         )
+    if args.bouncer_dir:
+        from tests.chaos import pgbouncer
+
+        pgbouncer.repoint(Path(args.bouncer_dir), new_port)
 
     def resumed() -> float | None:
         return next(

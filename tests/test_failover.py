@@ -161,3 +161,38 @@ def test_a_token_of_a_write_lost_in_the_failover_is_reported_and_reads_the_prima
     assert signal["cluster"] == "default"
     if result["metrics"] is not None:
         assert result["metrics"] == 1
+
+
+def test_one_address_that_moves_pgbouncer_in_front_of_the_primary(
+    moving_cluster: LocalCluster,
+) -> None:
+    """
+    The primary alias is one address (PgBouncer, as for an RDS writer endpoint
+    or a virtual IP), re-pointed at the promoted node: writes follow it, and
+    the write under way at the switch is a typed error (a 503), never replayed.
+    """
+    from tests.chaos.pgbouncer import PgBouncerMissing, start_bouncer
+
+    primary = moving_cluster.node("primary")
+    try:
+        bouncer = start_bouncer(moving_cluster, "primary-address", primary.port, [])
+    except PgBouncerMissing as error:
+        pytest.fail(str(error))
+    try:
+        result = drill(
+            moving_cluster,
+            "--bouncer-port",
+            str(bouncer.port),
+            "--bouncer-dir",
+            str(bouncer.log.parent),
+        )
+    finally:
+        bouncer.stop()
+    new = result["ports"]["replica1"]
+    assert result["resumed_after"] is not None, result["switch"]
+    assert result["resumed_after"] < RESUME_BOUND, result["switch"]
+    errors = {o["error"] for o in result["switch"] if "error" in o}
+    assert errors <= {"PrimaryUnavailable", "WriteInterrupted"}, result["switch"]
+    assert ports_of(result["split_brain"]) == {new}, result["split_brain"]
+    assert ports_of(result["fresh_process"]) == {new}, result["fresh_process"]
+    assert ports_of(result["after_rejoin"]) == {new}, result["after_rejoin"]

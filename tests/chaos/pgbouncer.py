@@ -98,41 +98,67 @@ def _answering(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
+def start_bouncer(
+    cluster: LocalCluster, name: str, server_port: int, taken: list[int]
+) -> Bouncer:
+    """Start a PgBouncer named ``name`` in front of ``server_port``."""
+    executable = binary()
+    workdir = cluster.base_dir / f"pgbouncer-{name}"
+    workdir.mkdir(exist_ok=True)
+    port = free_port(PORTS, taken)
+    (workdir / "pgbouncer.ini").write_text(config(port, server_port, workdir))
+    (workdir / "userlist.txt").write_text('"postgres" ""\n')
+    command = [executable, str(workdir / "pgbouncer.ini")]
+    if cluster.os_user:
+        user = pwd.getpwnam(cluster.os_user)
+        for path in (workdir, *workdir.iterdir()):
+            os.chown(path, user.pw_uid, user.pw_gid)
+        command = ["runuser", "-u", cluster.os_user, "--", *command]
+    process = subprocess.Popen(
+        command,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    bouncer = Bouncer(name, port, process, workdir / "pgbouncer.log")
+    deadline = time.monotonic() + START_TIMEOUT
+    while not _answering(port):
+        if process.poll() is not None or time.monotonic() > deadline:
+            log = bouncer.log.read_text() if bouncer.log.exists() else ""
+            bouncer.stop()
+            raise RuntimeError(f"pgbouncer for {name} did not start:\n{log}")
+        time.sleep(0.05)
+    return bouncer
+
+
+def repoint(workdir: Path, server_port: int) -> None:
+    """
+    Point the PgBouncer of ``workdir`` at ``server_port`` (as an operator or
+    a failover hook does): rewrite its ini file, then SIGHUP (a reload).
+    """
+    ini = workdir / "pgbouncer.ini"
+    text = ini.read_text()
+    lines = [
+        f"* = host=127.0.0.1 port={server_port}" if line.startswith("* =") else line
+        for line in text.splitlines()
+    ]
+    ini.write_text("\n".join(lines) + "\n")
+    pid = int((workdir / "pgbouncer.pid").read_text().split()[0])
+    os.kill(pid, signal.SIGHUP)
+
+
 @contextmanager
 def bouncers(cluster: LocalCluster) -> Iterator[dict[str, Bouncer]]:
     """Run one PgBouncer per replica of ``cluster``; map replica name to it."""
-    executable = binary()
     running: dict[str, Bouncer] = {}
     try:
+        binary()
         for replica in cluster.replicas:
-            workdir = cluster.base_dir / f"pgbouncer-{replica.name}"
-            workdir.mkdir(exist_ok=True)
-            port = free_port(PORTS, [b.port for b in running.values()])
-            (workdir / "pgbouncer.ini").write_text(config(port, replica.port, workdir))
-            (workdir / "userlist.txt").write_text('"postgres" ""\n')
-            command = [executable, str(workdir / "pgbouncer.ini")]
-            if cluster.os_user:
-                user = pwd.getpwnam(cluster.os_user)
-                for path in (workdir, *workdir.iterdir()):
-                    os.chown(path, user.pw_uid, user.pw_gid)
-                command = ["runuser", "-u", cluster.os_user, "--", *command]
-            process = subprocess.Popen(
-                command,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                start_new_session=True,
+            taken = [b.port for b in running.values()]
+            running[replica.name] = start_bouncer(
+                cluster, replica.name, replica.port, taken
             )
-            bouncer = Bouncer(replica.name, port, process, workdir / "pgbouncer.log")
-            running[replica.name] = bouncer
-            deadline = time.monotonic() + START_TIMEOUT
-            while not _answering(port):
-                if process.poll() is not None or time.monotonic() > deadline:
-                    log = bouncer.log.read_text() if bouncer.log.exists() else ""
-                    raise RuntimeError(
-                        f"pgbouncer for {replica.name} did not start:\n{log}"
-                    )
-                time.sleep(0.05)
         yield running
     finally:
         for bouncer in running.values():
