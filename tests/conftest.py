@@ -120,7 +120,7 @@ ONCE = frozenset(
 # one of the two Django 6.x sessions that `make test` runs side by side (the
 # Django 5.2 session, alone before them, holds the ONCE and long tests).
 ONCE_60 = frozenset({"test_failover", "test_visible_on_replicas_servers"})
-ONCE_61 = frozenset({"test_failover_under_load"})
+ONCE_61 = frozenset({"test_failover_under_load", "test_several_clusters"})
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

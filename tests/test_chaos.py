@@ -98,8 +98,13 @@ class Deployment:
 
 
 def selected_shapes() -> list[str]:
-    """The shapes to run: ``RWSPLIT_CHAOS_SHAPES`` (comma-separated), else all."""
+    """
+    The shapes to run: ``RWSPLIT_CHAOS_SHAPES`` (comma-separated), else all;
+    ``none`` runs none (the session leaves the chaos suite to the others).
+    """
     wanted = [s.strip() for s in os.environ.get("RWSPLIT_CHAOS_SHAPES", "").split(",")]
+    if wanted == ["none"]:
+        return []
     chosen = [s for s in wanted if s and s != "all"] or list(SHAPES)
     unknown = sorted(set(chosen) - set(SHAPES))
     if unknown:
