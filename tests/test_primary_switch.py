@@ -100,3 +100,29 @@ def test_a_request_with_the_primary_down_answers_503(cluster):
     cluster.start_primary()
     connections.close_all()
     assert response.status_code == 503
+
+
+@override_settings(RWSPLIT=FAST)
+def test_a_read_on_a_connection_the_server_closed_runs_again(cluster):
+    """A read pinned to the primary after a restart: once more, not a 503."""
+    primary = connections["default"]
+    with primary.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        (pid,) = cursor.fetchone()
+    cluster.execute("primary", f"SELECT pg_terminate_backend({int(pid)})")
+    with primary.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        (again,) = cursor.fetchone()
+    assert again != pid
+
+
+@override_settings(RWSPLIT=FAST)
+def test_a_write_on_a_connection_the_server_closed_is_not_replayed(cluster):
+    primary = connections["default"]
+    with primary.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        (pid,) = cursor.fetchone()
+    cluster.execute("primary", f"SELECT pg_terminate_backend({int(pid)})")
+    with pytest.raises(WriteInterrupted), primary.cursor() as cursor:
+        cursor.execute("INSERT INTO testapp_item (name) VALUES ('once')")
+    assert not Item.objects.using("default").filter(name="once").exists()

@@ -5,9 +5,11 @@ A write on the primary alias that fails because the server went away or
 became read-only (connection closed, ``57P01`` and the other shutdown codes,
 ``25006``, class ``08``) is:
 
-- run once more on the new primary when it provably did not run: an
-  autocommit statement refused as read-only (``25006`` is raised before
-  execution, by a demoted primary);
+- run once more on the new primary when it provably did not run (an
+  autocommit statement refused as read-only: ``25006`` is raised before
+  execution, by a demoted primary) or when running it twice changes nothing
+  (an autocommit read: a query pinned to the primary on a connection the
+  server closed, after a restart);
 - otherwise never repeated: it raises
   :class:`~django_rwsplit.exceptions.WriteInterrupted` (a
   ``PrimaryUnavailable``) saying whether its outcome is unknown (an
@@ -27,6 +29,7 @@ from django.db.utils import InterfaceError, OperationalError
 
 from django_rwsplit.backends.postgresql.retry import SERVER_SHUTDOWN, sqlstate_of
 from django_rwsplit.exceptions import WriteInterrupted
+from django_rwsplit.sql_classify import is_write
 
 __all__ = ["SWITCH_SQLSTATES", "follow_the_primary", "switch_error"]
 
@@ -48,7 +51,7 @@ def switch_error(error: BaseException, connection: Any) -> str | None:
 
 
 def follow_the_primary(
-    execute: Any, sql: str, params: Any, many: bool, context: dict[str, Any]
+    execute: Any, sql: Any, params: Any, many: bool, context: dict[str, Any]
 ) -> Any:
     """Execute wrapper of primary connections (see the module docstring)."""
     try:
@@ -59,9 +62,11 @@ def follow_the_primary(
         if kind is None or not wrapper.is_cluster_primary():
             raise
         in_transaction = wrapper.in_atomic_block
-        if kind == "25006" and not in_transaction:
-            # Refused before it ran: once more, on the node writes go to now.
-            # Reconnecting asks the nodes afresh and waits up to PRIMARY_WAIT.
+        reads_only = isinstance(sql, str) and not is_write(sql)
+        if not in_transaction and (kind == "25006" or reads_only):
+            # Refused before it ran, or only read: once more, on the node
+            # writes go to now. Reconnecting asks the nodes afresh and waits
+            # up to PRIMARY_WAIT.
             wrapper.leave_node()
             wrapper.ensure_connection()
             context["cursor"].cursor = wrapper.create_cursor()
