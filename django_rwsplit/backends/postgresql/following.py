@@ -99,6 +99,20 @@ class FollowsThePrimary(ClusterMember):
                 self.leave_node()
                 conn_params = self.get_connection_params()
 
+    def init_connection_state(self) -> None:
+        """A primary that goes away while the connection is set up: a 503, not a 500."""
+        try:
+            super().init_connection_state()
+        except (OperationalError, InterfaceError) as error:
+            kind = switch_error(error, self.connection)
+            if kind is None or not self._is_primary():
+                raise
+            self.leave_node()
+            raise PrimaryUnavailable(
+                f"The primary went away while the connection was set up ({kind}); "
+                "nothing was written."
+            ) from error
+
     def is_cluster_primary(self) -> bool:
         """Whether this alias is a cluster's primary (it takes the writes)."""
         return self._is_primary()
