@@ -98,7 +98,16 @@ def write(note: str) -> dict[str, Any]:
             )
             return {"port": cursor.fetchone()[0]}
     except Exception as error:  # noqa: BLE001 - reported, not raised
-        return {"error": type(error).__name__, "message": str(error)[:200]}
+        import traceback
+
+        where = [
+            f"{f.name}:{f.lineno}" for f in traceback.extract_tb(error.__traceback__)
+        ]
+        return {
+            "error": type(error).__name__,
+            "message": str(error)[:200],
+            "where": " < ".join(reversed(where[-6:])),
+        }
     finally:
         close_old_connections()
 

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import psycopg
 from django.db.utils import InterfaceError, OperationalError
 
 from django_rwsplit.backends.postgresql.membership import ClusterMember
@@ -103,7 +104,8 @@ class FollowsThePrimary(ClusterMember):
         """A primary that goes away while the connection is set up: a 503, not a 500."""
         try:
             super().init_connection_state()
-        except (OperationalError, InterfaceError) as error:
+        except (OperationalError, InterfaceError, psycopg.Error) as error:
+            # psycopg's own error here: Django wraps it only further out.
             kind = switch_error(error, self.connection)
             if kind is None or not self._is_primary():
                 raise
