@@ -84,6 +84,10 @@ def test_same_tests_fail_without_the_mechanism(rwsplit_cluster):
         disable_mirror_routing=True,
     )
     assert result.returncode != 0, result.stderr[-3000:]
+    if "rwsplit.E021" in result.stderr:
+        # Probed as real replicas, they had not yet replayed the creation of
+        # the test database: the checks fail before any test runs.
+        return
     assert "FAILED" in result.stderr, result.stderr[-3000:]
     # The TransactionTestCase's routed read lands on a replica: the router
     # answers a replica alias, or the query there is refused by Django.
