@@ -21,7 +21,7 @@ from typing import Any, TypeVar, overload
 from django_rwsplit.blocks import Block, cluster_named
 from django_rwsplit.conf import DEFAULT_CLUSTER
 
-__all__ = ["VisibleOnReplicas", "visible_on_replicas", "wanted"]
+__all__ = ["VisibleOnReplicas", "active", "visible_on_replicas", "wanted"]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -30,6 +30,11 @@ _F = TypeVar("_F", bound=Callable[..., Any])
 _blocks: ContextVar[tuple[str | None, ...]] = ContextVar(
     "rwsplit_visible_blocks", default=()
 )
+
+
+def active() -> bool:
+    """Whether any block is open in the current context (one lookup)."""
+    return bool(_blocks.get())
 
 
 def wanted(cluster: str = DEFAULT_CLUSTER) -> bool:

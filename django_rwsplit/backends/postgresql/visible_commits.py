@@ -55,6 +55,8 @@ def visible_writes(
     context: dict[str, Any],
 ) -> Any:
     """Execute wrapper of a primary: a write inside the block waits at its commit."""
+    if not visibility.active():  # every primary statement: one lookup, no block
+        return execute(sql, params, many, context)
     wrapper = context["connection"]
     config = conf.cluster_of(wrapper.alias)
     if (
