@@ -132,20 +132,19 @@ class VisibleCommits(FollowsThePrimary):
         self.visible_pending = False
         super()._rollback()  # type: ignore[misc]
 
-    def _commit_within(self, seconds: float) -> bool:
+    def _commit_within(self, seconds: float) -> None:
         """
         COMMIT, its wait for synchronous standbys cancelled after ``seconds``.
 
-        Returns whether the wait was cancelled (the transaction is committed
-        on the primary either way: PostgreSQL only stops waiting).
+        The transaction is committed on the primary either way (PostgreSQL
+        only stops waiting); what the primary saw each standby apply then
+        tells which replicas have it.
         """
         connection = self.connection
         done = threading.Event()
-        cancelled = threading.Event()
 
         def cancel() -> None:
             if not done.wait(seconds):
-                cancelled.set()
                 try:
                     connection.cancel_safe(timeout=2.0)
                 except Exception:  # noqa: BLE001 - the wait is bounded anyway
@@ -157,7 +156,6 @@ class VisibleCommits(FollowsThePrimary):
             super()._commit()
         finally:
             done.set()
-        return cancelled.is_set()
 
 
 def synchronous_replicas(config: conf.Config) -> frozenset[str]:
