@@ -26,25 +26,28 @@ nox.options.error_on_missing_interpreters = True
 
 MATRIX = [("3.11", "5.2"), ("3.13", "6.0"), ("3.12", "6.1")]
 # The chaos suite's deployment shapes (tests/chaos/servers.py SHAPES), split
-# over the sessions to keep the run short (each shape's criteria compare it
-# with its own steady phase, so a session needs no baseline run of its own).
+# over the Django 6.x sessions (each shape's criteria compare it with its own
+# steady phase, so a session needs no baseline run of its own): the Django 5.2
+# session, which runs beside them (scripts/run_tests.sh), holds the drills.
 CHAOS_SHAPES = {
     "5.2": "none",
-    "6.0": "baseline,atomic,persistent",
-    "6.1": "pool,pgbouncer",
+    "6.0": "baseline,atomic",
+    "6.1": "persistent,pool,pgbouncer",
 }
-# What each session leaves out: the 5.2 session runs the "long" and "once"
-# tests; each drill marked once_60 / once_61 runs in that session only.
+# What each session leaves out: the Django 5.2 session runs everything; the
+# others leave out the tests marked "long" or "once" (tests/conftest.py ONCE
+# and DRILLS: their subject does not depend on Django's version).
 SELECTION = {
-    "5.2": "not once_60 and not once_61",
-    "6.0": "not long and not once and not once_61",
-    "6.1": "not long and not once and not once_60",
+    "5.2": "",
+    "6.0": "not long and not once",
+    "6.1": "not long and not once",
 }
 # Each session's cluster: its primary's port, this far above
 # RWSPLIT_CLUSTER_PORT (default 15432; +10, +20 and +25 are taken by the
-# second cluster and the failover drills), as the 6.x sessions run at once.
+# second cluster and the failover drills), as the 5.2 session runs beside
+# the 6.x ones.
 CLUSTER_PORT_OFFSETS = {"5.2": 0, "6.0": 100, "6.1": 200}
-# The Django version whose session also runs the tests marked "long".
+# The Django version whose session also runs the tests marked "long" or "once".
 LONG_TESTS_ON = "5.2"
 
 
@@ -90,7 +93,7 @@ def dist(session: nox.Session) -> None:
             interpreter(python),
             django,
             id=f"py{python}-django{django}",
-            # scripts/run_tests.sh: "first" runs while "later" installs.
+            # scripts/run_tests.sh: "first" (lane 1) beside "later" (lane 2).
             tags=["first" if django == LONG_TESTS_ON else "later"],
         )
         for python, django in MATRIX
@@ -105,10 +108,11 @@ def tests(session: nox.Session, django: str) -> None:
     seconds each and do not depend on Django's version: load balancing under
     light traffic and slowness, the browser test, two clusters, the local
     cluster tool) or ``once`` (pure logic, the probes and health rounds, the
-    command's output: tests/conftest.py ONCE), which run on Django 5.2.
+    command's output, the drills: tests/conftest.py ONCE and DRILLS), which
+    run on Django 5.2.
     """
     shapes = os.environ.get("RWSPLIT_CHAOS_SHAPES") or CHAOS_SHAPES[django]
-    selection = ["-m", SELECTION[django]]
+    selection = ["-m", SELECTION[django]] if SELECTION[django] else []
     env = {"RWSPLIT_CHAOS_SHAPES": shapes}
     if not os.environ.get("RWSPLIT_CLUSTER_DIR"):  # not a reused demo cluster
         base = int(os.environ.get("RWSPLIT_CLUSTER_PORT") or 15432)

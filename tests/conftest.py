@@ -95,7 +95,6 @@ ONCE = frozenset(
         "test_notify",
         "test_observe",
         "test_pin_reasons",
-        "test_failover",
         "test_planner",
         "test_policy",
         "test_probes",
@@ -116,11 +115,17 @@ ONCE = frozenset(
 )
 
 
-# Drills of a running system that take a minute: each runs in one session,
-# one of the two Django 6.x sessions that `make test` runs side by side (the
-# Django 5.2 session, alone before them, holds the ONCE and long tests).
-ONCE_60 = frozenset({"test_failover", "test_visible_on_replicas_servers"})
-ONCE_61 = frozenset({"test_failover_under_load", "test_several_clusters"})
+# Drills of a running system that take a minute and do not depend on Django's
+# version (a failover, under load, visible commits under real servers, two
+# clusters): marked ``once`` like the modules above.
+DRILLS = frozenset(
+    {
+        "test_failover",
+        "test_failover_under_load",
+        "test_several_clusters",
+        "test_visible_on_replicas_servers",
+    }
+)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -128,9 +133,5 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         if item.module is None:
             continue
         name = item.module.__name__.rpartition(".")[2]
-        if name in ONCE:
+        if name in ONCE or name in DRILLS:
             item.add_marker(pytest.mark.once)
-        elif name in ONCE_60:
-            item.add_marker(pytest.mark.once_60)
-        elif name in ONCE_61:
-            item.add_marker(pytest.mark.once_61)
