@@ -55,6 +55,11 @@ PLAN = (
     Step("old primary rejoined", "rejoin", "primary"),
 )
 PHASE_SECONDS = 2.0
+# Six browser-like clients pausing 100 ms between requests: about 50
+# requests a second, hundreds per phase, and a core left for the rest of a
+# 2-core machine (make test runs two sessions side by side).
+CLIENTS = 6
+THINK_MS = 100.0
 # Writes back on the new primary: CHECK_INTERVAL (0.25 s) + a connect, with
 # generous slack for a loaded 2-core machine.
 RESUME_BOUND = 10.0
@@ -186,6 +191,8 @@ def test_failover_under_load_in_each_shape(
             settings=settings,
             plan=PLAN,
             phase_seconds=PHASE_SECONDS,
+            clients=CLIENTS,
+            think_ms=THINK_MS,
             ports=ports,
             extra={
                 "failover": lambda step: failover.failover(
