@@ -23,6 +23,9 @@ import nox
 
 nox.options.sessions = ["lint", "dist", "tests"]
 nox.options.error_on_missing_interpreters = True
+# uv builds a session's virtualenv in seconds (requirements-dev.txt has it);
+# virtualenv and pip if it is missing.
+nox.options.default_venv_backend = "uv|virtualenv"
 
 MATRIX = [("3.11", "5.2"), ("3.13", "6.0"), ("3.12", "6.1")]
 # The chaos suite's deployment shapes (tests/chaos/servers.py SHAPES), split

@@ -9,7 +9,8 @@
 #      Chromium with chromedriver (the status page's browser test); the demo
 #      needs neither.
 #   2. Python >= 3.11 ($PYTHON, default python3).
-#   3. .venv with `pip install -e . -r requirements-dev.txt`, re-run only when
+#   3. .venv with `uv pip install -e . -r requirements-dev.txt` (pip if uv
+#      cannot be installed), re-run only when
 #      pyproject.toml or requirements-dev.txt changed since the last install.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -126,7 +127,13 @@ fi
 wanted=$(cat pyproject.toml requirements-dev.txt | sha256sum | cut -d' ' -f1)
 if [[ ! -f $STAMP || $(cat "$STAMP") != "$wanted" ]]; then
     say "installing django-rwsplit (editable) and requirements-dev.txt into $VENV"
-    if ! "$VENV/bin/python" -m pip install --quiet -e . -r requirements-dev.txt; then
+    # uv installs the set in seconds (pip takes half a minute); nox uses it for
+    # the Django 6.x sessions too (noxfile.py). pip does the job if it is missing.
+    installer=("$VENV/bin/python" -m pip install --quiet)
+    if "$VENV/bin/python" -m pip install --quiet uv >/dev/null 2>&1; then
+        installer=("$VENV/bin/uv" pip install --quiet --python "$VENV/bin/python")
+    fi
+    if ! "${installer[@]}" -e . -r requirements-dev.txt; then
         die 1 "pip install failed (see the messages above). Check the network" \
             "or your pip index settings, then run scripts/bootstrap.sh again" \
             "(rm -rf $VENV starts from scratch)."

@@ -54,7 +54,9 @@ from tests.utils import start_health
 
 pytestmark = pytest.mark.cluster
 
-PHASE_SECONDS = 4.0
+# Each phase outlasts the readmission window with its slack (3 s at these
+# settings: scenario.READMIT_SLACK) and the ejection bound (2 s).
+PHASE_SECONDS = 3.0
 # The baseline runs every step. The other shapes skip the lag (pause) and
 # slow-down steps: those act through the rotation alone, the same whatever
 # keeps the connections; a hung or dead replica and a restarted primary are
