@@ -82,6 +82,45 @@ def configure(
     django.setup()
 
 
+def note_views() -> list[Any]:
+    """
+    URL patterns of a write-then-read benchmark on the table ``notes``:
+    ``write/`` inserts a row (in ``visible_on_replicas()`` with ``?visible=1``)
+    and answers its id; ``read/<pk>/`` answers which server read and whether
+    it saw the row. Call after :func:`configure`.
+    """
+    from django.db import connection, connections, router
+    from django.http import HttpRequest, JsonResponse
+    from django.urls import path
+
+    from django_rwsplit import visible_on_replicas
+
+    def insert() -> int:
+        with connection.cursor() as cursor:
+            cursor.execute("INSERT INTO notes DEFAULT VALUES RETURNING id")
+            return int(cursor.fetchone()[0])
+
+    def write(request: HttpRequest) -> JsonResponse:
+        if request.GET.get("visible"):
+            with visible_on_replicas():
+                return JsonResponse({"id": insert()})
+        return JsonResponse({"id": insert()})
+
+    def read(request: HttpRequest, pk: int) -> JsonResponse:
+        from django.contrib.auth.models import User
+
+        alias = router.db_for_read(User)
+        with connections[alias].cursor() as cursor:
+            cursor.execute(
+                "SELECT inet_server_port(), EXISTS(SELECT 1 FROM notes WHERE id=%s)",
+                [pk],
+            )
+            port, visible = cursor.fetchone()
+        return JsonResponse({"port": port, "visible": visible})
+
+    return [path("write/", write), path("read/<int:pk>/", read)]
+
+
 def table(rows: list[list[str]], header: list[str]) -> str:
     """Return ``rows`` as a Markdown table."""
     widths = [

@@ -18,35 +18,10 @@ import threading
 import time
 from collections import Counter
 
-from _setup import cluster, configure, table
+from _setup import cluster, configure, note_views, table
 
 DB = "rwsplit_bench_consistency"
 FOLLOW_UPS = (0.0, 0.25, 0.5, 1.0)
-
-
-def views() -> list:
-    from django.db import connection, connections, router
-    from django.http import JsonResponse
-    from django.urls import path
-
-    def write(request):
-        with connection.cursor() as cursor:
-            cursor.execute("INSERT INTO notes DEFAULT VALUES RETURNING id")
-            return JsonResponse({"id": cursor.fetchone()[0]})
-
-    def read(request, pk):
-        from django.contrib.auth.models import User
-
-        alias = router.db_for_read(User)
-        with connections[alias].cursor() as cursor:
-            cursor.execute(
-                "SELECT inet_server_port(), EXISTS(SELECT 1 FROM notes WHERE id=%s)",
-                [pk],
-            )
-            port, visible = cursor.fetchone()
-        return JsonResponse({"port": port, "visible": visible})
-
-    return [path("write/", write), path("read/<int:pk>/", read)]
 
 
 urlpatterns: list = []
@@ -128,7 +103,7 @@ def main() -> None:
             },
             **base,
         )
-        urlpatterns.extend(views())
+        urlpatterns.extend(note_views())
         replicas = [r.name for r in local.replicas]
         for replica in replicas:
             local.set_apply_delay(replica, args.delay_ms)

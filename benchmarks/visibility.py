@@ -25,45 +25,10 @@ import time
 from collections import Counter
 from collections.abc import Callable
 
-from _setup import cluster, configure, table
+from _setup import cluster, configure, note_views, table
 
 DB = "rwsplit_bench_visibility"
 SYNC_NAMES = "'FIRST 2 (replica1, replica2)'"
-
-
-def views() -> list:
-    from django.db import connection, connections, router
-    from django.http import JsonResponse
-    from django.urls import path
-
-    from django_rwsplit import visible_on_replicas
-
-    def write(request):
-        def insert() -> int:
-            with connection.cursor() as cursor:
-                cursor.execute("INSERT INTO notes DEFAULT VALUES RETURNING id")
-                return int(cursor.fetchone()[0])
-
-        if request.GET.get("visible"):
-            with visible_on_replicas():
-                pk = insert()
-        else:
-            pk = insert()
-        return JsonResponse({"id": pk})
-
-    def read(request, pk):
-        from django.contrib.auth.models import User
-
-        alias = router.db_for_read(User)
-        with connections[alias].cursor() as cursor:
-            cursor.execute(
-                "SELECT inet_server_port(), EXISTS(SELECT 1 FROM notes WHERE id=%s)",
-                [pk],
-            )
-            port, visible = cursor.fetchone()
-        return JsonResponse({"port": port, "visible": visible})
-
-    return [path("write/", write), path("read/<int:pk>/", read)]
 
 
 urlpatterns: list = []
@@ -138,7 +103,7 @@ def main() -> None:
             MAX_LAG_SECONDS=30.0,
             VISIBLE_WAIT=5.0,
         )
-        urlpatterns.extend(views())
+        urlpatterns.extend(note_views())
         from django.contrib.auth.models import User
         from django.db import router
 

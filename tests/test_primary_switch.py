@@ -51,6 +51,21 @@ def stop_primary_while(cluster: Any, run: Any) -> BaseException | None:
     return caught[0] if caught else None
 
 
+def backend_pid() -> int:
+    """The server process of this thread's primary connection (opened if need be)."""
+    with connections["default"].cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        (pid,) = cursor.fetchone()
+    return int(pid)
+
+
+def close_from_the_server(cluster: Any) -> int:
+    """Open the primary connection, then have the server end it; its old pid."""
+    pid = backend_pid()
+    cluster.execute("primary", f"SELECT pg_terminate_backend({pid})")
+    return pid
+
+
 def slow_insert() -> None:
     with connections["default"].cursor() as cursor:
         cursor.execute("INSERT INTO testapp_item (name) SELECT 'slow' FROM pg_sleep(5)")
@@ -105,24 +120,13 @@ def test_a_request_with_the_primary_down_answers_503(cluster):
 @override_settings(RWSPLIT=FAST)
 def test_a_read_on_a_connection_the_server_closed_runs_again(cluster):
     """A read pinned to the primary after a restart: once more, not a 503."""
-    primary = connections["default"]
-    with primary.cursor() as cursor:
-        cursor.execute("SELECT pg_backend_pid()")
-        (pid,) = cursor.fetchone()
-    cluster.execute("primary", f"SELECT pg_terminate_backend({int(pid)})")
-    with primary.cursor() as cursor:
-        cursor.execute("SELECT pg_backend_pid()")
-        (again,) = cursor.fetchone()
-    assert again != pid
+    pid = close_from_the_server(cluster)
+    assert backend_pid() != pid
 
 
 @override_settings(RWSPLIT=FAST)
 def test_a_write_on_a_connection_the_server_closed_is_not_replayed(cluster):
-    primary = connections["default"]
-    with primary.cursor() as cursor:
-        cursor.execute("SELECT pg_backend_pid()")
-        (pid,) = cursor.fetchone()
-    cluster.execute("primary", f"SELECT pg_terminate_backend({int(pid)})")
-    with pytest.raises(WriteInterrupted), primary.cursor() as cursor:
+    close_from_the_server(cluster)
+    with pytest.raises(WriteInterrupted), connections["default"].cursor() as cursor:
         cursor.execute("INSERT INTO testapp_item (name) VALUES ('once')")
     assert not Item.objects.using("default").filter(name="once").exists()

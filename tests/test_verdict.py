@@ -56,14 +56,18 @@ def test_the_overall_status_follows_the_verdict(in_recovery, expected):
     assert snapshot.status == expected
 
 
+# The primary on timeline 2, with the old one back, writable, on timeline 1.
+SPLIT = status(
+    reachable=True,
+    in_recovery=False,
+    node="10.0.0.2:5432",
+    timeline=2,
+    fenced=(FencedNode("10.0.0.1:5432", 1),),
+)
+
+
 def test_a_second_writable_node_is_critical_and_named():
-    primary = status(
-        reachable=True,
-        in_recovery=False,
-        node="10.0.0.2:5432",
-        timeline=2,
-        fenced=(FencedNode("10.0.0.1:5432", 1),),
-    )
+    primary = SPLIT
     assert judge_primary(primary) is PrimaryVerdict.TWO_WRITABLE
     problem = primary_problem(primary)
     assert problem is not None and "two writable nodes" in problem
@@ -73,13 +77,7 @@ def test_a_second_writable_node_is_critical_and_named():
 
 
 def test_the_health_document_lists_fenced_nodes_as_records():
-    primary = status(
-        reachable=True,
-        in_recovery=False,
-        node="10.0.0.2:5432",
-        timeline=2,
-        fenced=(FencedNode("10.0.0.1:5432", 1),),
-    )
+    primary = SPLIT
     snapshot = HealthSnapshot(primary=primary, replicas=(), taken_at=1.0)
     document = snapshot.as_dict(show_endpoints=True)
     assert document["primary"]["fenced"] == [{"node": "10.0.0.1:5432", "timeline": 1}]
