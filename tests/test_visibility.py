@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from django.db import connections, transaction
@@ -187,8 +187,11 @@ def synchronous_replicas(cluster: LocalCluster) -> Iterator[LocalCluster]:
         cluster.execute("primary", "SELECT pg_reload_conf()")
 
 
-def waits_seen(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, ...]]:
-    """The replicas each position wait of the engine asked."""
+def waits_seen(
+    monkeypatch: pytest.MonkeyPatch,
+    before: Callable[[tuple[str, ...]], object] | None = None,
+) -> list[tuple[str, ...]]:
+    """The replicas each position wait of the engine asked (``before`` each)."""
     from django_rwsplit.backends.postgresql import visible_commits
 
     seen: list[tuple[str, ...]] = []
@@ -196,6 +199,8 @@ def waits_seen(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, ...]]:
 
     def spy(lsn, aliases, *args, **kwargs):  # type: ignore[no-untyped-def]
         seen.append(tuple(aliases))
+        if before is not None:
+            before(tuple(aliases))
         return real(lsn, aliases, *args, **kwargs)
 
     monkeypatch.setattr(visible_commits, "wait_replayed", spy)
@@ -220,15 +225,37 @@ def test_synchronous_standbys_are_reported_and_waited_for_by_postgresql(
         "synchronous replicas (remote_apply): replica1, replica2; "
         "cover the replicas in rotation: yes"
     ) in render_table(snapshot)
-    waits = waits_seen(monkeypatch)
+    name = "remote_apply" if atomic else "remote_apply, autocommit"
+    # PostgreSQL waits (remote_apply). The commit's position is the primary's
+    # WAL position just after it: WAL written meanwhile by others (a
+    # checkpoint, a snapshot record) can still have a replica asked; it has
+    # the row by then, when the apply delay alone would leave it without.
+    found_when_asked: list[bool] = []
+    waits = waits_seen(
+        monkeypatch,
+        before=lambda asked: found_when_asked.extend(
+            bool(
+                late_replicas.execute(
+                    alias,
+                    "SELECT count(*) FROM testapp_item WHERE name = %s",
+                    dbname=connections["default"].settings_dict["NAME"],
+                    params=[name],
+                )[0][0]
+            )
+            for alias in asked
+        ),
+    )
     with visible_on_replicas():
         if atomic:
             with transaction.atomic():
-                item = Item.objects.create(name="remote_apply")
+                item = Item.objects.create(name=name)
         else:
-            item = Item.objects.create(name="remote_apply, autocommit")
+            item = Item.objects.create(name=name)
     assert on_each_replica(late_replicas, item.id) == dict.fromkeys(REPLICAS, True)
-    assert waits == []  # PostgreSQL waited (remote_apply), no position polling
+    assert all(found_when_asked), (
+        "a replica was waited for by position, not by PostgreSQL"
+    )
+    assert len(waits) <= 1
 
 
 @override_settings(RWSPLIT=SHORT)
