@@ -106,10 +106,9 @@ class FollowsThePrimary(ClusterMember):
             super().init_connection_state()
         except (OperationalError, InterfaceError, psycopg.Error) as error:
             # psycopg's own error here: Django wraps it only further out.
-            kind = switch_error(error, self.connection)
-            if kind is None or not self._is_primary():
+            kind = self._left_the_node(error)
+            if kind is None:
                 raise
-            self.leave_node()
             raise PrimaryUnavailable(
                 f"The primary went away while the connection was set up ({kind}); "
                 "nothing was written."
@@ -124,14 +123,24 @@ class FollowsThePrimary(ClusterMember):
         self.close()
         self._fresh_role_check = True
 
+    def _left_the_node(self, error: BaseException) -> str | None:
+        """
+        If ``error`` means this primary's node went away: leave it and return
+        why (the SQLSTATE, or "broken"); else None (the caller re-raises).
+        """
+        kind = switch_error(error, self.connection)
+        if kind is None or not self._is_primary():
+            return None
+        self.leave_node()
+        return kind
+
     def _commit(self) -> None:
         try:
             super()._commit()  # type: ignore[misc]
         except (OperationalError, InterfaceError) as error:
-            kind = switch_error(error, self.connection)
-            if kind is None or not self._is_primary():
+            kind = self._left_the_node(error)
+            if kind is None:
                 raise
-            self.leave_node()
             raise WriteInterrupted(
                 f"The primary went away during COMMIT ({kind}); the transaction "
                 "may or may not have been committed (outcome unknown): check "
