@@ -263,6 +263,14 @@ def test_a_frozen_synchronous_standby_cancels_remote_apply_after_visible_wait(
     synchronous_replicas, monkeypatch
 ):
     state = start_health()
+    # No round of the health thread may eject replica1 while the commit
+    # waits (its check times out as VISIBLE_WAIT runs out): the engine alone
+    # must find, from the positions, that replica1 lacks the commit.
+    thread = state.monitor.thread
+    assert thread is not None
+    thread.stop()
+    thread.join(5.0)
+    assert not thread.is_alive()
     state.monitor.run_round()
     waits = waits_seen(monkeypatch)
     synchronous_replicas.freeze("replica1")
@@ -271,7 +279,7 @@ def test_a_frozen_synchronous_standby_cancels_remote_apply_after_visible_wait(
         with visible_on_replicas(), transaction.atomic():
             item = Item.objects.create(name="sync standby frozen")
         took = time.monotonic() - started
-        # Held out while frozen (once thawed, a round may readmit it).
+        # Held out by the commit, no round running.
         held = "replica1" not in state.rotation.members
     finally:
         synchronous_replicas.execute(
