@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable, Iterator
 
 import pytest
+from asgiref.sync import sync_to_async
 from django.db import connections, transaction
 from django.test import override_settings
 
@@ -111,7 +112,13 @@ def test_the_decorator_works_on_async_functions(late_replicas):
         item = await Item.objects.acreate(name="async")
         return item.id
 
-    item_id = asyncio.run(create())
+    async def create_then_close() -> int:
+        try:
+            return await create()
+        finally:  # the executor thread's connection would outlive the test
+            await sync_to_async(connections.close_all)()
+
+    item_id = asyncio.run(create_then_close())
     assert on_each_replica(late_replicas, item_id) == dict.fromkeys(REPLICAS, True)
 
 
