@@ -75,13 +75,22 @@ def phase(run: Run, kind: str) -> Phase:
     return next(p for p in run.phases if p.step.kind == kind)
 
 
-def judge(run: Run, old: int, new: int, promoted_reads: int) -> list[str]:
+def judge(
+    run: Run,
+    old: int,
+    new: int,
+    promoted_reads: int,
+    kept: set[tuple[int, str]],
+) -> list[str]:
     """
     Every pass criterion the drill broke, as readable sentences.
 
     ``old`` and ``new`` are the primaries' ports; ``promoted_reads`` is the
     port reads of the promoted node's replica alias report (PgBouncer's when
-    it stands in front).
+    it stands in front); ``kept`` is every row (id, text) the new primary
+    holds at the end. A write the crash took (acknowledged by the old
+    primary before the promotion, never streamed) is on no server: reading
+    it back finds nothing, and that is a lost write, not a stale read.
     """
     problems: list[str] = []
     switch = phase(run, "failover")
@@ -103,7 +112,21 @@ def judge(run: Run, old: int, new: int, promoted_reads: int) -> list[str]:
             and not (r["status"] == 503 and r["t0"] <= switch.t1 + RESUME_BOUND)
         ],
     )
-    report("stale reads of the client's own write", [r for r in records if r["stale"]])
+    report(
+        "stale reads of the client's own write",
+        [r for r in records if r["stale"] and (r["note"], r["text"]) in kept],
+    )
+    report(
+        "acknowledged writes lost, other than by the crash",
+        [
+            r
+            for r in records
+            if r["kind"] == "write"
+            and r["status"] in (200, 201)
+            and (r["note"], r["text"]) not in kept
+            and not (r["port"] == old and r["t0"] <= switch.t1)
+        ],
+    )
     report(
         "writes acknowledged by the old primary after the promotion",
         [
@@ -204,8 +227,65 @@ def test_failover_under_load_in_each_shape(
             },
             heal_after=False,
         )
-        problems = judge(run, old, new, ports["replica1"])
+        rows = cluster.execute(
+            "replica1", "SELECT id, text FROM shop_note", dbname=settings.database
+        )
+        kept = {(int(row[0]), str(row[1])) for row in rows}
+        problems = judge(run, old, new, ports["replica1"], kept)
         logs = "\n".join(f"--- {s.name} ---\n{s.log_tail()}" for s in servers.values())
     writes = [r for r in run.records if r["kind"] == "write"]
     assert len(writes) >= 20, f"only {len(writes)} writes measured"
     assert not problems, "\n".join(f"- {p}" for p in problems) + "\n" + logs
+
+
+def _record(kind: str, t0: float, port: int, **extra: Any) -> dict[str, Any]:
+    record = {
+        "kind": kind,
+        "t0": t0,
+        "t1": t0 + 0.01,
+        "port": port,
+        "status": 201 if kind == "write" else 200,
+        "stale": None,
+        "pinned": True,
+        "server": "asgi",
+        "reason": "token",
+        "error": None,
+        "note": None,
+        "text": None,
+    }
+    return {**record, **extra}
+
+
+def _drill(records: list[dict[str, Any]]) -> Run:
+    """A run of PLAN: the failover's promotion from 2.0 s to 2.3 s."""
+    times = [(0.0, 0.0), (2.0, 2.3), (4.0, 4.1), (6.0, 6.1), (8.0, 8.5)]
+    phases = [Phase(step, t0, t1) for step, (t0, t1) in zip(PLAN, times, strict=True)]
+    steady = [_record("write", 0.1, 1, note=1, text="steady")]
+    return Run(DRILL_SHAPES["pool"], {}, phases, steady + records, 0.0)
+
+
+OLD, NEW = 7000, 7001
+
+
+def test_a_write_the_crash_took_is_lost_not_read_stale() -> None:
+    """Pure: the judge, on records of a crash that took one acknowledged write."""
+    lost = [
+        _record("write", 1.99, OLD, note=7, text="c0-9"),
+        _record("read_own", 2.5, NEW, note=7, text="c0-9", stale=True),
+    ]
+    kept = {(1, "steady")}
+    after = [_record("write", 2.5, NEW, note=8, text="c0-10")]
+    assert judge(_drill(lost + after), OLD, NEW, 9, kept | {(8, "c0-10")}) == []
+    # The same row on the new primary: the read was stale.
+    found = judge(_drill(lost + after), OLD, NEW, 9, kept | {(7, "c0-9"), (8, "c0-10")})
+    assert [p.split(";")[0] for p in found] == [
+        "1 stale reads of the client's own write"
+    ]
+    # A write acknowledged by the new primary, or by the old one after the
+    # promotion, is lost by no crash.
+    for write in (
+        _record("write", 2.5, NEW, note=7, text="c0-9"),
+        _record("write", 2.4, OLD, note=7, text="c0-9"),
+    ):
+        found = judge(_drill([write, *after]), OLD, NEW, 9, kept | {(8, "c0-10")})
+        assert "acknowledged writes lost, other than by the crash" in "\n".join(found)

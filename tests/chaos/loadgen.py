@@ -16,7 +16,8 @@ One JSON record per request goes to ``--out``: ``t0``/``t1`` (start and end,
 Linux), ``kind`` (``read``, ``write``, ``read_own``), ``server`` (the name in
 ``--url``), ``status`` (0: no HTTP response), ``port`` (the database server
 that answered), ``stale``, ``pinned`` (the client held a live pin cookie),
-``reason`` (the pin the server reported) and ``error``.
+``reason`` (the pin the server reported), ``note`` and ``text`` (the row a
+write stored and a ``read_own`` looked for) and ``error``.
 
 Only loopback URLs are accepted; the duration, the request count and the
 number of clients are capped. SIGINT or SIGTERM ends the run early.
@@ -63,6 +64,8 @@ class Record:
     reason: str | None = None
     stale: bool | None = None
     note: int | None = None
+    # The text a write stored (write and read_own): a row is found by it.
+    text: str | None = None
     interface: str | None = None
     error: str | None = None
 
@@ -212,9 +215,15 @@ class Client(threading.Thread):
         if not self.budget.take():
             return False
         self.written += 1
-        body = urllib.parse.urlencode({"text": f"c{self.index}-{self.written}"})
+        text = f"c{self.index}-{self.written}"
+        body = urllib.parse.urlencode({"text": text})
         record, data = self.call(
-            self.rng.choice(self.servers), "write", "POST", "/api/write/", body
+            self.rng.choice(self.servers),
+            "write",
+            "POST",
+            "/api/write/",
+            body,
+            text=text,
         )
         if record.status != 201 or not isinstance(data.get("id"), int):
             return True
@@ -223,7 +232,7 @@ class Client(threading.Thread):
             if not self.budget.take():
                 return False
             read, body_read = self.call(
-                server, "read_own", "GET", f"/api/read/{note}/", note=note
+                server, "read_own", "GET", f"/api/read/{note}/", note=note, text=text
             )
             if read.status == 200 and read.t0 < record.t1 + self.sticky_window():
                 read.stale = body_read.get("visible") is not True
@@ -241,6 +250,7 @@ class Client(threading.Thread):
         path: str,
         body: str | None = None,
         note: int | None = None,
+        text: str | None = None,
     ) -> tuple[Record, dict[str, Any]]:
         """Send one request; return its record (added to the sink, except
         ``read_own``, judged by the caller first) and its JSON body."""
@@ -260,6 +270,7 @@ class Client(threading.Thread):
             client=self.index,
             pinned=self.jar.live(PIN_COOKIE, t0),
             note=note,
+            text=text,
         )
         data: dict[str, Any] = {}
         conn = http.client.HTTPConnection(
@@ -284,6 +295,8 @@ class Client(threading.Thread):
             record.t1 = time.monotonic()
         port = data.get("port")
         record.port = port if isinstance(port, int) else None
+        if kind == "write" and isinstance(data.get("id"), int):
+            record.note = data["id"]
         reason, interface = data.get("pinned"), data.get("interface")
         record.reason = reason if isinstance(reason, str) else None
         record.interface = interface if isinstance(interface, str) else None
