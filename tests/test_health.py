@@ -296,11 +296,14 @@ def test_two_processes_share_health_through_redis(cluster):
     # run, the one that does not measure borrows.
     span = max(r["end"] for r in results) - min(r["start"] for r in results)
     both = min(r["end"] for r in results) - max(r["start"] for r in results)
-    # Without the sharing, the pair would measure both / interval times more.
     assert both >= window / 2, "the two processes barely ran at the same time"
     interval = 0.2
-    assert measured <= span / interval + 4
-    assert borrowed >= both / interval - 4
+    # Without the sharing, the pair would measure both / interval more times
+    # (at least 10) and borrow nothing. The bounds sit halfway: a loaded
+    # machine that delays the holder's rounds past their freshness makes the
+    # other measure now and then (25 rounds for a 4 s span seen in CI).
+    assert measured <= span / interval + both / (2 * interval)
+    assert borrowed >= both / (2 * interval)
 
 
 EXITING_PROCESS = """

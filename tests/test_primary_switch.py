@@ -130,3 +130,36 @@ def test_a_write_on_a_connection_the_server_closed_is_not_replayed(cluster):
     with pytest.raises(WriteInterrupted), connections["default"].cursor() as cursor:
         cursor.execute("INSERT INTO testapp_item (name) VALUES ('once')")
     assert not Item.objects.using("default").filter(name="once").exists()
+
+
+@pytest.mark.parametrize("wait", [0.0, 3.0], ids=["no_wait", "primary_wait"])
+def test_a_connection_the_primary_ends_while_it_is_set_up(cluster, monkeypatch, wait):
+    """
+    The primary ends the connection during Django's set-up (as a shutdown
+    does): nothing was written, so a 503 without PRIMARY_WAIT; with it, a
+    fresh connection and the write goes through (found by the failover drill).
+    """
+    kind = type(connections["default"])
+    real = kind._configure_connection
+    ended: list[int] = []
+
+    def configure(self: Any, connection: Any) -> Any:
+        if self.alias == "default" and not ended:
+            pid = connection.info.backend_pid
+            cluster.execute("primary", f"SELECT pg_terminate_backend({pid}, 5000)")
+            ended.append(pid)
+            connection.execute("SELECT 1")  # the set-up's next query
+        return real(self, connection)
+
+    monkeypatch.setattr(kind, "_configure_connection", configure)
+    connections.close_all()
+    with override_settings(RWSPLIT=fast_health(PRIMARY_WAIT=wait)):
+        if wait:
+            Item.objects.using("default").create(name="after the cut")
+        else:
+            with pytest.raises(PrimaryUnavailable) as caught:
+                Item.objects.using("default").create(name="after the cut")
+            assert "nothing was written" in str(caught.value)
+    assert ended, "the set-up was not cut"
+    found = Item.objects.using("default").filter(name="after the cut").exists()
+    assert found is bool(wait)

@@ -178,7 +178,7 @@ class DatabaseWrapper(PooledConnections):
         # Outermost: a statement retried on the new primary is made visible
         # once, after it ran.
         install_visible_writes(self)
-        connection = self._connect_to_primary(conn_params, self._new_connection)
+        connection = self._new_connection(conn_params)
         if self._lists_nodes():
             info = connection.info
             self.connected_node = f"{info.host}:{info.port}"

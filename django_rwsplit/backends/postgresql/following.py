@@ -6,15 +6,14 @@ to the node the health rounds found writable on the newest timeline
 (:mod:`django_rwsplit.health.nodes`), never to libpq's first writable host;
 before the first round the connection makes that role check itself. A kept
 connection to a node writes no longer go to is closed before its next use;
-a connect that failed is tried once more on a fresh role check, then until
-``PRIMARY_WAIT``; a COMMIT cut short raises
+a connect, or its set-up, that failed is tried once more on a fresh role
+check, then until ``PRIMARY_WAIT`` (nothing was written yet); a COMMIT cut short raises
 :class:`~django_rwsplit.exceptions.WriteInterrupted` (outcome unknown).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -77,20 +76,24 @@ class FollowsThePrimary(ClusterMember):
         known = state.primary_node if state is not None else None
         return known is not None and known != node
 
-    def _connect_to_primary(
-        self, conn_params: dict[str, Any], connect: Callable[[dict[str, Any]], Any]
-    ) -> Any:
+    def connect(self) -> None:
         """
-        Connect for writes; a connect that failed is tried again on a fresh role check.
+        Connect; on the primary alias, a connect or set-up the primary's going
+        away cut short is tried again on a fresh role check.
 
         Once at once when the alias lists several nodes (the primary may have
         just moved), then until ``PRIMARY_WAIT`` seconds have passed, if set.
+        Nothing was written on a connection being set up: trying again is safe.
         """
+        if not self._is_primary():
+            super().connect()
+            return
         deadline = time.monotonic() + self._settings().primary_wait
         attempt = 0 if self._lists_nodes() else 1
         while True:
             try:
-                return connect(conn_params)
+                super().connect()
+                return
             except PrimaryUnavailable:
                 attempt += 1
                 if attempt > 1 and time.monotonic() >= deadline:
@@ -98,7 +101,6 @@ class FollowsThePrimary(ClusterMember):
                 if attempt > 1:
                     time.sleep(0.05)
                 self.leave_node()
-                conn_params = self.get_connection_params()
 
     def init_connection_state(self) -> None:
         """A primary that goes away while the connection is set up: a 503, not a 500."""
