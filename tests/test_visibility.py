@@ -6,6 +6,7 @@ rotation, within the lag bound), and the wait's bound when one cannot apply.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable, Iterator
 
@@ -29,19 +30,21 @@ SHORT = fast_health(MAX_LAG_SECONDS=30.0, VISIBLE_WAIT=0.5)
 REPLICAS = ("replica1", "replica2")
 
 
+def has_item(cluster: LocalCluster, alias: str, column: str, value: object) -> bool:
+    """Whether replica ``alias`` shows an item with ``column = value`` now."""
+    return bool(
+        cluster.execute(
+            alias,
+            f"SELECT count(*) FROM testapp_item WHERE {column} = %s",
+            dbname=connections["default"].settings_dict["NAME"],
+            params=[value],
+        )[0][0]
+    )
+
+
 def on_each_replica(cluster: LocalCluster, item_id: int) -> dict[str, bool]:
     """Whether each replica shows the row now (asked directly, not routed)."""
-    return {
-        name: bool(
-            cluster.execute(
-                name,
-                "SELECT count(*) FROM testapp_item WHERE id = %s",
-                dbname=connections["default"].settings_dict["NAME"],
-                params=[item_id],
-            )[0][0]
-        )
-        for name in REPLICAS
-    }
+    return {name: has_item(cluster, name, "id", item_id) for name in REPLICAS}
 
 
 @pytest.fixture
@@ -241,23 +244,12 @@ def test_synchronous_standbys_are_reported_and_waited_for_by_postgresql(
     waits = waits_seen(
         monkeypatch,
         before=lambda asked: found_when_asked.extend(
-            bool(
-                late_replicas.execute(
-                    alias,
-                    "SELECT count(*) FROM testapp_item WHERE name = %s",
-                    dbname=connections["default"].settings_dict["NAME"],
-                    params=[name],
-                )[0][0]
-            )
-            for alias in asked
+            has_item(late_replicas, alias, "name", name) for alias in asked
         ),
     )
-    with visible_on_replicas():
-        if atomic:
-            with transaction.atomic():
-                item = Item.objects.create(name=name)
-        else:
-            item = Item.objects.create(name=name)
+    in_transaction = transaction.atomic() if atomic else contextlib.nullcontext()
+    with visible_on_replicas(), in_transaction:
+        item = Item.objects.create(name=name)
     assert on_each_replica(late_replicas, item.id) == dict.fromkeys(REPLICAS, True)
     assert all(found_when_asked), (
         "a replica was waited for by position, not by PostgreSQL"
